@@ -1,0 +1,294 @@
+"""Public discretisation: each released column's domain, value -> code, code -> value.
+
+A column's domain comes only from its schema: category lists, bin edges, date
+units and code groups. Codes are ``0 .. size-1``; a nullable column's last code
+means null. Encoding is expressed as polars expressions (applied to the private
+table by ``dpsynth.io``); decoding maps integer codes from the fitted model back
+to values, drawing numbers and dates uniformly inside their bin with a seeded
+generator (post-processing, so seeding is allowed).
+
+This module holds no data and must not import ``dpsynth.io``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from dpsynth.schema import Column, Schema
+
+__all__ = [
+    "ColumnExprs",
+    "Domain",
+    "column_exprs",
+    "decode_column",
+    "domain_size",
+    "levels",
+]
+
+
+def _date_edges(col: Column) -> list[dt.datetime]:
+    assert col.date_bounds is not None
+    b0, b1 = col.date_bounds
+    unit = col.bin_unit
+
+    def floor(d: dt.datetime) -> dt.datetime:
+        d = d.replace(hour=0, minute=0, second=0, microsecond=0)
+        if unit == "week":
+            return d - dt.timedelta(days=d.weekday())
+        if unit == "month":
+            return d.replace(day=1)
+        if unit == "quarter":
+            return d.replace(day=1, month=3 * ((d.month - 1) // 3) + 1)
+        if unit == "year":
+            return d.replace(day=1, month=1)
+        return d
+
+    def step(d: dt.datetime) -> dt.datetime:
+        if unit == "day":
+            return d + dt.timedelta(days=1)
+        if unit == "week":
+            return d + dt.timedelta(days=7)
+        months = {"month": 1, "quarter": 3, "year": 12}[unit]
+        m = d.month - 1 + months
+        return d.replace(year=d.year + m // 12, month=m % 12 + 1)
+
+    edges = [floor(b0)]
+    while edges[-1] <= b1:
+        edges.append(step(edges[-1]))
+    return edges
+
+
+def levels(col: Column) -> list[object]:
+    """The public values behind codes ``0 .. n-1`` (null, if nullable, is code n)."""
+    if col.kind == "categorical":
+        return list(col.categories)
+    if col.kind == "boolean":
+        return [False, True]
+    if col.kind == "code":
+        return [g.label for g in col.groups]
+    if col.kind in ("integer", "float"):
+        e = col.bin_edges
+        return [(e[i], e[i + 1]) for i in range(len(e) - 1)]
+    if col.kind in ("date", "datetime"):
+        e = _date_edges(col)
+        return [(e[i], e[i + 1]) for i in range(len(e) - 1)]
+    raise ValueError(f"column {col.name!r} of kind {col.kind} has no domain")
+
+
+def domain_size(col: Column) -> int:
+    """Number of codes, the null code included."""
+    return len(levels(col)) + (1 if col.nullable else 0)
+
+
+def level_labels(col: Column) -> list[str]:
+    """Human-readable labels for every code (for reports)."""
+    out: list[str] = []
+    for lv in levels(col):
+        if isinstance(lv, tuple):
+            a, b = lv
+            if isinstance(a, dt.datetime):
+                out.append(a.date().isoformat())
+            elif col.kind == "integer" and b - a == 1:
+                out.append(f"{a:g}")
+            else:
+                out.append(f"[{a:g}, {b:g})")
+        else:
+            out.append(str(lv))
+    if col.nullable:
+        out.append("(missing)")
+    return out
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The released columns, in schema order, with their domain sizes."""
+
+    columns: tuple[Column, ...]
+
+    @classmethod
+    def from_schema(cls, schema: Schema) -> Domain:
+        return cls(schema.measured_columns)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(domain_size(c) for c in self.columns)
+
+    def decode(self, codes: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
+        """Codes (rows x columns) -> a typed synthetic table."""
+        return pl.DataFrame(
+            [decode_column(c, codes[:, j], rng) for j, c in enumerate(self.columns)]
+        )
+
+
+@dataclass(frozen=True)
+class ColumnExprs:
+    """Polars expressions over one raw (text) input column.
+
+    ``missing``: the cell is missing; ``malformed``: not missing but cannot be
+    parsed as the column's kind; ``out_of_domain``: parsed but outside the public
+    domain; ``code``: the integer code (valid only where the checks pass or the
+    out-of-domain policy maps the value to null or clamps it).
+    """
+
+    missing: pl.Expr
+    malformed: pl.Expr
+    out_of_domain: pl.Expr
+    code: pl.Expr
+    malformed_rule: str
+    domain_rule: str
+
+
+def _parsed(col: Column, raw: pl.Expr) -> pl.Expr:
+    s = raw.str.strip_chars()
+    if col.kind == "integer":
+        return s.cast(pl.Int64, strict=False)
+    if col.kind == "float":
+        v = s.cast(pl.Float64, strict=False)
+        return pl.when(v.is_finite()).then(v)
+    if col.kind == "date":
+        return s.str.to_date(col.date_format, strict=False).cast(pl.Datetime("us"))
+    if col.kind == "datetime":
+        return s.str.to_datetime(col.date_format, strict=False, time_unit="us")
+    if col.kind == "boolean":
+        return (
+            pl.when(raw.is_in(list(col.true_tokens))).then(True)
+            .when(raw.is_in(list(col.false_tokens))).then(False)
+        )
+    return raw
+
+
+def _edges_series(col: Column) -> pl.Series:
+    if col.kind in ("date", "datetime"):
+        return pl.Series(_date_edges(col), dtype=pl.Datetime("us"))
+    return pl.Series([float(e) for e in col.bin_edges], dtype=pl.Float64)
+
+
+def column_exprs(col: Column) -> ColumnExprs:
+    """Build the check and encode expressions for one released column."""
+    raw = pl.col(col.name)
+    missing = raw.is_null() | raw.is_in(list(col.missing_tokens))
+    value = _parsed(col, raw)
+    n = len(levels(col))
+    null_code = pl.lit(n if col.nullable else None, dtype=pl.Int64)
+
+    if col.kind == "categorical":
+        malformed = pl.lit(False)
+        in_domain = raw.is_in(list(col.categories))
+        code = raw.replace_strict(
+            list(col.categories), list(range(n)), default=None, return_dtype=pl.Int64
+        )
+        rule_m, rule_d = "", "category"
+    elif col.kind == "code":
+        stripped = raw.str.strip_chars()
+        malformed = (
+            ~stripped.str.contains(f"^(?:{col.pattern})$") if col.pattern else pl.lit(False)
+        )
+        number = stripped.str.extract(r"^(\d+)", 1).cast(pl.Int64, strict=False)
+        chain = None
+        for i, g in enumerate(col.groups):
+            cond = pl.lit(False)
+            for p in g.prefixes:
+                cond = cond | stripped.str.starts_with(p)
+            for lo, hi in g.ranges:
+                cond = cond | ((number >= lo) & (number <= hi))
+            chain = pl.when(cond).then(i) if chain is None else chain.when(cond).then(i)
+        assert chain is not None
+        code = chain.otherwise(None).cast(pl.Int64)
+        in_domain = code.is_not_null()
+        rule_m, rule_d = "code-format", "code-group"
+    elif col.kind == "boolean":
+        malformed = value.is_null()
+        in_domain = pl.lit(True)
+        code = value.cast(pl.Int64)
+        rule_m, rule_d = "boolean-token", "boolean"
+    else:  # integer, float, date, datetime
+        malformed = value.is_null()
+        if col.kind in ("date", "datetime"):
+            assert col.date_bounds is not None
+            lo_v, hi_v = (pl.lit(b, dtype=pl.Datetime("us")) for b in col.date_bounds)
+        else:
+            assert col.bounds is not None
+            lo_v, hi_v = pl.lit(col.bounds[0]), pl.lit(col.bounds[1])
+        in_domain = (value >= lo_v) & (value <= hi_v)
+        v = value.clip(lo_v, hi_v) if col.on_out_of_domain == "clamp" else value
+        if col.kind in ("integer", "float"):
+            v = v.cast(pl.Float64)
+        idx = pl.lit(_edges_series(col)).search_sorted(v, side="right").cast(pl.Int64) - 1
+        code = idx.clip(0, n - 1)
+        rule_m = {"integer": "parse-integer", "float": "parse-float",
+                  "date": "parse-date", "datetime": "parse-datetime"}[col.kind]
+        rule_d = "bounds"
+
+    if col.on_out_of_domain == "clamp":
+        out_of_domain = pl.lit(False)
+    else:
+        out_of_domain = ~in_domain
+    bad = missing | malformed | (out_of_domain if col.on_out_of_domain == "null" else pl.lit(False))
+    final = pl.when(bad).then(null_code).otherwise(code).cast(pl.Int32).alias(col.name)
+    return ColumnExprs(
+        missing=missing,
+        malformed=~missing & malformed.fill_null(True),
+        out_of_domain=~missing & ~malformed.fill_null(True) & out_of_domain.fill_null(True),
+        code=final,
+        malformed_rule=rule_m,
+        domain_rule=rule_d,
+    )
+
+
+def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> pl.Series:
+    """Codes -> values; numbers and dates are drawn uniformly inside their bin."""
+    codes = np.asarray(codes, dtype=np.int64)
+    lv = levels(col)
+    n = len(lv)
+    is_null = codes >= n
+    safe = np.where(is_null, 0, codes)
+    if col.kind in ("categorical", "code"):
+        arr = np.array([str(x) for x in lv], dtype=object)[safe]
+        arr[is_null] = None
+        return pl.Series(col.name, arr.tolist(), dtype=pl.String)
+    if col.kind == "boolean":
+        vals = safe.astype(bool)
+        return pl.Series(col.name, vals).set(pl.Series(is_null), None)  # type: ignore[arg-type]
+    if col.kind in ("integer", "float"):
+        assert col.bounds is not None
+        lo_b, hi_b = col.bounds
+        e = np.asarray(col.bin_edges, dtype=float)
+        lo = np.maximum(e[:-1], lo_b)
+        if col.kind == "integer":
+            hi = np.minimum(e[1:] - 1, hi_b)
+            hi[-1] = min(e[-1], hi_b)
+            hi = np.maximum(hi, lo)
+            vals = rng.integers(lo[safe].astype(np.int64), hi[safe].astype(np.int64) + 1)
+            s = pl.Series(col.name, vals, dtype=pl.Int64)
+        else:
+            hi = np.minimum(e[1:], hi_b)
+            vals = rng.uniform(lo[safe], hi[safe])
+            s = pl.Series(col.name, vals, dtype=pl.Float64)
+        return s.set(pl.Series(is_null), None)  # type: ignore[arg-type]
+    # date / datetime: uniform inside the bin, clipped to the bounds
+    assert col.date_bounds is not None
+    edges = _date_edges(col)
+    b0, b1 = col.date_bounds
+    start = np.array([max(edges[i], b0) for i in range(n)], dtype="datetime64[us]")
+    end = np.array([min(edges[i + 1], b1 + dt.timedelta(microseconds=1)) for i in range(n)],
+                   dtype="datetime64[us]")
+    if col.kind == "date":
+        s_days = start.astype("datetime64[D]").astype(np.int64)
+        e_days = (end - np.timedelta64(1, "us")).astype("datetime64[D]").astype(np.int64)
+        days = rng.integers(s_days[safe], np.maximum(e_days[safe], s_days[safe]) + 1)
+        ser = pl.Series(col.name, days.astype("datetime64[D]"), dtype=pl.Date)
+    else:
+        s_us = start.astype(np.int64)
+        e_us = end.astype(np.int64)
+        secs = rng.integers(s_us[safe] // 1_000_000, np.maximum(e_us[safe] // 1_000_000, s_us[safe] // 1_000_000 + 1))
+        ser = pl.Series(col.name, (secs * 1_000_000).astype("datetime64[us]"),
+                        dtype=pl.Datetime("us"))
+    return ser.set(pl.Series(is_null), None)  # type: ignore[arg-type]

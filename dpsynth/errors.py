@@ -1,0 +1,128 @@
+"""The dpsynth exception tree and the exit code each error maps to.
+
+Every error a user can cause is a subclass of :class:`DpsynthError` and carries
+an ``exit_code``; the CLI (``dpsynth/cli.py``) is the single place where these
+become a one-line message and a process exit status. Messages name columns and
+rules, never cell values of the private table (design.md §2.7).
+
+::
+
+    DpsynthError                      (abstract)
+    ├── UsageError            exit 2  bad options, bad configuration
+    │   └── SchemaError       exit 2  schema file invalid (JSON Schema or semantics)
+    ├── InputDataError        exit 3  the private table does not match the schema
+    ├── BudgetError           exit 4  privacy budget refused (ledger or accountant)
+    ├── OutputValidationError exit 5  the synthetic table failed its expectation suite
+    ├── StorageError          exit 6  ledger or output storage unavailable
+    └── InternalError         exit 1  a bug in dpsynth, never the user's fault
+
+Exit code 0 means success. Anything not derived from :class:`DpsynthError` that
+escapes is also reported as an internal error (exit 1) without its message,
+because a foreign exception's text may quote data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DpsynthError(Exception):
+    """Base of all dpsynth errors; ``exit_code`` is the process status."""
+
+    exit_code: int = 1
+    kind: str = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-able description (for ``--json`` output)."""
+        return {"error": self.kind, "exit_code": self.exit_code, "message": self.message}
+
+
+class UsageError(DpsynthError):
+    """Bad command-line options or configuration."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+class SchemaError(UsageError):
+    """The schema file is not valid; ``path`` locates the offending entry."""
+
+    kind = "schema"
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+class InputDataError(DpsynthError):
+    """The input table does not satisfy the schema.
+
+    ``column`` and ``rule`` identify the failed check; the message never holds a
+    cell value of the private table.
+    """
+
+    exit_code = 3
+    kind = "input"
+
+    def __init__(self, message: str, column: str | None = None, rule: str = "") -> None:
+        prefix = f"column {column!r}: " if column is not None else ""
+        suffix = f" [rule: {rule}]" if rule else ""
+        super().__init__(f"{prefix}{message}{suffix}")
+        self.column = column
+        self.rule = rule
+
+    def to_dict(self) -> dict[str, object]:
+        d = super().to_dict()
+        d.update(column=self.column, rule=self.rule)
+        return d
+
+
+class BudgetError(DpsynthError):
+    """A privacy budget request was refused; states requested vs remaining."""
+
+    exit_code = 4
+    kind = "budget"
+
+
+class OutputValidationError(DpsynthError):
+    """The synthetic table failed the expectation suite built from the schema."""
+
+    exit_code = 5
+    kind = "output-validation"
+
+
+class StorageError(DpsynthError):
+    """The ledger or output storage is unavailable or inconsistent."""
+
+    exit_code = 6
+    kind = "storage"
+
+
+class InternalError(DpsynthError):
+    """A bug in dpsynth (never the user's fault)."""
+
+    exit_code = 1
+    kind = "internal"
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    """Documented exit codes (README and ``dpsynth --help`` list them)."""
+
+    code: int
+    meaning: str
+
+
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(0, "success"),
+    ExitCode(1, "internal error (a bug in dpsynth)"),
+    ExitCode(2, "usage, configuration or schema error"),
+    ExitCode(3, "input data error (the table does not match the schema)"),
+    ExitCode(4, "privacy budget refused"),
+    ExitCode(5, "output validation failed"),
+    ExitCode(6, "ledger or storage unavailable"),
+)

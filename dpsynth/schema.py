@@ -1,0 +1,407 @@
+"""Table schema files: YAML -> validated, frozen :class:`Schema` (public information only).
+
+A schema describes one private table with facts taken from its documentation
+(codebook, data dictionary): each column's kind, category list, bounds and bins,
+code groupings, which tokens mean missing, what to do with out-of-domain values,
+and the privacy unit (patient id column and contribution bound k).
+
+Loading runs two checks, in order, and fails with :class:`SchemaError` (exit 2):
+
+1. the file against the published JSON Schema ``schemas/table-schema.v1.json``;
+2. semantics JSON Schema cannot express: unique names, increasing bin edges,
+   bounds inside the edges, the privacy unit is an identifier column, rules and
+   subgroups name real columns, ...
+
+This module never reads the private table; everything here is public.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+
+from dpsynth.errors import SchemaError
+
+__all__ = [
+    "MEASURED_KINDS",
+    "CodeGroup",
+    "Column",
+    "PrivacyUnit",
+    "Rule",
+    "Schema",
+    "load_schema",
+    "parse_schema",
+    "table_schema_json",
+]
+
+Kind = Literal[
+    "categorical", "integer", "float", "date", "datetime", "boolean", "code", "identifier", "text"
+]
+OutOfDomain = Literal["reject", "null", "clamp"]
+
+#: Kinds that are measured and released; identifier and text columns never are.
+MEASURED_KINDS = frozenset(
+    {"categorical", "integer", "float", "date", "datetime", "boolean", "code"}
+)
+DEFAULT_TRUE_TOKENS = ("true", "True", "TRUE", "1", "yes", "Yes", "YES", "Y", "T")
+DEFAULT_FALSE_TOKENS = ("false", "False", "FALSE", "0", "no", "No", "NO", "N", "F")
+#: A column's domain larger than this is almost certainly a schema mistake
+#: (noise on huge marginals drowns the signal); coarsen the bins instead.
+MAX_DOMAIN_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class CodeGroup:
+    """One group of a code column: codes starting with a prefix or in a numeric range."""
+
+    label: str
+    prefixes: tuple[str, ...] = ()
+    ranges: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Column:
+    """One column of the table, with its public domain."""
+
+    name: str
+    kind: Kind
+    description: str = ""
+    nullable: bool = False
+    missing_tokens: tuple[str, ...] = ("",)
+    on_out_of_domain: OutOfDomain = "reject"
+    # categorical
+    categories: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    ordered: bool = False
+    # integer / float: bounds and bin edges (bins are [e_i, e_i+1), the last one closed)
+    bounds: tuple[float, float] | None = None
+    bin_edges: tuple[float, ...] = ()
+    # date / datetime
+    date_bounds: tuple[dt.datetime, dt.datetime] | None = None
+    bin_unit: str = ""
+    date_format: str | None = None
+    # boolean
+    true_tokens: tuple[str, ...] = DEFAULT_TRUE_TOKENS
+    false_tokens: tuple[str, ...] = DEFAULT_FALSE_TOKENS
+    # code
+    system: str = ""
+    pattern: str | None = None
+    groups: tuple[CodeGroup, ...] = ()
+
+    @property
+    def measured(self) -> bool:
+        """True when the column is part of the synthetic table."""
+        return self.kind in MEASURED_KINDS
+
+
+@dataclass(frozen=True)
+class PrivacyUnit:
+    """The protected individual: ``column`` identifies a patient, who keeps at most
+    ``max_rows`` rows (the contribution bound k)."""
+
+    column: str
+    max_rows: int = 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A declared cross-column rule, checked on the synthetic table."""
+
+    kind: Literal["null_together", "null_below"]
+    columns: tuple[str, ...]
+    threshold: float | None = None
+    severity: Literal["error", "warning"] = "error"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A validated table schema. ``text`` is the file as written (it goes in the bundle)."""
+
+    name: str
+    version: str
+    description: str
+    privacy_unit: PrivacyUnit
+    columns: tuple[Column, ...]
+    subgroups: tuple[str, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    source: str = ""
+    citation: str = ""
+    text: str = field(default="", repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def measured_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.measured)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+def table_schema_json() -> dict[str, Any]:
+    """The published JSON Schema of the schema format."""
+    text = resources.files("dpsynth.resources").joinpath("table-schema.v1.json").read_text()
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def load_schema(path: str | Path) -> Schema:
+    """Read, validate and build a schema from a YAML file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SchemaError(f"schema file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"schema file {str(p)!r} cannot be read ({type(exc).__name__})") from None
+    return parse_schema(text, source_name=str(p))
+
+
+def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
+    """Validate schema text (YAML) and build a :class:`Schema`."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SchemaError(f"{source_name} is not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        raise SchemaError(f"{source_name} must hold a mapping at the top level")
+    validator = jsonschema.Draft202012Validator(table_schema_json())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), e.message))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        path = _json_path(doc, list(err.absolute_path))
+        raise SchemaError(f"{_short(err.message)} (JSON Schema rule: {err.validator})", path)
+    return _build(doc, text)
+
+
+def _short(message: str, limit: int = 160) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _json_path(doc: Any, parts: list[Any]) -> str:
+    """Render a JSON path, naming columns by their name rather than index."""
+    out = "schema"
+    node = doc
+    for part in parts:
+        if isinstance(part, int) and isinstance(node, list):
+            item = node[part] if part < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            out += f"[{name!r}]" if isinstance(name, str) else f"[{part}]"
+            node = item
+        else:
+            out += f".{part}"
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _tokens(values: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in values)
+
+
+def _category_text(v: Any) -> str:
+    # YAML gives ints, floats and bools for unquoted scalars; compare as the text a
+    # CSV cell would hold (1 -> "1", True -> "true").
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _parse_date(value: str, where: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise SchemaError(f"bound {value!r} is not an ISO 8601 date", where) from None
+    return parsed.replace(tzinfo=None)
+
+
+def _edges_from_width(lo: float, hi: float, width: float, integer: bool) -> tuple[float, ...]:
+    n = max(1, math.ceil((hi - lo) / width + (1 if integer else 0) - 1e-12))
+    return tuple(lo + i * width for i in range(n + 1))
+
+
+def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
+    name = c["name"]
+    where = f"schema.columns[{name!r}]"
+    kind = c["kind"]
+    common: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "description": c.get("description", ""),
+        "nullable": bool(c.get("nullable", False)),
+        "missing_tokens": _tokens(c["missing_tokens"]) if "missing_tokens" in c else table_missing,
+        "on_out_of_domain": c.get("on_out_of_domain", "reject"),
+    }
+    ood = common["on_out_of_domain"]
+    if ood == "clamp" and kind not in ("integer", "float", "date", "datetime"):
+        raise SchemaError(
+            "on_out_of_domain (clamp) is only allowed for integer, float, date and datetime columns",
+            where,
+        )
+    if ood == "null" and not common["nullable"]:
+        raise SchemaError("on_out_of_domain (null) needs nullable: true", where)
+
+    if kind == "categorical":
+        cats = tuple(_category_text(v) for v in c["categories"])
+        dupes = sorted({x for x in cats if cats.count(x) > 1})
+        if dupes:
+            raise SchemaError(f"categories must be unique; repeated: {', '.join(dupes)}", where)
+        clash = sorted(set(cats) & set(common["missing_tokens"]))
+        if clash:
+            raise SchemaError(
+                f"category {clash[0]!r} is also a missing token; a value cannot be both", where
+            )
+        labels = tuple((str(k), str(v)) for k, v in c.get("labels", {}).items())
+        unknown = [k for k, _ in labels if k not in cats]
+        if unknown:
+            raise SchemaError(f"labels name unknown category {unknown[0]!r}", where)
+        return Column(**common, categories=cats, labels=labels, ordered=bool(c.get("ordered")))
+
+    if kind in ("integer", "float"):
+        lo, hi = (float(x) for x in c["bounds"])
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise SchemaError(f"bounds ({lo:g}, {hi:g}) must be finite and increasing", where)
+        integer = kind == "integer"
+        if integer and not (lo.is_integer() and hi.is_integer()):
+            raise SchemaError("bounds of an integer column must be whole numbers", where)
+        if "bin_edges" in c:
+            edges = tuple(float(x) for x in c["bin_edges"])
+            if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise SchemaError("bin_edges must be strictly increasing", where)
+            if integer and not all(e.is_integer() for e in edges):
+                raise SchemaError("bin_edges of an integer column must be whole numbers", where)
+            if not (edges[0] <= lo and hi <= edges[-1]):
+                raise SchemaError(
+                    f"bounds ({lo:g}, {hi:g}) must lie inside the bin edges "
+                    f"({edges[0]:g} .. {edges[-1]:g})",
+                    where,
+                )
+        else:
+            width = float(c["bin_width"])
+            if integer and not width.is_integer():
+                raise SchemaError("bin_width of an integer column must be a whole number", where)
+            edges = _edges_from_width(lo, hi, width, integer)
+        return Column(**common, bounds=(lo, hi), bin_edges=edges)
+
+    if kind in ("date", "datetime"):
+        b0, b1 = (_parse_date(str(x), where) for x in c["bounds"])
+        if b0 >= b1:
+            raise SchemaError("date bounds must be increasing", where)
+        return Column(**common, date_bounds=(b0, b1), bin_unit=c["bin_unit"],
+                      date_format=c.get("format"))
+
+    if kind == "boolean":
+        t = _tokens(c.get("true_tokens", DEFAULT_TRUE_TOKENS))
+        f = _tokens(c.get("false_tokens", DEFAULT_FALSE_TOKENS))
+        both = set(t) & set(f) | (set(t) | set(f)) & set(common["missing_tokens"])
+        if both:
+            raise SchemaError(f"token {sorted(both)[0]!r} has two meanings", where)
+        return Column(**common, true_tokens=t, false_tokens=f)
+
+    if kind == "code":
+        pattern = c.get("pattern")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error:
+                raise SchemaError("pattern is not a valid regular expression", where) from None
+        groups = []
+        for g in c["groups"]:
+            ranges = tuple((float(r[0]), float(r[1])) for r in g.get("ranges", []))
+            if not ranges and not g.get("prefixes"):
+                raise SchemaError(f"group {g['label']!r} needs prefixes or ranges", where)
+            if any(a > b for a, b in ranges):
+                raise SchemaError(f"group {g['label']!r} has a range with lo > hi", where)
+            groups.append(CodeGroup(g["label"], _tokens(g.get("prefixes", [])), ranges))
+        labels_ = [g.label for g in groups]
+        if len(set(labels_)) != len(labels_):
+            raise SchemaError("group labels must be unique", where)
+        return Column(**common, system=c["system"], pattern=pattern, groups=tuple(groups))
+
+    return Column(**common)  # identifier, text
+
+
+def _build(doc: dict[str, Any], text: str) -> Schema:
+    table_missing = _tokens(doc.get("missing_tokens", [""]))
+    columns = tuple(_build_column(c, table_missing) for c in doc["columns"])
+    names = [c.name for c in columns]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SchemaError(f"column names must be unique; repeated: {', '.join(dupes)}", "schema")
+    by_name = {c.name: c for c in columns}
+
+    pu = doc["privacy_unit"]
+    unit = PrivacyUnit(column=pu["column"], max_rows=int(pu.get("max_rows", 1)))
+    if unit.column not in by_name:
+        raise SchemaError(f"names column {unit.column!r}, which the schema does not define",
+                          "schema.privacy_unit")
+    if by_name[unit.column].kind != "identifier":
+        raise SchemaError(f"column {unit.column!r} must be of kind identifier",
+                          "schema.privacy_unit")
+    if not any(c.measured for c in columns):
+        raise SchemaError("the schema has no column to synthesise", "schema.columns")
+
+    from dpsynth.domain import domain_size  # local: domain depends on schema types
+
+    for c in columns:
+        if c.measured and domain_size(c) > MAX_DOMAIN_SIZE:
+            raise SchemaError(
+                f"domain has {domain_size(c)} values, more than {MAX_DOMAIN_SIZE}; use wider bins",
+                f"schema.columns[{c.name!r}]",
+            )
+
+    subgroups = tuple(doc.get("subgroups", []))
+    for s in subgroups:
+        if s not in by_name or by_name[s].kind not in ("categorical", "boolean", "code"):
+            raise SchemaError(f"subgroup {s!r} must name a categorical, boolean or code column",
+                              "schema.subgroups")
+
+    rules = []
+    for i, r in enumerate(doc.get("rules", [])):
+        where = f"schema.rules[{i}]"
+        cols = tuple(r["columns"])
+        for col in cols:
+            if col not in by_name or not by_name[col].measured:
+                raise SchemaError(f"names column {col!r}, which is not a released column", where)
+        if r["kind"] == "null_below":
+            if len(cols) != 2 or "threshold" not in r:
+                raise SchemaError("null_below needs exactly two columns and a threshold", where)
+            if by_name[cols[1]].kind not in ("integer", "float"):
+                raise SchemaError(f"null_below compares {cols[1]!r}, which must be numeric", where)
+            if not by_name[cols[0]].nullable:
+                raise SchemaError(f"null_below needs {cols[0]!r} to be nullable", where)
+        if r["kind"] == "null_together" and not all(by_name[x].nullable for x in cols):
+            raise SchemaError("null_together needs every named column to be nullable", where)
+        rules.append(Rule(kind=r["kind"], columns=cols, threshold=r.get("threshold"),
+                          severity=r.get("severity", "error"), description=r.get("description", "")))
+
+    return Schema(
+        name=doc["name"],
+        version=str(doc["version"]),
+        description=doc.get("description", ""),
+        privacy_unit=unit,
+        columns=columns,
+        subgroups=subgroups,
+        rules=tuple(rules),
+        source=doc.get("source", ""),
+        citation=doc.get("citation", ""),
+        text=text,
+    )
