@@ -183,11 +183,11 @@ def _check_parquet_type(c: Column, dtype: pl.DataType) -> None:
 def check_table(df: pl.DataFrame, schema: Schema) -> None:
     """Fail closed on the first violated (column, rule); never shows a value."""
     unit = schema.privacy_unit.column
-    uid = pl.col(unit)
-    checks: list[tuple[str, str, str, pl.Expr]] = [
-        (unit, "privacy-unit-missing", "the patient id is missing",
-         uid.is_null() | (uid.str.strip_chars() == "")),
-    ]
+    checks: list[tuple[str, str, str, pl.Expr]] = []
+    if unit is not None:
+        uid = pl.col(unit)
+        checks.append((unit, "privacy-unit-missing", "the patient id is missing",
+                       uid.is_null() | (uid.str.strip_chars() == "")))
     for c in schema.measured_columns:
         e = column_exprs(c)
         if not c.nullable:
@@ -203,6 +203,8 @@ def check_table(df: pl.DataFrame, schema: Schema) -> None:
     for i, (_, _, _, expr) in enumerate(checks):
         exprs.append(expr.fill_null(False).sum().alias(f"n{i}"))
         exprs.append(expr.fill_null(False).arg_max().alias(f"r{i}"))
+    if not exprs:
+        return
     res = df.select(exprs).row(0)
     for i, (col, rule, what, _) in enumerate(checks):
         n_bad = res[2 * i]
@@ -239,7 +241,8 @@ def load_encoded(path: str | Path, schema: Schema, bounding_seed: int | None = N
     df = read_table(path, schema)
     check_table(df, schema)
     unit = schema.privacy_unit
-    df = bound_contributions(df, unit.column, unit.max_rows, bounding_seed)
+    if unit.column is not None:
+        df = bound_contributions(df, unit.column, unit.max_rows, bounding_seed)
     domain = Domain.from_schema(schema)
     codes = encode(df, schema)
     return EncodedTable(codes=codes, columns=domain.names, sizes=domain.sizes,

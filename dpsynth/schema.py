@@ -109,8 +109,15 @@ class PrivacyUnit:
     """The protected individual: ``column`` identifies a patient, who keeps at most
     ``max_rows`` rows (the contribution bound k)."""
 
-    column: str
+    column: str | None
     max_rows: int = 1
+
+    @property
+    def description(self) -> str:
+        if self.column is None:
+            return "one person per row (no patient id column); each row is a privacy unit"
+        return (f"one patient, identified by {self.column!r}, contributing up to "
+                f"{self.max_rows} row(s)")
 
 
 @dataclass(frozen=True)
@@ -349,11 +356,15 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
     by_name = {c.name: c for c in columns}
 
     pu = doc["privacy_unit"]
-    unit = PrivacyUnit(column=pu["column"], max_rows=int(pu.get("max_rows", 1)))
-    if unit.column not in by_name:
+    unit = PrivacyUnit(column=pu.get("column"), max_rows=int(pu.get("max_rows", 1)))
+    if unit.column is None:
+        if unit.max_rows != 1:
+            raise SchemaError("without a patient id column each row is a person, so max_rows "
+                              "must be 1", "schema.privacy_unit")
+    elif unit.column not in by_name:
         raise SchemaError(f"names column {unit.column!r}, which the schema does not define",
                           "schema.privacy_unit")
-    if by_name[unit.column].kind != "identifier":
+    elif by_name[unit.column].kind != "identifier":
         raise SchemaError(f"column {unit.column!r} must be of kind identifier",
                           "schema.privacy_unit")
     if not any(c.measured for c in columns):
