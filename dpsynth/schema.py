@@ -189,6 +189,10 @@ def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
         raise SchemaError(f"{source_name} is not valid YAML{where}") from None
     if not isinstance(doc, dict):
         raise SchemaError(f"{source_name} must hold a mapping at the top level")
+    for col in doc.get("columns") or []:
+        # YAML reads an unquoted `null` as None: that spelling means the "null" policy.
+        if isinstance(col, dict) and "on_out_of_domain" in col and col["on_out_of_domain"] is None:
+            col["on_out_of_domain"] = "null"
     validator = jsonschema.Draft202012Validator(table_schema_json())
     errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), e.message))
     if errors:
