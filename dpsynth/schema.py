@@ -245,7 +245,9 @@ def _parse_date(value: str, where: str) -> dt.datetime:
 
 
 def _edges_from_width(lo: float, hi: float, width: float, integer: bool) -> tuple[float, ...]:
-    n = max(1, math.ceil((hi - lo) / width + (1 if integer else 0) - 1e-12))
+    # integer bins hold whole numbers: [lo, hi] has hi - lo + 1 of them
+    span = hi - lo + 1 if integer else hi - lo
+    n = max(1, math.ceil(span / width - 1e-12))
     return tuple(lo + i * width for i in range(n + 1))
 
 
@@ -305,6 +307,8 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
                     f"({edges[0]:g} .. {edges[-1]:g})",
                     where,
                 )
+            if not (edges[1] > lo and edges[-2] <= hi):
+                raise SchemaError("every bin must overlap the bounds; drop bins outside them", where)
         else:
             width = float(c["bin_width"])
             if integer and not width.is_integer():
