@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import click
 
 from dpsynth import __version__
 from dpsynth.errors import EXIT_CODES, DpsynthError, UsageError
+from dpsynth.pipeline import DEFAULT_DELTA
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -104,8 +106,163 @@ def schema_check(schema_path: Path, input_path: Path | None, as_json: bool) -> N
             click.echo("the table satisfies the schema")
 
 
-def _not_yet(name: str) -> None:
-    raise UsageError(f"{name} is not available in this build")
+class _Progress:
+    """Progress lines on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            click.echo(f"[{time.perf_counter() - self.t0:6.1f}s] {message}", err=True)
+
+
+def _ledger_url(url: str | None) -> str:
+    if not url:
+        raise UsageError("--ledger (or DPSYNTH_LEDGER) must give a ledger URL, "
+                         "e.g. sqlite:///dpsynth-ledger.db")
+    return url
+
+
+@main.command("release")
+@click.option("--schema", "schema_path", required=True, type=click.Path(path_type=Path),
+              help="Table schema file (YAML).")
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="The private table: CSV, gzip CSV or Parquet.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory to create (must not exist or be empty).")
+@click.option("--epsilon", required=True, type=float, help="Epsilon of this release.")
+@click.option("--delta", default=DEFAULT_DELTA, show_default=True, type=float,
+              help="Delta of this release.")
+@click.option("--engine", default="aim", show_default=True,
+              type=click.Choice(["aim", "mst", "smartnoise-aim", "smartnoise-mst",
+                                 "smartnoise-mwem"]),
+              help="Synthesis engine.")
+@click.option("--rows", type=int, help="Synthetic rows (default: the DP estimate of the row count).")
+@click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER",
+              help="Ledger URL: sqlite:///path or postgresql://... (env DPSYNTH_LEDGER; default: "
+                   "dpsynth-ledger.db next to --out).")
+@click.option("--dataset-id", help="Ledger dataset id (default: the schema's name).")
+@click.option("--release-id", help="Release id; a release id that already has a charge is "
+                                   "refused, so a retried job never spends twice.")
+@click.option("--audit-dir", type=click.Path(path_type=Path),
+              help="Write the CONFIDENTIAL internal audit report (utility against the real "
+                   "table) here; never inside the bundle.")
+@click.option("--seed", type=int, help="Seed of the post-processing sampler (not the DP noise).")
+@click.option("--quiet", is_flag=True, help="No progress output on stderr.")
+@json_option
+@handle_errors
+def release_cmd(schema_path: Path, input_path: Path, out_dir: Path, epsilon: float, delta: float,
+                engine: str, rows: int | None, ledger_url: str | None, dataset_id: str | None,
+                release_id: str | None, audit_dir: Path | None, seed: int | None, quiet: bool,
+                as_json: bool) -> None:
+    """Release a differentially private synthetic copy of a table as a bundle.
+
+    The budget is reserved in the ledger before the input is read; once the input
+    has been read the budget stays spent even if the release then fails.
+    """
+    from dpsynth.pipeline import ReleaseConfig, release
+
+    cfg = ReleaseConfig(schema_path=schema_path, input_path=input_path, out_dir=out_dir,
+                        epsilon=epsilon, delta=delta, engine=engine, rows=rows,
+                        ledger_url=ledger_url, dataset_id=dataset_id, release_id=release_id,
+                        audit_dir=audit_dir, seed=seed)
+    result = release(cfg, progress=_Progress(quiet or as_json))
+    if as_json:
+        _emit_json({"ok": True, **result.to_dict()})
+    else:
+        click.echo(f"released {result.rows} synthetic rows (epsilon={result.epsilon:g}, "
+                   f"delta={result.delta:g}, engine={result.engine})")
+        click.echo(f"bundle: {result.bundle}")
+        led = result.ledger
+        click.echo(f"dataset {result.dataset_id!r}: spent epsilon {led['spent_epsilon']:.4g} of "
+                   f"{led['total_epsilon']:g} (delta {led['total_delta']:g}); "
+                   f"remaining {led['remaining_epsilon']:.4g}")
+        if result.audit_dir:
+            click.echo(f"internal audit report (CONFIDENTIAL): {result.audit_dir}")
+
+
+@main.group()
+def ledger() -> None:
+    """Set and inspect privacy budgets in the ledger."""
+
+
+@ledger.command("init")
+@click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER", help="Ledger URL "
+              "(sqlite:///path or postgresql://...; env DPSYNTH_LEDGER).")
+@click.option("--dataset-id", required=True, help="Dataset id (usually the schema's name).")
+@click.option("--total-epsilon", required=True, type=float,
+              help="Total epsilon for all releases of this dataset (set once).")
+@click.option("--total-delta", default=DEFAULT_DELTA, show_default=True, type=float,
+              help="Total delta for all releases of this dataset.")
+@json_option
+@handle_errors
+def ledger_init(ledger_url: str | None, dataset_id: str, total_epsilon: float, total_delta: float,
+                as_json: bool) -> None:
+    """Set a dataset's total budget (once; repeating the same totals is a no-op)."""
+    from dpsynth.privacy.ledger import open_ledger
+
+    with open_ledger(_ledger_url(ledger_url)) as led:
+        summary = led.init_dataset(dataset_id, total_epsilon, total_delta)
+    if as_json:
+        _emit_json({"ok": True, **summary.to_dict()})
+    else:
+        click.echo(f"dataset {dataset_id!r}: total epsilon {summary.total_epsilon:g}, "
+                   f"delta {summary.total_delta:g}; remaining epsilon "
+                   f"{summary.remaining_epsilon:.4g}")
+
+
+@ledger.command("show")
+@click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER", help="Ledger URL "
+              "(env DPSYNTH_LEDGER).")
+@click.option("--dataset-id", help="Only this dataset.")
+@json_option
+@handle_errors
+def ledger_show(ledger_url: str | None, dataset_id: str | None, as_json: bool) -> None:
+    """Show datasets, their budgets and every charge against them."""
+    from dpsynth.privacy.ledger import open_ledger
+
+    with open_ledger(_ledger_url(ledger_url)) as led:
+        summaries = [led.summary(dataset_id)] if dataset_id else led.datasets()
+    if as_json:
+        _emit_json({"ok": True, "datasets": [s.to_dict() for s in summaries]})
+        return
+    if not summaries:
+        click.echo("no datasets in this ledger (run `dpsynth ledger init`)")
+    for s in summaries:
+        click.echo(f"{s.dataset_id}: total epsilon {s.total_epsilon:g} (delta {s.total_delta:g}), "
+                   f"spent {s.spent_epsilon:.4g}, remaining {s.remaining_epsilon:.4g}")
+        for c in s.charges:
+            click.echo(f"  {c.created_at}  {c.release_id:<40} {c.status:<13} "
+                       f"epsilon {c.epsilon:g} delta {c.delta:g} rho {c.rho:.4g} {c.engine}")
+
+
+@main.command("inspect")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@json_option
+@handle_errors
+def inspect_cmd(bundle_dir: Path, as_json: bool) -> None:
+    """Verify a bundle's manifest and checksums and summarise it (exit 6 if it fails)."""
+    from dpsynth.bundle import verify_bundle
+    from dpsynth.errors import StorageError
+
+    result = verify_bundle(bundle_dir)
+    if as_json:
+        _emit_json({"ok": result.ok, "problems": list(result.problems),
+                    "summary": result.summary})
+    else:
+        for key, value in result.summary.items():
+            click.echo(f"{key}: {value}")
+        for p in result.problems:
+            click.echo(f"PROBLEM: {p}")
+        click.echo("bundle verified: every file matches the manifest" if result.ok
+                   else "bundle FAILED verification")
+    if not result.ok:
+        if as_json:
+            sys.exit(StorageError.exit_code)
+        raise StorageError(f"bundle {str(bundle_dir)!r} failed verification: "
+                           f"{len(result.problems)} problem(s)")
 
 
 if __name__ == "__main__":  # pragma: no cover
