@@ -1,5 +1,56 @@
 """dpsynth: differentially private synthetic copies of patient tables.
-(module map filled in as modules land)
+
+Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/errors)::
+
+    errors.py        exception tree and exit codes
+    schema.py        schema file -> validated, frozen Schema (public information only)
+    domain.py        public discretisation: value <-> integer code
+    io.py            PRIVATE: read, check, bound and encode the input table
+    privacy/
+      accountant.py  zCDP budgets, (epsilon, delta) conversions
+      mechanisms.py  the only caller of OpenDP's samplers
+      session.py     PRIVATE: MeasurementSession, the only holder of encoded data
+      ledger.py      per-dataset budget ledger (SQLite / PostgreSQL)
+    engines/         AIM, MST, estimation, junction tree, the sampler (public side)
+    validate.py      great-expectations suite for the synthetic table
+    report/          privacy report, quality report, datasheet (public side)
+    audit.py         PRIVATE: the confidential internal audit report
+    bundle.py        bundle layout, manifest, atomic write, verification
+    pipeline.py      check() and release(): the straight-line sequence
+    cli.py           click commands; the one place errors become messages
+
+The public API is what ``__all__`` lists; everything else may change.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # first: submodules import it
+
+from dpsynth.errors import (
+    BudgetError,
+    DpsynthError,
+    InputDataError,
+    InternalError,
+    OutputValidationError,
+    SchemaError,
+    StorageError,
+    UsageError,
+)
+from dpsynth.pipeline import ReleaseConfig, ReleaseResult, check, release
+from dpsynth.schema import Schema, load_schema
+
+__all__ = [
+    "BudgetError",
+    "DpsynthError",
+    "InputDataError",
+    "InternalError",
+    "OutputValidationError",
+    "ReleaseConfig",
+    "ReleaseResult",
+    "Schema",
+    "SchemaError",
+    "StorageError",
+    "UsageError",
+    "__version__",
+    "check",
+    "load_schema",
+    "release",
+]

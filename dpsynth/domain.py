@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -74,8 +75,8 @@ def levels(col: Column) -> list[object]:
         e = col.bin_edges
         return [(e[i], e[i + 1]) for i in range(len(e) - 1)]
     if col.kind in ("date", "datetime"):
-        e = _date_edges(col)
-        return [(e[i], e[i + 1]) for i in range(len(e) - 1)]
+        d = _date_edges(col)
+        return [(d[i], d[i + 1]) for i in range(len(d) - 1)]
     raise ValueError(f"column {col.name!r} of kind {col.kind} has no domain")
 
 
@@ -192,7 +193,7 @@ def column_exprs(col: Column) -> ColumnExprs:
             ~stripped.str.contains(f"^(?:{col.pattern})$") if col.pattern else pl.lit(False)
         )
         number = stripped.str.extract(r"^(\d+)", 1).cast(pl.Int64, strict=False)
-        chain = None
+        chain: Any = None
         for i, g in enumerate(col.groups):
             cond = pl.lit(False)
             for p in g.prefixes:
@@ -227,10 +228,7 @@ def column_exprs(col: Column) -> ColumnExprs:
                   "date": "parse-date", "datetime": "parse-datetime"}[col.kind]
         rule_d = "bounds"
 
-    if col.on_out_of_domain == "clamp":
-        out_of_domain = pl.lit(False)
-    else:
-        out_of_domain = ~in_domain
+    out_of_domain = pl.lit(False) if col.on_out_of_domain == "clamp" else ~in_domain
     bad = missing | malformed | (out_of_domain if col.on_out_of_domain == "null" else pl.lit(False))
     final = pl.when(bad).then(null_code).otherwise(code).cast(pl.Int32).alias(col.name)
     return ColumnExprs(
@@ -256,7 +254,7 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
         return pl.Series(col.name, arr.tolist(), dtype=pl.String)
     if col.kind == "boolean":
         vals = safe.astype(bool)
-        return pl.Series(col.name, vals).set(pl.Series(is_null), None)  # type: ignore[arg-type]
+        return pl.Series(col.name, vals).set(pl.Series(is_null), None)
     if col.kind in ("integer", "float"):
         assert col.bounds is not None
         lo_b, hi_b = col.bounds
@@ -272,7 +270,7 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
             hi = np.minimum(e[1:], hi_b)
             vals = rng.uniform(lo[safe], hi[safe])
             s = pl.Series(col.name, vals, dtype=pl.Float64)
-        return s.set(pl.Series(is_null), None)  # type: ignore[arg-type]
+        return s.set(pl.Series(is_null), None)
     # date / datetime: uniform inside the bin, clipped to the bounds
     assert col.date_bounds is not None
     edges = _date_edges(col)
@@ -288,7 +286,8 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
     else:
         s_us = start.astype(np.int64)
         e_us = end.astype(np.int64)
-        secs = rng.integers(s_us[safe] // 1_000_000, np.maximum(e_us[safe] // 1_000_000, s_us[safe] // 1_000_000 + 1))
+        s_s, e_s = s_us[safe] // 1_000_000, e_us[safe] // 1_000_000
+        secs = rng.integers(s_s, np.maximum(e_s, s_s + 1))
         ser = pl.Series(col.name, (secs * 1_000_000).astype("datetime64[us]"),
                         dtype=pl.Datetime("us"))
-    return ser.set(pl.Series(is_null), None)  # type: ignore[arg-type]
+    return ser.set(pl.Series(is_null), None)

@@ -14,6 +14,7 @@ sequences them and keeps the ledger's status in step with what has happened:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -57,7 +58,7 @@ def check(schema_path: str | Path, input_path: str | Path | None = None) -> dict
 
 def default_ledger_url(out_dir: Path) -> str:
     """The embedded default: a SQLite file next to the output directory."""
-    return "sqlite:///" + str((out_dir.resolve().parent / "dpsynth-ledger.db"))
+    return "sqlite:///" + str(out_dir.resolve().parent / "dpsynth-ledger.db")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,10 +195,8 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
             ledger.mark_released(release_id)
         except BaseException as exc:
             detail = exc.kind if isinstance(exc, DpsynthError) else type(exc).__name__
-            try:
+            with contextlib.suppress(DpsynthError):
                 ledger.mark_failed(release_id, f"failed: {detail}")
-            except DpsynthError:
-                pass
             if spent:
                 say("release failed after the input was read: the budget stays spent")
             raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -164,7 +165,8 @@ class Schema:
 def table_schema_json() -> dict[str, Any]:
     """The published JSON Schema of the schema format."""
     text = resources.files("dpsynth.resources").joinpath("table-schema.v1.json").read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    doc: dict[str, Any] = json.loads(text)
+    return doc
 
 
 def load_schema(path: str | Path) -> Schema:
@@ -297,7 +299,7 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
             raise SchemaError("bounds of an integer column must be whole numbers", where)
         if "bin_edges" in c:
             edges = tuple(float(x) for x in c["bin_edges"])
-            if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(edges)):
                 raise SchemaError("bin_edges must be strictly increasing", where)
             if integer and not all(e.is_integer() for e in edges):
                 raise SchemaError("bin_edges of an integer column must be whole numbers", where)
