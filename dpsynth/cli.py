@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             _fail({"error": "interrupted", "exit_code": 1}, "dpsynth: interrupted", 1, as_json)
         except Exception as exc:  # a bug: never echo a foreign message (it may quote data)
+            if os.environ.get("DPSYNTH_DEBUG") == "1":  # developers only: may show data
+                raise
             _fail(
                 {"error": "internal", "exit_code": 1, "type": type(exc).__name__},
                 f"dpsynth: internal error ({type(exc).__name__}); this is a bug in dpsynth, "

@@ -349,9 +349,22 @@ def _settings_dict(settings: Any) -> dict[str, Any]:
 
 
 class _Measured:
-    """Adapter: a noisy marginal as the quality report reads it."""
+    """Adapter: a noisy marginal as the quality report reads it, over the full domain.
+
+    Engines may measure over merged categories (MST merges rare ones, a public map
+    derived from noisy 1-way counts); such a group's noisy count is shared equally
+    among its categories and its noise scale kept (a conservative interval).
+    """
 
     def __init__(self, m: Any) -> None:
         self.columns = tuple(m.columns)
-        self.noisy = np.asarray(m.counts, dtype=float).reshape(m.shape)
+        noisy = np.asarray(m.counts, dtype=float).reshape(m.shape)
+        for axis, g in enumerate(getattr(m, "groups", None) or ()):
+            if g is not None:
+                g = np.asarray(g)
+                share = np.bincount(g)[g].astype(float)
+                shape = [1] * noisy.ndim
+                shape[axis] = g.size
+                noisy = noisy.take(g, axis=axis) / share.reshape(shape)
+        self.noisy = noisy
         self.sigma = float(m.sigma)

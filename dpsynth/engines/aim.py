@@ -1,0 +1,182 @@
+"""AIM (McKenna, Mullins, Sheldon, Miklau 2022): adaptive, workload-aware synthesis.
+
+Owns the AIM recipe on a measurement session: measure every 1-way marginal,
+then rounds of (select the candidate marginal the current model gets most
+wrong, by noisy max on ``w_c * (||M_c(model) - M_c(data)||_1 -
+sqrt(2/pi) * sigma * cells_c)``; measure it; re-estimate with a warm start),
+halving the noise and doubling the selection budget when a measurement no
+longer moves the model (budget annealing). Candidates are the workload's
+marginals (all ``degree``-way, weights from workload overlap) whose addition
+keeps the junction tree under ``max_model_size`` cells, scaled by the share of
+budget spent so far.
+
+Budget: every round spends ``rho / max_rounds`` (0.9 measure, 0.1 select)
+until fewer than two rounds' worth remain or ``max_seconds`` has passed; that
+round then spends exactly the remainder, so the total equals the session's
+budget and never exceeds it.
+
+Must not: see data except through the session (scores with exact counts are
+computed inside ``session.select_marginal``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike, to_observation
+from dpsynth.engines.estimation import EstimationResult, estimate
+from dpsynth.engines.junction_tree import model_size
+from dpsynth.errors import UsageError
+
+__all__ = ["AIMSettings", "fit_aim"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AIMSettings:
+    """Settings of the AIM engine (a documented size and time budget)."""
+
+    degree: int = 2
+    """Workload: all marginals over this many columns (2 or 3)."""
+    max_model_size: int = 2_000_000
+    """Most cells the junction tree may hold (memory and time grow with it)."""
+    max_rounds: int | None = None
+    """Planned rounds ``T``; default ``16 * n_columns`` (the paper's choice)."""
+    max_seconds: float = 300.0
+    """Soft time budget for the select/measure loop; when passed, the next round
+    is the last and spends the remaining budget. The final estimation adds at
+    most ``final_seconds``."""
+    final_seconds: float = 60.0
+    """Time budget of the final estimation."""
+    measure_share: float = 0.9
+    """Share of each round's budget for measuring (the rest selects)."""
+    round_iters: int = 100
+    """Mirror-descent iterations per round (warm-started)."""
+    final_iters: int = 1000
+    """Mirror-descent iterations of the final estimate."""
+
+    def __post_init__(self) -> None:
+        if self.degree not in (1, 2, 3):
+            raise UsageError(f"degree ({self.degree}) must be 1, 2 or 3")
+        if not (isinstance(self.max_model_size, int) and self.max_model_size >= 1):
+            raise UsageError(f"max_model_size ({self.max_model_size}) must be a positive integer")
+        if self.max_rounds is not None and not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):
+            raise UsageError(f"max_rounds ({self.max_rounds}) must be a positive integer")
+        for name in ("max_seconds", "final_seconds"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and v > 0):
+                raise UsageError(f"{name} ({v}) must be positive")
+        if not (0 < self.measure_share < 1):
+            raise UsageError(f"measure_share ({self.measure_share}) must be in (0, 1)")
+        for name in ("round_iters", "final_iters"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise UsageError(f"{name} ({v}) must be a positive integer")
+
+
+def _workload(d: int, degree: int, sizes: list[int], limit: int) -> dict[tuple[int, ...], float]:
+    """Candidates with AIM weights: all subsets of workload cliques, ``w_c = sum |c & r|``."""
+    deg = min(degree, d)
+    work = [r for r in itertools.combinations(range(d), deg) if math.prod(sizes[a] for a in r) <= limit]
+    cands: dict[tuple[int, ...], float] = {}
+    for r in work:
+        for k in range(1, len(r) + 1):
+            for c in itertools.combinations(r, k):
+                cands[c] = 0.0
+    for c in cands:
+        sc = set(c)
+        cands[c] = float(sum(len(sc.intersection(r)) for r in work))
+    return cands
+
+
+def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> FittedModel:
+    """Fit AIM, spending the session's whole remaining budget."""
+    s = settings or AIMSettings()
+    t0 = time.perf_counter()
+    cols = tuple(session.columns)
+    sizes = [session.domain[c] for c in cols]
+    index = {c: j for j, c in enumerate(cols)}
+    d = len(cols)
+    k = session.contribution_bound
+    rho = session.remaining.rho
+    if rho <= 0:
+        raise UsageError("the session has no budget left (rho must be positive)")
+    rounds = s.max_rounds or 16 * d
+    candidates = _workload(d, s.degree, sizes, s.max_model_size)
+    rho_round = rho / rounds
+    rho_meas = s.measure_share * rho_round
+    rho_sel = rho_round - rho_meas
+    measurements: list[NoisyMarginalLike] = []
+    # 1-way measurements at the round's measurement cost (AIM's initialisation);
+    # if that alone would exhaust the budget, split what remains instead.
+    oneway_rho = min(rho_meas, rho / d)
+    for j, c in enumerate(cols):
+        last = j == d - 1 and oneway_rho * d >= rho * (1 - 1e-12)
+        measurements.append(session.measure((c,), session.remaining.rho if last else oneway_rho, "aim/1-way"))
+    index_of = lambda m: to_observation(m, index)  # noqa: E731
+    est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements], max_iters=s.round_iters)
+    cliques: list[tuple[int, ...]] = [(a,) for a in range(d)]
+    n_rounds = 0
+    while session.remaining.rho > 0 and len(candidates) > 0:
+        remaining = session.remaining.rho
+        last = remaining < 2 * (rho_meas + rho_sel) or time.perf_counter() - t0 > s.max_seconds
+        if last:
+            rho_meas = s.measure_share * remaining
+            rho_sel = remaining - rho_meas
+        used = rho - remaining + rho_meas + rho_sel
+        limit = s.max_model_size * min(1.0, used / rho)
+        closure = {
+            sub
+            for cl in est.model.cliques
+            for r in range(1, len(cl) + 1)
+            for sub in itertools.combinations(cl, r)
+        }
+        small = [c for c in candidates if c in closure or model_size(d, [*cliques, c], sizes) <= limit]
+        if not small:
+            small = [c for c in candidates if len(c) == 1]
+        sigma = k / math.sqrt(2 * rho_meas)
+        pick = session.select_marginal(
+            [tuple(cols[a] for a in c) for c in small],
+            [est.model.marginal(c) for c in small],
+            [candidates[c] for c in small],
+            [math.sqrt(2 / math.pi) * sigma * math.prod(sizes[a] for a in c) for c in small],
+            rho_sel,
+            "aim/select",
+        )
+        cl = small[pick]
+        before = est.model.marginal(cl)
+        m = session.measure(
+            tuple(cols[a] for a in cl),
+            session.remaining.rho if last else rho_meas,
+            "aim/measure",
+        )
+        measurements.append(m)
+        if cl not in cliques:
+            cliques.append(cl)
+        n_rounds += 1
+        if last:
+            break
+        est = estimate(sizes, [index_of(x) for x in measurements], warm_start=est, max_iters=s.round_iters)
+        after = est.model.marginal(cl)
+        cells = math.prod(sizes[a] for a in cl)
+        if float(np.abs(after - before).sum()) <= math.sqrt(2 / math.pi) * m.sigma * cells:
+            rho_meas *= 4  # sigma / 2
+            rho_sel *= 4  # epsilon * 2
+    est = estimate(
+        sizes,
+        [index_of(x) for x in measurements],
+        warm_start=est,
+        max_iters=s.final_iters,
+        max_seconds=s.final_seconds,
+    )
+    info = {
+        "engine": "aim",
+        "rounds": n_rounds,
+        "seconds": time.perf_counter() - t0,
+        "final_iterations": est.iterations,
+    }
+    return FittedModel(cols, sizes, est.model, measurements, info)

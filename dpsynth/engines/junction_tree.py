@@ -1,0 +1,162 @@
+"""Junction trees over public attribute domains (pure graph work, no data).
+
+Owns: triangulating the graph of a clique set by greedy min-fill elimination,
+building a junction tree over the resulting maximal cliques (a maximum-weight
+spanning tree on separator sizes, so disconnected parts join through empty
+separators), and the hypothetical model size used by AIM to bound growth.
+
+Attributes are integer indices ``0..n-1``; every clique is a sorted tuple.
+Must not: touch private data or draw randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["JunctionTree", "build_junction_tree", "maximal_cliques", "model_size", "triangulate"]
+
+Clique = tuple[int, ...]
+
+
+def _canon(cliques: Iterable[Iterable[int]]) -> list[Clique]:
+    return [tuple(sorted(set(c))) for c in cliques]
+
+
+def maximal_cliques(cliques: Iterable[Iterable[int]]) -> list[Clique]:
+    """Cliques not contained in another (first occurrence kept, order stable)."""
+    cs = sorted(set(_canon(cliques)), key=lambda c: (-len(c), c))
+    out: list[Clique] = []
+    sets: list[frozenset[int]] = []
+    for c in cs:
+        s = frozenset(c)
+        if not any(s <= t for t in sets):
+            out.append(c)
+            sets.append(s)
+    return out
+
+
+def triangulate(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[int]) -> list[Clique]:
+    """Maximal cliques of a chordal completion found by greedy min-fill elimination.
+
+    Ties are broken by the cell count of the clique the elimination creates.
+    Every input clique is contained in some output clique; every attribute
+    appears in at least one.
+    """
+    adj: list[set[int]] = [set() for _ in range(n_vars)]
+    for c in _canon(cliques):
+        for a in c:
+            adj[a].update(c)
+            adj[a].discard(a)
+    remaining = set(range(n_vars))
+    elim_cliques: list[Clique] = []
+    logsize = [math.log(max(int(s), 1)) for s in sizes]
+
+    def fill(v: int) -> int:
+        nb = list(adj[v])
+        missing = 0
+        for i, a in enumerate(nb):
+            na = adj[a]
+            for b in nb[i + 1 :]:
+                if b not in na:
+                    missing += 1
+        return missing
+
+    while remaining:
+        best_v = -1
+        best_key: tuple[int, float] | None = None
+        for v in remaining:
+            if not adj[v]:
+                best_v, best_key = v, (0, 0.0)
+                break
+            key = (fill(v), logsize[v] + sum(logsize[a] for a in adj[v]))
+            if best_key is None or key < best_key:
+                best_v, best_key = v, key
+        v = best_v
+        nb = adj[v]
+        elim_cliques.append(tuple(sorted(nb | {v})))
+        for a in nb:
+            adj[a].update(nb)
+            adj[a].discard(a)
+            adj[a].discard(v)
+        adj[v] = set()
+        remaining.discard(v)
+    return maximal_cliques(elim_cliques)
+
+
+def model_size(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[int]) -> int:
+    """Total cells over the junction tree cliques a model on ``cliques`` needs."""
+    return sum(math.prod(sizes[a] for a in c) for c in triangulate(n_vars, cliques, sizes))
+
+
+@dataclass(frozen=True)
+class JunctionTree:
+    """A rooted junction tree.
+
+    ``order`` lists clique indices root first, parents before children;
+    ``parent[i]`` is ``-1`` for the root; ``separator[i]`` is
+    ``cliques[i] & cliques[parent[i]]`` (sorted; empty for the root and for
+    joins between disconnected parts).
+    """
+
+    cliques: tuple[Clique, ...]
+    parent: tuple[int, ...]
+    order: tuple[int, ...]
+    separator: tuple[Clique, ...]
+
+    def children(self, i: int) -> list[int]:
+        return [j for j in self.order if self.parent[j] == i]
+
+    def containing(self, attrs: Iterable[int]) -> int | None:
+        """Index of the smallest clique containing ``attrs`` (``None`` if none)."""
+        s = set(attrs)
+        best: int | None = None
+        for i, c in enumerate(self.cliques):
+            if s.issubset(c) and (best is None or len(c) < len(self.cliques[best])):
+                best = i
+        return best
+
+
+def build_junction_tree(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[int]) -> JunctionTree:
+    """Triangulate and connect the maximal cliques into a junction tree."""
+    mcs = triangulate(n_vars, cliques, sizes)
+    m = len(mcs)
+    edges: list[tuple[int, float, int, int]] = []
+    for i in range(m):
+        si = set(mcs[i])
+        for j in range(i + 1, m):
+            w = len(si.intersection(mcs[j]))
+            edges.append((-w, 0.0, i, j))
+    edges.sort()
+    uf = list(range(m))
+
+    def find(x: int) -> int:
+        while uf[x] != x:
+            uf[x] = uf[uf[x]]
+            x = uf[x]
+        return x
+
+    nbrs: list[list[int]] = [[] for _ in range(m)]
+    for _, _, i, j in edges:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            uf[ri] = rj
+            nbrs[i].append(j)
+            nbrs[j].append(i)
+    # Root at the largest clique (sampling starts there).
+    root = max(range(m), key=lambda i: math.prod(sizes[a] for a in mcs[i])) if m else 0
+    parent = [-1] * m
+    order = [root] if m else []
+    seen = {root}
+    k = 0
+    while k < len(order):
+        i = order[k]
+        k += 1
+        for j in nbrs[i]:
+            if j not in seen:
+                seen.add(j)
+                parent[j] = i
+                order.append(j)
+    sep = tuple(tuple(sorted(set(mcs[i]) & set(mcs[parent[i]]))) if parent[i] >= 0 else () for i in range(m))
+    return JunctionTree(tuple(mcs), tuple(parent), tuple(order), sep)

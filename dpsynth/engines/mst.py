@@ -1,0 +1,143 @@
+"""MST (McKenna, Miklau, Sheldon 2021): maximum-spanning-tree synthesizer.
+
+Owns the MST recipe on a measurement session: measure every 1-way marginal
+(1/3 of the budget), select a spanning tree of 2-way marginals one edge at a
+time with noisy max on how badly the 1-way model explains each pair (1/3),
+measure the chosen 2-way marginals (1/3), and estimate a graphical model.
+
+Must not: see data except through the session, or spend more than the session
+has (it spends exactly what remains).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike
+from dpsynth.engines.estimation import Observation, estimate, estimate_total
+from dpsynth.errors import UsageError
+
+__all__ = ["MSTSettings", "fit_mst"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MSTSettings:
+    """Settings of the MST engine."""
+
+    oneway_share: float = 1 / 3
+    """Share of the budget for the 1-way marginals."""
+    select_share: float = 1 / 3
+    """Share for choosing the tree edges (the rest measures them)."""
+    max_iters: int = 1000
+    """Mirror-descent iterations at most."""
+    tol: float = 1e-6
+    """Stop when the loss improves by less than this (relative) over 10 iterations."""
+    compress_sigmas: float = 3.0
+    """Merge categories whose noisy 1-way count is below this many sigma (0: never)."""
+
+    def __post_init__(self) -> None:
+        for name in ("oneway_share", "select_share"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 < v < 1):
+                raise UsageError(f"{name} ({v}) must be in (0, 1)")
+        if self.oneway_share + self.select_share >= 1:
+            raise UsageError(
+                f"oneway_share + select_share ({self.oneway_share + self.select_share}) must be less than 1"
+            )
+        if not (isinstance(self.max_iters, int) and self.max_iters >= 1):
+            raise UsageError(f"max_iters ({self.max_iters}) must be a positive integer")
+        if not (isinstance(self.compress_sigmas, int | float) and self.compress_sigmas >= 0):
+            raise UsageError(f"compress_sigmas ({self.compress_sigmas}) must be non-negative")
+        if not (isinstance(self.tol, int | float) and self.tol >= 0):
+            raise UsageError(f"tol ({self.tol}) must be non-negative")
+
+
+def _compress(m: NoisyMarginalLike, threshold: float) -> np.ndarray | None:
+    """Public map code -> group merging categories whose noisy count is below threshold."""
+    y = np.asarray(m.counts, dtype=np.float64)
+    sup = y >= threshold
+    if sup.all():
+        return None
+    g = np.empty(y.size, dtype=np.int64)
+    g[sup] = np.arange(int(sup.sum()))
+    g[~sup] = int(sup.sum())
+    return g
+
+
+def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> FittedModel:
+    """Fit MST, spending the session's whole remaining budget."""
+    s = settings or MSTSettings()
+    cols = tuple(session.columns)
+    sizes = [session.domain[c] for c in cols]
+    d = len(cols)
+    rho = session.remaining.rho
+    if rho <= 0:
+        raise UsageError("the session has no budget left (rho must be positive)")
+    oneway_rho = rho * (s.oneway_share if d > 1 else 1.0)
+    oneway = [session.measure((c,), oneway_rho / d, "mst/1-way") for c in cols]
+    measurements: list[NoisyMarginalLike] = list(oneway)
+    # Compression (MST's step 2): categories below 3 sigma merge into one group.
+    groups = [_compress(m, s.compress_sigmas * m.sigma) if s.compress_sigmas > 0 else None for m in oneway]
+    csizes = [int(g.max()) + 1 if g is not None else n for g, n in zip(groups, sizes, strict=True)]
+    expansions: list[np.ndarray | None] = []
+    obs: list[Observation] = []
+    for j, (m, g) in enumerate(zip(oneway, groups, strict=True)):
+        y = np.asarray(m.counts, dtype=np.float64)
+        if g is None:
+            expansions.append(None)
+            obs.append(Observation((j,), y, m.sigma))
+            continue
+        members = np.bincount(g, minlength=csizes[j])
+        obs.append(
+            Observation((j,), np.bincount(g, weights=y, minlength=csizes[j]), m.sigma * np.sqrt(members))
+        )
+        emat = np.zeros((csizes[j], sizes[j]))
+        emat[g, np.arange(sizes[j])] = 1.0
+        expansions.append(emat / emat.sum(axis=1, keepdims=True))
+    gmap = {cols[j]: g for j, g in enumerate(groups) if g is not None}
+    if d > 1:
+        # Selection scores the independent 1-way model against each pair.
+        total = estimate_total(obs)
+        probs = []
+        for j, o in enumerate(obs):
+            p = np.clip(o.y, 0.0, None)
+            p = p / p.sum() if p.sum() > 0 else np.full(p.size, 1.0 / p.size)
+            ex = expansions[j]
+            probs.append(p @ ex if ex is not None else p)
+        select_rho = rho * s.select_share / (d - 1)
+        pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
+        comp = list(range(d))
+
+        def find(x: int) -> int:
+            while comp[x] != x:
+                comp[x] = comp[comp[x]]
+                x = comp[x]
+            return x
+
+        chosen: list[tuple[int, int]] = []
+        for _ in range(d - 1):
+            cand = [p for p in pairs if find(p[0]) != find(p[1])]
+            k = session.select_marginal(
+                [(cols[a], cols[b]) for a, b in cand],
+                [total * np.outer(probs[a], probs[b]) for a, b in cand],
+                [1.0] * len(cand),
+                [0.0] * len(cand),
+                select_rho,
+                "mst/select",
+            )
+            a, b = cand[k]
+            comp[find(a)] = find(b)
+            chosen.append((a, b))
+        measure_rho = session.remaining.rho / len(chosen)
+        for n, (a, b) in enumerate(chosen):
+            pair = (cols[a], cols[b])
+            # The last measurement takes exactly what remains.
+            r = session.remaining.rho if n == len(chosen) - 1 else measure_rho
+            m = session.measure(pair, r, "mst/2-way", groups={c: gmap[c] for c in pair if c in gmap})
+            measurements.append(m)
+            obs.append(Observation((a, b), np.asarray(m.counts, dtype=np.float64), m.sigma))
+    est = estimate(csizes, obs, max_iters=s.max_iters, tol=s.tol)
+    info = {"engine": "mst", "iterations": est.iterations, "estimation_seconds": est.seconds}
+    return FittedModel(cols, sizes, est.model, measurements, info, expansions)

@@ -1,0 +1,363 @@
+"""The measurement session: the only object holding private data after encoding.
+
+Owns: the contribution-bounded integer codes of the private table, exact
+marginal counting (``numpy.bincount`` on the raveled multi-index), and every DP
+step engines may take on them: noisy marginals (discrete Gaussian) and noisy-max
+selection (Gumbel). Each step charges the accountant *before* its result is
+returned, and a step the remaining budget cannot cover raises
+:class:`~dpsynth.errors.BudgetError` without producing output.
+
+Sensitivities follow the privacy unit: one patient contributes up to ``k``
+rows, so adding or removing a patient changes any histogram by at most ``k`` in
+L1 and in L2.
+
+Must not: expose the codes, exact counts or the true row count (no public
+attribute or method returns them; quality scores that need exact counts are
+computed in here and only leave through noisy max), draw noise itself (only
+``mechanisms.py`` calls OpenDP), or put values into messages. Engines receive a
+session, never a table; nothing under ``dpsynth/engines/`` imports this module
+(a test checks it), they only use the object they are given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from dpsynth.errors import InputDataError, UsageError
+from dpsynth.privacy import mechanisms
+from dpsynth.privacy.accountant import Accountant, Budget, Charge
+
+__all__ = ["MAX_MARGINAL_CELLS", "MeasurementSession", "NoisyMarginal"]
+
+MAX_MARGINAL_CELLS = 50_000_000
+"""Largest marginal (cells) the session will count and noise."""
+
+
+@dataclass(frozen=True)
+class NoisyMarginal:
+    """A DP marginal: noisy counts over ``columns`` (public, safe to keep).
+
+    ``counts`` has shape ``shape`` (one axis per column, in ``columns`` order)
+    and holds exact counts plus discrete Gaussian noise of scale ``sigma``.
+    """
+
+    columns: tuple[str, ...]
+    shape: tuple[int, ...]
+    counts: np.ndarray
+    sigma: float
+    step: str = ""
+    groups: tuple[np.ndarray | None, ...] | None = None
+    """Per column, the public map code -> group the counts were taken over
+    (``None``: the column's own codes)."""
+
+    @property
+    def cells(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def precision(self) -> float:
+        """1 / sigma^2: the weight of this measurement in estimation."""
+        return 1.0 / self.sigma**2
+
+
+class MeasurementSession:
+    """Charges an :class:`Accountant` for every noisy answer about private codes.
+
+    Parameters
+    ----------
+    codes:
+        ``(n_rows, n_cols)`` integer codes, already contribution-bounded
+        (at most ``contribution_bound`` rows per patient); column ``j`` takes
+        values in ``[0, sizes[j])``.
+    columns, sizes:
+        Public column names and domain sizes (from the schema, never the data).
+    contribution_bound:
+        ``k``, rows one patient may contribute (the histogram sensitivity).
+    accountant:
+        Spent before each result is returned.
+    """
+
+    __slots__ = ("__accountant", "__cache", "__codes", "__columns", "__domain", "__index", "__k")
+
+    def __init__(
+        self,
+        codes: np.ndarray,
+        columns: Sequence[str],
+        sizes: Sequence[int],
+        contribution_bound: int,
+        accountant: Accountant,
+    ) -> None:
+        cols = tuple(str(c) for c in columns)
+        if len(set(cols)) != len(cols):
+            raise UsageError("columns must be unique")
+        if len(sizes) != len(cols):
+            raise UsageError(f"sizes ({len(sizes)}) must have one entry per column ({len(cols)})")
+        for c, s in zip(cols, sizes, strict=True):
+            if int(s) != s or s < 1:
+                raise UsageError(f"domain size of column {c!r} ({s}) must be a positive integer")
+        if isinstance(contribution_bound, bool) or int(contribution_bound) != contribution_bound:
+            raise UsageError(f"contribution_bound ({contribution_bound}) must be an integer")
+        if contribution_bound < 1:
+            raise UsageError(f"contribution_bound ({contribution_bound}) must be at least 1")
+        if not isinstance(accountant, Accountant):
+            raise UsageError("accountant must be a dpsynth Accountant")
+        arr = np.asarray(codes)
+        if arr.ndim != 2 or arr.shape[1] != len(cols):
+            raise InputDataError(f"codes must be a 2-D array with {len(cols)} columns")
+        if arr.dtype.kind not in "iu":
+            raise InputDataError("codes must be integers")
+        arr = np.asfortranarray(arr, dtype=np.int64)
+        for j, (c, s) in enumerate(zip(cols, sizes, strict=True)):
+            col = arr[:, j]
+            if col.size and (col.min() < 0 or col.max() >= s):
+                # No value in the message: only the column and the rule.
+                raise InputDataError("code outside the public domain", column=c, rule="domain")
+        arr.setflags(write=False)
+        self.__codes = arr
+        self.__columns = cols
+        self.__domain: Mapping[str, int] = MappingProxyType(
+            {c: int(s) for c, s in zip(cols, sizes, strict=True)}
+        )
+        self.__index = {c: j for j, c in enumerate(cols)}
+        self.__k = int(contribution_bound)
+        self.__accountant = accountant
+        self.__cache: dict[tuple[str, ...], np.ndarray] = {}
+
+    # -- public, non-private facts ---------------------------------------------------
+    def __repr__(self) -> str:
+        return f"MeasurementSession(columns={len(self.__columns)}, remaining={self.remaining})"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:  # never pickle private data
+        raise TypeError("a MeasurementSession cannot be pickled")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.__columns
+
+    @property
+    def domain(self) -> Mapping[str, int]:
+        """Ordered, read-only mapping column -> public domain size."""
+        return self.__domain
+
+    @property
+    def contribution_bound(self) -> int:
+        return self.__k
+
+    @property
+    def total(self) -> Budget:
+        return self.__accountant.total
+
+    @property
+    def remaining(self) -> Budget:
+        return self.__accountant.remaining
+
+    @property
+    def spent(self) -> Budget:
+        return self.__accountant.spent
+
+    @property
+    def charges(self) -> tuple[Charge, ...]:
+        return tuple(self.__accountant.charges)
+
+    def shape(self, cols: Sequence[str]) -> tuple[int, ...]:
+        return tuple(self.__domain[c] for c in self._check_cols(cols))
+
+    # -- DP steps --------------------------------------------------------------------
+    def measure(
+        self,
+        cols: Sequence[str],
+        rho: float,
+        step: str,
+        *,
+        groups: Mapping[str, np.ndarray] | None = None,
+    ) -> NoisyMarginal:
+        """Noisy marginal over ``cols`` with discrete Gaussian noise costing ``rho``.
+
+        ``groups`` optionally maps a column to a public array ``code -> group``
+        (values ``0..g-1``, e.g. rare categories merged after a noisy 1-way);
+        that axis of the marginal then has ``g`` cells. Grouping does not change
+        the sensitivity.
+        """
+        cols = self._check_cols(cols)
+        maps = self._check_groups(cols, groups or {})
+        shape = tuple(
+            int(g.max()) + 1 if g is not None else self.__domain[c] for c, g in zip(cols, maps, strict=True)
+        )
+        mech = mechanisms.gaussian_counts(self.__k, rho)
+        exact = self.__exact(cols)
+        if any(g is not None for g in maps):
+            exact = self._regroup(exact, self.shape(cols), maps, shape)
+        self.__accountant.spend(
+            Charge(
+                step=step,
+                mechanism=mech.name,
+                rho=mech.rho,
+                columns=cols,
+                noise_scale=mech.scale,
+                sensitivity=float(self.__k),
+            )
+        )
+        noisy = mech.run(mechanisms.as_counts(exact)).reshape(shape)
+        noisy.setflags(write=False)
+        return NoisyMarginal(
+            columns=cols,
+            shape=shape,
+            counts=noisy,
+            sigma=mech.scale,
+            step=step,
+            groups=maps if any(g is not None for g in maps) else None,
+        )
+
+    def select(
+        self,
+        candidates: Sequence[tuple[str, ...]],
+        scores: Sequence[float] | np.ndarray,
+        sensitivity: float,
+        rho: float,
+        step: str,
+    ) -> int:
+        """Noisy max over caller-supplied scores with declared L-inf ``sensitivity``.
+
+        The caller does not hold private data, so its scores are public unless
+        they came from the session; use :meth:`select_marginal` for scores that
+        need exact counts.
+        """
+        if len(candidates) != len(scores) or not candidates:
+            raise UsageError("candidates and scores must be non-empty and of equal length")
+        values = mechanisms.as_scores(scores)
+        return self._noisy_max(values, float(sensitivity), rho, step, candidates)
+
+    def select_marginal(
+        self,
+        candidates: Sequence[tuple[str, ...]],
+        model_marginals: Sequence[np.ndarray],
+        weights: Sequence[float],
+        penalties: Sequence[float],
+        rho: float,
+        step: str,
+    ) -> int:
+        """Pick the candidate marginal the model gets most wrong (AIM/MST selection).
+
+        Score of candidate ``i`` is ``weights[i] * (||model_i - data_i||_1 -
+        penalties[i])`` where ``data_i`` are the exact counts (read here, never
+        returned) and ``model_i`` is the engine's estimate in the candidate's
+        column order and shape. Adding or removing one patient moves
+        ``data_i`` by at most ``k`` in L1, so the sensitivity is
+        ``k * max|weights|``.
+        """
+        n = len(candidates)
+        if n == 0 or not (len(model_marginals) == len(weights) == len(penalties) == n):
+            raise UsageError(
+                "candidates, model_marginals, weights and penalties must be non-empty and of equal length"
+            )
+        w = np.asarray(weights, dtype=np.float64)
+        pen = np.asarray(penalties, dtype=np.float64)
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(pen))) or np.all(w == 0):
+            raise UsageError("weights and penalties must be finite; some weight must be non-zero")
+        scores = np.empty(n)
+        for i, (cl, est) in enumerate(zip(candidates, model_marginals, strict=True)):
+            cl = self._check_cols(cl)
+            m = np.asarray(est, dtype=np.float64)
+            if m.shape != self.shape(cl):
+                raise UsageError(f"model marginal for {cl} has shape {m.shape}, expected {self.shape(cl)}")
+            err = float(np.abs(m.ravel() - self.__exact(cl)).sum())
+            scores[i] = w[i] * (err - pen[i])
+        sensitivity = float(self.__k * np.max(np.abs(w)))
+        return self._noisy_max(mechanisms.as_scores(scores), sensitivity, rho, step, candidates)
+
+    # -- internals -------------------------------------------------------------------
+    def _noisy_max(
+        self,
+        scores: list[float],
+        sensitivity: float,
+        rho: float,
+        step: str,
+        candidates: Sequence[tuple[str, ...]],
+    ) -> int:
+        mech = mechanisms.noisy_max_selector(sensitivity, rho)
+        cols = tuple(sorted({c for cl in candidates for c in cl}))
+        self.__accountant.spend(
+            Charge(
+                step=step,
+                mechanism=mech.name,
+                rho=mech.rho,
+                columns=cols,
+                noise_scale=mech.scale,
+                sensitivity=sensitivity,
+            )
+        )
+        idx = int(mech.run(scores))
+        return idx
+
+    def _check_groups(
+        self, cols: tuple[str, ...], groups: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray | None, ...]:
+        for c in groups:
+            if c not in cols:
+                raise UsageError(f"grouped column ({c!r}) must be one of the marginal's columns")
+        out: list[np.ndarray | None] = []
+        for c in cols:
+            g = groups.get(c)
+            if g is None:
+                out.append(None)
+                continue
+            arr = np.asarray(g)
+            if arr.shape != (self.__domain[c],) or arr.dtype.kind not in "iu":
+                raise UsageError(f"groups of column {c!r} must be an integer array of its domain size")
+            if arr.min() < 0 or np.unique(arr).size != int(arr.max()) + 1:
+                raise UsageError(f"groups of column {c!r} must use every group 0..g-1")
+            arr = arr.astype(np.int64)
+            arr.setflags(write=False)
+            out.append(arr)
+        return tuple(out)
+
+    @staticmethod
+    def _regroup(
+        flat: np.ndarray,
+        shape: tuple[int, ...],
+        maps: tuple[np.ndarray | None, ...],
+        new_shape: tuple[int, ...],
+    ) -> np.ndarray:
+        idx = np.indices(shape).reshape(len(shape), -1)
+        new = np.zeros(idx.shape[1], dtype=np.int64)
+        for ax, (g, s) in enumerate(zip(maps, new_shape, strict=True)):
+            new *= s
+            new += g[idx[ax]] if g is not None else idx[ax]
+        return np.bincount(new, weights=flat, minlength=math.prod(new_shape)).astype(np.int64)
+
+    def _check_cols(self, cols: Sequence[str]) -> tuple[str, ...]:
+        out = tuple(cols)
+        if not out:
+            raise UsageError("a marginal needs at least one column")
+        if len(set(out)) != len(out):
+            raise UsageError(f"columns of a marginal ({out}) must be distinct")
+        for c in out:
+            if c not in self.__index:
+                raise UsageError(f"column ({c!r}) is not in the session's domain")
+        cells = math.prod(self.__domain[c] for c in out)
+        if cells > MAX_MARGINAL_CELLS:
+            raise UsageError(
+                f"marginal over {out} ({cells} cells) must have at most {MAX_MARGINAL_CELLS} cells"
+            )
+        return out
+
+    def __exact(self, cols: tuple[str, ...]) -> np.ndarray:
+        hit = self.__cache.get(cols)
+        if hit is not None:
+            return hit
+        shape = self.shape(cols)
+        codes = self.__codes
+        flat = np.zeros(codes.shape[0], dtype=np.int64)
+        for c, s in zip(cols, shape, strict=True):
+            flat *= s
+            flat += codes[:, self.__index[c]]
+        counts = np.bincount(flat, minlength=math.prod(shape)).astype(np.int64)
+        counts.setflags(write=False)
+        self.__cache[cols] = counts
+        return counts

@@ -1,0 +1,149 @@
+"""Engine contract, run against every engine in the registry on shared inputs.
+
+One oracle for all engines (as in Private-PGM's tests): at a large budget the
+fitted marginals agree with the noisy measurements within a tolerance derived
+from their sigma; the accountant's total equals the requested budget and never
+exceeds it; the model's total is close to the true N (which the engine never
+saw); sampling returns codes in the domain.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from dpsynth.engines import ENGINES, AIMSettings, FittedModel, MSTSettings, get_engine
+from dpsynth.errors import UsageError
+from dpsynth.privacy.accountant import Accountant, Budget
+from dpsynth.privacy.session import MeasurementSession
+
+N = 3000
+
+
+def _tree(rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    a = rng.integers(0, 4, N)
+    b = (a + rng.integers(0, 2, N)) % 4
+    c = (b * 2 + rng.integers(0, 2, N)) % 6
+    d = rng.integers(0, 3, N)
+    e = (a + d) % 3
+    return np.stack([a, b, c, d, e], 1), [4, 4, 6, 3, 3]
+
+
+def _cycle(rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    a = rng.integers(0, 3, N)
+    b = (a + rng.integers(0, 2, N)) % 3
+    c = (b + rng.integers(0, 2, N)) % 3
+    d = (a + c) % 3
+    return np.stack([a, b, c, d], 1), [3, 3, 3, 3]
+
+
+def _constant_and_sparse(rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    # A constant column, a size-1 domain, and a wide column with empty categories.
+    a = np.zeros(N, dtype=np.int64)
+    b = np.zeros(N, dtype=np.int64)
+    c = rng.integers(0, 5, N) * 3
+    d = (c // 3 + rng.integers(0, 2, N)) % 5
+    return np.stack([a, b, c, d], 1), [2, 1, 15, 5]
+
+
+INPUTS: dict[str, Callable[[np.random.Generator], tuple[np.ndarray, list[int]]]] = {
+    "tree": _tree,
+    "cycle": _cycle,
+    "constant-and-sparse": _constant_and_sparse,
+}
+
+# Fast settings for the small inputs; an engine not listed runs with defaults.
+FAST = {
+    "aim": AIMSettings(max_rounds=12, round_iters=50, final_iters=400),
+    "mst": MSTSettings(max_iters=400),
+}
+
+
+def _fit(name: str, data: str, rho: float, k: int = 1) -> tuple[FittedModel, Accountant, np.ndarray]:
+    codes, sizes = INPUTS[data](np.random.default_rng(99))
+    acc = Accountant(Budget(rho))
+    session = MeasurementSession(codes, [f"x{j}" for j in range(len(sizes))], sizes, k, acc)
+    spec = get_engine(name)
+    return spec.fit(session, FAST.get(name)), acc, codes
+
+
+@pytest.mark.parametrize("data", list(INPUTS))
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_engine_contract(name: str, data: str) -> None:
+    rho = 200.0
+    model, acc, codes = _fit(name, data, rho)
+    # Budget: exactly what was asked, never more.
+    assert acc.spent.rho == pytest.approx(rho, rel=1e-9)
+    assert acc.spent.rho <= rho * (1 + 1e-9)
+    assert all(c.rho > 0 for c in acc.charges)
+    # Fitted marginals agree with every measurement within a few sigma per cell
+    # (the data are consistent, so the fit can reach the noise floor).
+    assert model.measurements
+    for m in model.measurements:
+        fit = model.marginal_like(m)
+        tol = 5 * m.sigma + 0.005 * N
+        assert np.max(np.abs(fit - m.counts)) <= tol, (m.columns, m.sigma)
+    # The total comes from noisy sums; its sd is 1/sqrt(sum 1/(sigma^2 cells)).
+    sd = 1 / math.sqrt(sum(1 / (m.sigma**2 * m.counts.size) for m in model.measurements))
+    assert abs(model.total - N) <= 6 * sd + 1e-6 * N
+    # Sampling returns codes in the public domain.
+    synth = model.sample(500, np.random.default_rng(1))
+    assert synth.shape == (500, codes.shape[1])
+    assert np.all(synth >= 0) and np.all(synth < np.array(model.sizes))
+    assert model.columns == tuple(f"x{j}" for j in range(codes.shape[1]))
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_engine_spends_exactly_a_small_budget(name: str) -> None:
+    rho = 0.05
+    _, acc, _ = _fit(name, "tree", rho, k=2)
+    assert acc.spent.rho == pytest.approx(rho, rel=1e-9)
+    assert acc.spent.rho <= rho * (1 + 1e-9)
+    assert all(c.sensitivity is not None and c.sensitivity >= 2 for c in acc.charges)
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_engine_recovers_strong_dependence(name: str) -> None:
+    # x1 = x0 or x0+1 (mod 4): the model must keep the off-pattern cells near empty.
+    model, _, _ = _fit(name, "tree", 50.0)
+    pair = model.marginal(("x0", "x1"))
+    mask = np.zeros((4, 4), dtype=bool)
+    for a in range(4):
+        mask[a, a] = mask[a, (a + 1) % 4] = True
+    assert pair[~mask].sum() <= 0.02 * N
+
+
+def test_registry() -> None:
+    assert get_engine().name == "aim"
+    assert set(ENGINES) >= {"aim", "mst"}
+    with pytest.raises(UsageError):
+        get_engine("nope")
+    with pytest.raises(UsageError):
+        get_engine("mst").fit(None, AIMSettings())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: AIMSettings(degree=4),
+        lambda: AIMSettings(max_model_size=0),
+        lambda: AIMSettings(max_seconds=-1),
+        lambda: AIMSettings(measure_share=1.0),
+        lambda: MSTSettings(oneway_share=0.6, select_share=0.5),
+        lambda: MSTSettings(max_iters=0),
+    ],
+)
+def test_settings_are_validated(factory: Callable[[], object]) -> None:
+    with pytest.raises(UsageError):
+        factory()
+
+
+def test_settings_are_frozen_and_keyword_only() -> None:
+    s = AIMSettings()
+    with pytest.raises(AttributeError):
+        s.degree = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        AIMSettings(2)  # type: ignore[misc]

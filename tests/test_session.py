@@ -1,0 +1,188 @@
+"""MeasurementSession: budget refusal, charge-before-return, noise scale, privacy unit."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dpsynth.errors import BudgetError, InputDataError, UsageError
+from dpsynth.privacy import mechanisms
+from dpsynth.privacy.accountant import Accountant, Budget, Charge
+from dpsynth.privacy.session import MeasurementSession, NoisyMarginal
+
+rng = np.random.default_rng(12345)  # data only; noise comes from OpenDP, unseeded
+
+
+def _session(
+    codes: np.ndarray, sizes: list[int], rho: float = 1.0, k: int = 1
+) -> tuple[MeasurementSession, Accountant]:
+    acc = Accountant(Budget(rho))
+    cols = [f"c{j}" for j in range(codes.shape[1])]
+    return MeasurementSession(codes, cols, sizes, k, acc), acc
+
+
+def _exact(codes: np.ndarray, cols: list[int], sizes: list[int]) -> np.ndarray:
+    shape = [sizes[j] for j in cols]
+    idx = np.ravel_multi_index(tuple(codes[:, j] for j in cols), shape)
+    return np.bincount(idx, minlength=math.prod(shape)).reshape(shape)
+
+
+CODES = np.stack([rng.integers(0, 3, 500), rng.integers(0, 4, 500)], axis=1)
+SIZES = [3, 4]
+
+
+def test_measure_returns_noisy_marginal_and_charges() -> None:
+    s, acc = _session(CODES, SIZES, rho=1.0)
+    m = s.measure(("c1", "c0"), 0.25, "probe")
+    assert isinstance(m, NoisyMarginal)
+    assert m.columns == ("c1", "c0") and m.shape == (4, 3) and m.counts.shape == (4, 3)
+    assert m.sigma == pytest.approx(1 / math.sqrt(0.5))
+    assert [c.step for c in s.charges] == ["probe"]
+    assert acc.spent.rho == pytest.approx(0.25)
+    assert s.remaining.rho == pytest.approx(0.75)
+    assert not m.counts.flags.writeable
+
+
+def test_refuses_to_overspend() -> None:
+    s, acc = _session(CODES, SIZES, rho=1.0)
+    s.measure(("c0",), 0.6, "first")
+    with pytest.raises(BudgetError) as e:
+        s.measure(("c1",), 0.6, "second")
+    assert "second" in e.value.message and "remains" in e.value.message
+    with pytest.raises(BudgetError):
+        s.select_marginal([("c0",)], [np.zeros(3)], [1.0], [0.0], 0.5, "third")
+    assert [c.step for c in acc.charges] == ["first"]
+    s.measure(("c1",), s.remaining.rho, "rest")  # exactly the remainder is allowed
+    assert acc.spent.rho == pytest.approx(1.0, rel=1e-12)
+
+
+def test_charges_before_the_result_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+
+    class SpyAccountant(Accountant):
+        def spend(self, charge: Charge) -> None:
+            events.append("spend")
+            super().spend(charge)
+
+    real_run = mechanisms.PreparedMechanism.run
+
+    def spy_run(self: mechanisms.PreparedMechanism, data: object) -> object:
+        events.append("noise")
+        return real_run(self, data)
+
+    monkeypatch.setattr(mechanisms.PreparedMechanism, "run", spy_run)
+    acc = SpyAccountant(Budget(1.0))
+    s = MeasurementSession(CODES, ["a", "b"], SIZES, 1, acc)
+    s.measure(("a",), 0.1, "m")
+    s.select_marginal([("a",), ("b",)], [np.zeros(3), np.zeros(4)], [1, 1], [0, 0], 0.1, "s")
+    assert events == ["spend", "noise", "spend", "noise"]
+    # A refused request never runs the mechanism.
+    with pytest.raises(BudgetError):
+        s.measure(("a",), 5.0, "too much")
+    assert events[-1] == "spend"
+
+
+def test_charge_is_opendp_map_and_records_scale() -> None:
+    s, _ = _session(CODES, SIZES, rho=1.0, k=2)
+    m = s.measure(("c0", "c1"), 0.3, "x")
+    (c,) = s.charges
+    assert c.mechanism == "discrete_gaussian" and c.columns == ("c0", "c1")
+    assert c.rho <= 0.3 and c.rho == pytest.approx(0.3, rel=1e-9)
+    assert c.noise_scale == m.sigma and c.sensitivity == 2.0
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_noise_has_declared_scale(k: int) -> None:
+    # 20,000 cells in one measurement; the sample variance of the noise must sit
+    # in a two-sided 1e-4 chi-square interval around sigma^2 (fixed-seed-free).
+    size = 20_000
+    codes = rng.integers(0, size, (30_000, 1))
+    s, _ = _session(codes, [size], rho=1.0, k=k)
+    m = s.measure(("c0",), 0.02, "noise")
+    expected_sigma = k / math.sqrt(2 * 0.02)
+    assert m.sigma == pytest.approx(expected_sigma, rel=1e-9)
+    noise = m.counts - _exact(codes, [0], [size])
+    assert np.all(noise == np.round(noise))  # integer noise on integer counts
+    n = noise.size
+    var = float(np.var(noise, ddof=1))
+    lo, hi = stats.chi2.ppf([5e-5, 1 - 5e-5], n - 1) / (n - 1)
+    assert lo * expected_sigma**2 <= var <= hi * expected_sigma**2
+    assert abs(float(noise.mean())) <= 4.5 * expected_sigma / math.sqrt(n)
+
+
+def test_sensitivity_scales_with_contribution_bound() -> None:
+    for k in (1, 2, 5):
+        s, _ = _session(CODES, SIZES, rho=1.0, k=k)
+        assert s.measure(("c0",), 0.5, "m").sigma == pytest.approx(k)
+        s.select_marginal([("c0",), ("c1",)], [np.zeros(3), np.zeros(4)], [1, 2], [0, 0], 0.1, "s")
+        assert s.charges[-1].sensitivity == 2 * k
+
+
+def test_select_marginal_finds_the_worst_fit_at_large_budget() -> None:
+    s, _ = _session(CODES, SIZES, rho=1e6)
+    good0 = _exact(CODES, [0], SIZES).astype(float)
+    good1 = _exact(CODES, [1], SIZES).astype(float)
+    bad = np.full((3, 4), 500 / 12)
+    cands = [("c0",), ("c1",), ("c0", "c1")]
+    pick = s.select_marginal(cands, [good0, good1, bad], [1, 1, 1], [0, 0, 0], 1e3, "s")
+    assert pick == 2
+    with pytest.raises(UsageError):  # wrong shape for a candidate
+        s.select_marginal(cands, [good0, good1, np.zeros(3)], [1, 1, 1], [0, 0, 0], 1.0, "s")
+
+
+def test_select_with_public_scores() -> None:
+    s, _ = _session(CODES, SIZES, rho=1e6)
+    assert s.select([("c0",), ("c1",)], [0.0, 1e4], 1.0, 1e3, "pick") == 1
+
+
+def test_does_not_expose_private_data() -> None:
+    s, _ = _session(CODES, SIZES)
+    public = [a for a in dir(s) if not a.startswith("_")]
+    assert set(public) <= {
+        "columns",
+        "domain",
+        "contribution_bound",
+        "total",
+        "remaining",
+        "spent",
+        "charges",
+        "shape",
+        "measure",
+        "select",
+        "select_marginal",
+    }
+    for a in public:
+        v = getattr(s, a)
+        assert not isinstance(v, np.ndarray)
+        assert v != len(CODES)
+    assert str(len(CODES)) not in repr(s)
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+    with pytest.raises(AttributeError):
+        s.extra = 1  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        s.domain["c0"] = 10  # type: ignore[index]
+
+
+def test_validates_inputs_without_leaking_values() -> None:
+    bad = CODES.copy()
+    bad[7, 1] = 987654
+    with pytest.raises(InputDataError) as e:
+        _session(bad, SIZES)
+    assert "987654" not in e.value.message and "c1" in e.value.message
+    with pytest.raises(InputDataError):
+        _session(CODES.astype(float), SIZES)
+    with pytest.raises(UsageError):
+        MeasurementSession(CODES, ["a", "b"], SIZES, 0, Accountant(Budget(1.0)))
+    s, _ = _session(CODES, SIZES)
+    with pytest.raises(UsageError):
+        s.measure(("nope",), 0.1, "x")
+    with pytest.raises(UsageError):
+        s.measure(("c0", "c0"), 0.1, "x")
+    with pytest.raises(UsageError):
+        s.measure(("c0",), 0.0, "x")
+    assert s.charges == ()
