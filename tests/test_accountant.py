@@ -48,10 +48,11 @@ def test_epsilon_matches_opendp(rho: float, delta: float) -> None:
 def test_delta_matches_opendp(rho: float, epsilon: float) -> None:
     expected = _opendp_profile(rho).delta(epsilon)
     if expected > 0.99:
-        # Known: for delta ~ 0.99 (rho 5, epsilon 0.1) the accountant's alpha search
-        # returns 0.9928 against OpenDP's 0.9934 (less conservative, but far outside
-        # any usable regime). Reported to the accountant's owner.
-        pytest.xfail("accountant differs from OpenDP when delta > 0.99")
+        # For delta ~ 0.99 (rho 5, epsilon 0.1) our search over alpha finds 0.99281,
+        # OpenDP reports 0.99342: every alpha > 1 gives a valid bound (CKS20, Cor. 13)
+        # and ours is the infimum over a wider alpha range (alpha - 1 = e^-4.96),
+        # checked by a grid search. Far outside any usable regime.
+        pytest.xfail("OpenDP searches a narrower alpha range when delta > 0.99")
     assert delta_for(rho, epsilon) == pytest.approx(expected, rel=1e-6, abs=1e-300)
 
 
