@@ -1,0 +1,219 @@
+"""End-to-end `dpsynth release`: the bundle, the ledger order, failures that leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from dpsynth.cli import main
+
+CANARY_ID = "CANARYID4471"
+CANARY_TEXT = "CANARYTEXT9182"
+
+SCHEMA = """\
+format: dpsynth.table-schema/v1
+name: clinic
+version: 1
+missing_tokens: [""]
+privacy_unit: {column: pid, max_rows: 2}
+subgroups: [sex]
+columns:
+  - {name: pid, kind: identifier}
+  - {name: note, kind: text, nullable: true}
+  - {name: sex, kind: categorical, categories: [F, M]}
+  - {name: age, kind: integer, bounds: [0, 99], bin_width: 10}
+  - {name: bmi, kind: float, nullable: true, bounds: [10, 70], bin_edges: [10, 18.5, 25, 30, 70]}
+  - {name: visit, kind: date, bounds: ["2010-01-01", "2019-12-31"], bin_unit: year}
+  - {name: smoker, kind: boolean}
+  - {name: dx, kind: categorical, nullable: true, categories: [a, b, c, d]}
+"""
+
+
+def make_table(path: Path, n_patients: int = 1500, seed: int = 7) -> pl.DataFrame:
+    """A correlated table: age drives dx and smoking; 1-3 rows per patient."""
+    rng = np.random.default_rng(seed)
+    rows_per = rng.integers(1, 4, size=n_patients)
+    pid = np.repeat(np.arange(n_patients), rows_per)
+    n = pid.size
+    age = rng.integers(0, 100, size=n)
+    sex = rng.choice(["F", "M"], size=n)
+    bmi = np.round(rng.uniform(15, 45, size=n), 1).astype(str)
+    bmi[rng.random(n) < 0.1] = ""
+    dx = np.where(age > 60, rng.choice(["a", "b"], size=n), rng.choice(["c", "d", ""], size=n))
+    smoker = np.where(age > 40, rng.random(n) < 0.6, rng.random(n) < 0.1)
+    visit = [f"{2010 + int(y)}-0{1 + int(m)}-1{int(d)}" for y, m, d in
+             zip(rng.integers(0, 10, n), rng.integers(0, 9, n), rng.integers(0, 9, n), strict=True)]
+    ids = [str(p) for p in pid]
+    ids[0] = CANARY_ID  # a patient id that must never reach the bundle
+    df = pl.DataFrame({
+        "pid": ids, "note": [CANARY_TEXT if i % 7 == 0 else "" for i in range(n)], "sex": sex,
+        "age": age, "bmi": bmi.tolist(), "visit": visit, "smoker": smoker.astype(str), "dx": dx,
+    }, strict=False)
+    df.write_csv(path)
+    return df
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Path | str]:
+    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    make_table(tmp_path / "table.csv")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    res = CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger, "--dataset-id", "clinic",
+                                    "--total-epsilon", "3"])
+    assert res.exit_code == 0, res.output
+    return {"dir": tmp_path, "schema": tmp_path / "schema.yaml", "input": tmp_path / "table.csv",
+            "ledger": ledger}
+
+
+def run_release(env: dict[str, Path | str], out: str, *extra: str) -> tuple[int, str, str]:
+    args = ["release", "--schema", str(env["schema"]), "--input", str(env["input"]),
+            "--out", str(Path(env["dir"]) / out), "--ledger", str(env["ledger"]),
+            "--engine", "mst", "--seed", "5", "--quiet", *extra]
+    res = CliRunner().invoke(main, args)
+    return res.exit_code, res.stdout, res.stderr
+
+
+def charges(env: dict[str, Path | str]) -> list[tuple[str, str]]:
+    db = str(env["ledger"]).removeprefix("sqlite:///")
+    con = sqlite3.connect(db)
+    try:
+        return [(r[0], r[1]) for r in con.execute(
+            "select release_id, status from charges order by created_at")]
+    finally:
+        con.close()
+
+
+def test_release_writes_a_verified_bundle(env: dict[str, Path | str]) -> None:
+    code, out, err = run_release(env, "b1", "--json", "--epsilon", "1", "--release-id", "r1",
+                                 "--audit-dir", str(Path(env["dir"]) / "audit"))
+    assert code == 0, err
+    result = json.loads(out)
+    bundle = Path(result["bundle"])
+    names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    for required in ["synthetic.parquet", "synthetic.csv", "schema.yaml", "manifest.json",
+                     "privacy-report.json", "privacy-report.html", "quality-report.html",
+                     "DATASHEET.md", "validation/suite.json", "validation/results.json"]:
+        assert required in names
+    syn = pl.read_parquet(bundle / "synthetic.parquet")
+    assert syn.columns == ["sex", "age", "bmi", "visit", "smoker", "dx"]  # no id, no text
+    assert syn.height == result["rows"]
+    meta = __import__("pyarrow.parquet", fromlist=["x"]).read_schema(bundle / "synthetic.parquet")
+    assert meta.metadata[b"dpsynth.release_id"] == b"r1"
+    assert charges(env) == [("r1", "released")]
+    assert (Path(env["dir"]) / "audit" / "audit-report.json").exists()
+    assert not any("audit" in n for n in names)
+    inspect = CliRunner().invoke(main, ["inspect", str(bundle), "--json"])
+    assert inspect.exit_code == 0 and json.loads(inspect.stdout)["ok"] is True
+
+
+def test_bundle_holds_no_private_values_nor_the_true_row_count(env: dict[str, Path | str]) -> None:
+    # --rows: the DP estimate of the row count may equal the true count by chance
+    code, out, err = run_release(env, "b1", "--json", "--epsilon", "1", "--rows", "1000")
+    assert code == 0, err
+    bundle = Path(json.loads(out)["bundle"])
+    real = pl.read_csv(env["input"], infer_schema=False)
+    n_raw = real.height
+    n_bounded = int(real.group_by("pid").len()["len"].clip(upper_bound=2).sum())
+    assert n_bounded > 2100  # not a year of the visit column
+    number = re.compile(rb"(?<![\d.])(%d|%d)(?![\d.])" % (n_raw, n_bounded))
+    for f in bundle.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert CANARY_ID.encode() not in data and CANARY_TEXT.encode() not in data, f
+            assert not number.search(data), f"true row count in {f.name}"
+    assert CANARY_ID not in out + err and CANARY_TEXT not in out + err
+
+
+def test_overspend_is_refused_before_the_input_is_read(env: dict[str, Path | str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_release(env, "b1", "--epsilon", "2.9", "--release-id", "r1")[0] == 0  # zCDP: 2.9 + 1 > 3
+    import dpsynth.io
+
+    reads: list[object] = []
+    real_read = dpsynth.io.read_table
+    monkeypatch.setattr(dpsynth.io, "read_table", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+    code, _, err = run_release(env, "b2", "--epsilon", "1", "--release-id", "r2")
+    assert code == 4, err
+    assert "remaining" in err
+    assert reads == []
+    assert not (Path(env["dir"]) / "b2").exists()
+    assert charges(env) == [("r1", "released")]
+
+
+def test_a_reused_release_id_is_refused(env: dict[str, Path | str]) -> None:
+    assert run_release(env, "b1", "--epsilon", "0.5", "--release-id", "job-7")[0] == 0
+    code, _, err = run_release(env, "b2", "--epsilon", "0.5", "--release-id", "job-7")
+    assert code == 4 and "spend twice" in err
+    assert not (Path(env["dir"]) / "b2").exists()
+
+
+def test_failure_after_data_access_spends_the_budget_and_leaves_no_bundle(
+        env: dict[str, Path | str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import dpsynth.pipeline
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected failure after the private half")
+
+    monkeypatch.setattr(dpsynth.pipeline, "_public_half", boom)
+    code, out, err = run_release(env, "b1", "--epsilon", "1", "--release-id", "r-fail")
+    assert code == 1, err
+    assert "injected" not in err  # foreign messages are never echoed
+    assert charges(env) == [("r-fail", "spent-failed")]
+    assert not (Path(env["dir"]) / "b1").exists()
+    assert [p.name for p in Path(env["dir"]).iterdir() if p.name.startswith(".")] == []
+
+
+def test_failure_before_data_access_cancels_the_charge(env: dict[str, Path | str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dpsynth.pipeline
+
+    def boom(path: Path) -> str:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(dpsynth.pipeline, "_file_sha256", boom)
+    code, _, _ = run_release(env, "b1", "--epsilon", "1", "--release-id", "r-early")
+    assert code == 1
+    assert charges(env) == [("r-early", "cancelled")]
+    # the cancelled charge gave its budget back: the full total is still available
+    monkeypatch.undo()
+    assert run_release(env, "b2", "--epsilon", "3", "--release-id", "r-next")[0] == 0
+
+
+def test_failed_validation_exits_5_and_keeps_the_charge(env: dict[str, Path | str]) -> None:
+    # bmi and dx are independent in the data; a synthesizer cannot honour this rule
+    schema = Path(env["schema"])
+    schema.write_text(SCHEMA.replace(
+        "subgroups: [sex]\n",
+        "subgroups: [sex]\nrules: [{kind: null_together, columns: [bmi, dx], severity: error}]\n"))
+    code, _, err = run_release(env, "b1", "--epsilon", "1", "--release-id", "r-val")
+    assert code == 5, err
+    assert "null_together" in err or "bmi" in err
+    assert charges(env) == [("r-val", "spent-failed")]
+    assert not (Path(env["dir"]) / "b1").exists()
+
+
+def test_inspect_detects_a_modified_file(env: dict[str, Path | str]) -> None:
+    code, out, _ = run_release(env, "b1", "--json", "--epsilon", "1")
+    assert code == 0
+    bundle = Path(json.loads(out)["bundle"])
+    csv = bundle / "synthetic.csv"
+    csv.write_bytes(csv.read_bytes().replace(b"F,", b"M,", 1))
+    res = CliRunner().invoke(main, ["inspect", str(bundle)])
+    assert res.exit_code == 6
+    assert "synthetic.csv" in res.stdout
+
+
+def test_output_directory_that_exists_is_refused_without_a_charge(env: dict[str, Path | str]) -> None:
+    out = Path(env["dir"]) / "b1"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    code, _, err = run_release(env, "b1", "--epsilon", "1")
+    assert code == 2 and "not empty" in err
+    assert charges(env) == []
