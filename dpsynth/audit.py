@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from dpsynth.domain import Domain, column_exprs
-from dpsynth.io import check_table, encode, read_table
+from dpsynth.io import check_table, encode, is_parquet, read_table
 from dpsynth.schema import Schema
 
 __all__ = ["marginal_tvds", "write_audit"]
@@ -54,7 +54,7 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
     """Compare the bundle's synthetic table with the real one; write JSON + HTML."""
     domain = Domain.from_schema(schema)
     real_df = read_table(input_path, schema)
-    check_table(real_df, schema)
+    check_table(real_df, schema, from_csv=not is_parquet(input_path))
     real = encode(real_df, schema)
     synth_df = pl.read_parquet(bundle_path / "synthetic.parquet")
     synth_text = synth_df.select(

@@ -21,10 +21,14 @@ seed may be given for reproducibility.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import gzip
-import io as _io
 import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +39,19 @@ from dpsynth.domain import Domain, column_exprs
 from dpsynth.errors import InputDataError
 from dpsynth.schema import Column, Schema
 
-__all__ = ["EncodedTable", "bound_contributions", "check_table", "load_encoded", "read_table"]
+__all__ = [
+    "EncodedTable",
+    "bound_contributions",
+    "check_table",
+    "encode",
+    "is_parquet",
+    "load_encoded",
+    "open_table",
+    "read_table",
+]
 
 _TEMPORAL = (pl.Date, pl.Datetime)
+_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -88,9 +102,14 @@ def _check_header(names: list[str], schema: Schema) -> None:
                                  column=n, rule="extra-column")
 
 
-def read_table(path: str | Path, schema: Schema) -> pl.DataFrame:
-    """Read the table and check its header; every column comes back as text
-    (temporal Parquet columns keep their type)."""
+@contextlib.contextmanager
+def open_table(path: str | Path, schema: Schema) -> Iterator[pl.LazyFrame]:
+    """Open the table lazily after checking its header and encoding.
+
+    Every column comes back as text (temporal Parquet columns as ISO text), so
+    codes such as ICD-9 keep their form. A gzip CSV is first decompressed into a
+    private temporary directory (mode 0700) that is removed on exit.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputDataError(f"input file {str(p)!r} does not exist or is not a file",
@@ -99,44 +118,71 @@ def read_table(path: str | Path, schema: Schema) -> pl.DataFrame:
         raise InputDataError("the input file is empty", rule="empty-file")
     fmt = _sniff_format(p)
     if fmt == "parquet":
-        return _read_parquet(p, schema)
-    if fmt == "csv.gz":
+        yield _scan_parquet(p, schema)
+        return
+    with tempfile.TemporaryDirectory(prefix="dpsynth-input-") as tmp:
+        if fmt == "csv.gz":
+            plain = Path(tmp) / "input.csv"
+            try:
+                with gzip.open(p, "rb") as src, plain.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, _CHUNK)
+            except (OSError, EOFError):
+                raise InputDataError("the gzip file is corrupt or truncated", rule="gzip") from None
+            p = plain
+        _check_csv_bytes(p, schema)
+        yield pl.scan_csv(p, infer_schema=False, empty_string_is_null=False,
+                          truncate_ragged_lines=False, encoding="utf8")
+
+
+def _check_csv_bytes(p: Path, schema: Schema) -> None:
+    """Header names, then strict UTF-8 over the whole file (streamed)."""
+    with p.open("rb") as fh:
+        first = fh.readline()
+        if not first.strip() and not fh.read(1 << 16).strip():
+            raise InputDataError("the input file is empty", rule="empty-file")
+        _check_header(_header(first), schema)
+        fh.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        lines = 0
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line = lines + chunk.count(b"\n", 0, exc.start) + 1
+                raise InputDataError(f"the file is not valid UTF-8 (first bad byte on line {line})",
+                                     rule="encoding") from None
+            lines += chunk.count(b"\n")
         try:
-            with gzip.open(p, "rb") as fh:
-                data = fh.read()
-        except (OSError, EOFError):
-            raise InputDataError("the gzip file is corrupt or truncated", rule="gzip") from None
-    else:
-        data = p.read_bytes()
-    if not data.strip():
-        raise InputDataError("the input file is empty", rule="empty-file")
-    first = data.split(b"\n", 1)[0]
-    names = _header(first)
-    _check_header(names, schema)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputDataError("the file is not valid UTF-8 (it ends inside a character)",
+                                 rule="encoding") from None
+
+
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Collect with the streaming engine; a polars error never shows its text
+    (it may quote a cell)."""
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InputDataError(f"the file is not valid UTF-8 (first bad byte on line {line})",
-                             rule="encoding") from None
-    try:
-        df = pl.read_csv(
-            _io.BytesIO(data),
-            infer_schema=False,
-            empty_string_is_null=False,
-            truncate_ragged_lines=False,
-            encoding="utf8",
-        )
+        return lf.collect(engine="streaming")
     except pl.exceptions.PolarsError:
-        # polars' own message may quote a cell: never show it
-        raise InputDataError("the file could not be parsed as CSV (ragged rows or bad quoting)",
-                             rule="csv-format") from None
+        raise InputDataError("the file could not be parsed (ragged rows, bad quoting or a "
+                             "corrupt file)", rule="csv-format") from None
+
+
+def is_parquet(path: str | Path) -> bool:
+    return _sniff_format(Path(path)) == "parquet"
+
+
+def read_table(path: str | Path, schema: Schema) -> pl.DataFrame:
+    """Read the whole table as text into memory (for small tables and the audit)."""
+    with open_table(path, schema) as lf:
+        df = _collect(lf)
     if df.height == 0:
         raise InputDataError("the table has a header but no rows", rule="no-rows")
     return df
 
 
-def _read_parquet(p: Path, schema: Schema) -> pl.DataFrame:
+def _scan_parquet(p: Path, schema: Schema) -> pl.LazyFrame:
     try:
         lf = pl.scan_parquet(p)
         file_schema = lf.collect_schema()
@@ -152,13 +198,7 @@ def _read_parquet(p: Path, schema: Schema) -> pl.DataFrame:
                          if c.kind == "datetime" else pl.col(c.name).cast(pl.Date).cast(pl.String))
         else:
             casts.append(pl.col(c.name).cast(pl.String))
-    try:
-        df = lf.select(casts).collect()
-    except pl.exceptions.PolarsError:
-        raise InputDataError("the Parquet file could not be decoded", rule="parquet-format") from None
-    if df.height == 0:
-        raise InputDataError("the table has no rows", rule="no-rows")
-    return df
+    return lf.select(casts)
 
 
 def _check_parquet_type(c: Column, dtype: pl.DataType) -> None:
@@ -180,10 +220,19 @@ def _check_parquet_type(c: Column, dtype: pl.DataType) -> None:
                              column=c.name, rule="type")
 
 
-def check_table(df: pl.DataFrame, schema: Schema) -> None:
-    """Fail closed on the first violated (column, rule); never shows a value."""
+def check_table(df: pl.DataFrame | pl.LazyFrame, schema: Schema, *, from_csv: bool = True) -> int:
+    """Fail closed on the first violated (column, rule); never shows a value.
+
+    One pass over the table; returns the number of rows (PRIVATE: for the
+    audit report and bounding only, never for anything released)."""
     unit = schema.privacy_unit.column
-    checks: list[tuple[str, str, str, pl.Expr]] = []
+    checks: list[tuple[str | None, str, str, pl.Expr]] = []
+    if from_csv:
+        # Empty CSV fields arrive as "" (empty_string_is_null=False), so a null can
+        # only be a row with fewer fields than the header; touching every column
+        # also makes polars reject rows with more fields.
+        checks.append((None, "csv-format", "a row has fewer fields than the header",
+                       pl.any_horizontal(pl.all().is_null())))
     if unit is not None:
         uid = pl.col(unit)
         checks.append((unit, "privacy-unit-missing", "the patient id is missing",
@@ -203,9 +252,10 @@ def check_table(df: pl.DataFrame, schema: Schema) -> None:
     for i, (_, _, _, expr) in enumerate(checks):
         exprs.append(expr.fill_null(False).sum().alias(f"n{i}"))
         exprs.append(expr.fill_null(False).arg_max().alias(f"r{i}"))
-    if not exprs:
-        return
-    res = df.select(exprs).row(0)
+    exprs.append(pl.len().alias("n_rows"))
+    res = _collect(df.lazy().select(exprs)).row(0)
+    if res[-1] == 0:
+        raise InputDataError("the table has a header but no rows", rule="no-rows")
     for i, (col, rule, what, _) in enumerate(checks):
         n_bad = res[2 * i]
         if n_bad:
@@ -213,11 +263,18 @@ def check_table(df: pl.DataFrame, schema: Schema) -> None:
             raise InputDataError(
                 f"{what} in {n_bad} row(s), first at data row {row}", column=col, rule=rule
             )
+    return int(res[-1])
 
 
 def bound_contributions(df: pl.DataFrame, unit_column: str, k: int,
                         seed: int | None = None) -> pl.DataFrame:
-    """Keep at most ``k`` rows per patient, chosen uniformly at random."""
+    """Keep at most ``k`` rows per patient, chosen uniformly at random.
+
+    Row ``i`` (file order) gets the key ``permutation[i]`` of a permutation drawn by
+    ``numpy.random.default_rng(seed)``; each patient keeps its ``k`` rows with the
+    smallest keys. Any backend that numbers rows in file order reproduces the same
+    choice from the same seed.
+    """
     if seed is None:
         seed = secrets.randbits(63)
     rng = np.random.default_rng(seed)
@@ -229,21 +286,46 @@ def bound_contributions(df: pl.DataFrame, unit_column: str, k: int,
     )
 
 
-def encode(df: pl.DataFrame, schema: Schema) -> np.ndarray:
-    """Checked, bounded table -> integer codes (rows x released columns)."""
-    cols = schema.measured_columns
-    out = df.select([column_exprs(c).code for c in cols])
-    return out.to_numpy().astype(np.int32, copy=False).reshape(out.height, len(cols))
+def _code_dtype(size: int) -> type[pl.DataType]:
+    return pl.UInt8 if size <= 255 else pl.UInt16 if size <= 65535 else pl.UInt32
+
+
+def encode_exprs(schema: Schema) -> list[pl.Expr]:
+    """Code expressions for the released columns, in the smallest integer type."""
+    domain = Domain.from_schema(schema)
+    return [column_exprs(c).code.cast(_code_dtype(s))
+            for c, s in zip(domain.columns, domain.sizes, strict=True)]
+
+
+def encode(df: pl.DataFrame | pl.LazyFrame, schema: Schema) -> np.ndarray:
+    """Checked table -> integer codes (rows x released columns)."""
+    out = _collect(df.lazy().select(encode_exprs(schema)))
+    return _to_codes(out, len(schema.measured_columns))
+
+
+def _to_codes(out: pl.DataFrame, n_cols: int) -> np.ndarray:
+    if out.height == 0:
+        return np.zeros((0, n_cols), dtype=np.uint8)
+    return np.column_stack([s.to_numpy() for s in out.iter_columns()]) if n_cols else \
+        np.zeros((out.height, 0), dtype=np.uint8)
 
 
 def load_encoded(path: str | Path, schema: Schema, bounding_seed: int | None = None) -> EncodedTable:
-    """Read, check, bound and encode: the whole private half of the pipeline."""
-    df = read_table(path, schema)
-    check_table(df, schema)
+    """Read, check, bound and encode: the whole private half of the pipeline.
+
+    Two streaming passes over the file (checks, then encoding to compact integer
+    codes); bounding runs on the compact codes, so memory grows with the number
+    of rows times released columns (one or two bytes each), not with the text.
+    """
     unit = schema.privacy_unit
-    if unit.column is not None:
-        df = bound_contributions(df, unit.column, unit.max_rows, bounding_seed)
     domain = Domain.from_schema(schema)
-    codes = encode(df, schema)
+    with open_table(path, schema) as lf:
+        check_table(lf, schema, from_csv=not is_parquet(path))
+        keep = [pl.col(unit.column)] if unit.column is not None else []
+        compact = _collect(lf.select(keep + encode_exprs(schema)))
+    if unit.column is not None:
+        compact = bound_contributions(compact, unit.column, unit.max_rows, bounding_seed)
+        compact = compact.drop(unit.column)
+    codes = _to_codes(compact, len(domain.columns))
     return EncodedTable(codes=codes, columns=domain.names, sizes=domain.sizes,
                         contribution_bound=unit.max_rows)

@@ -48,10 +48,10 @@ def check(schema_path: str | Path, input_path: str | Path | None = None) -> dict
         "privacy_unit": schema.privacy_unit.description,
     }
     if input_path is not None:
-        from dpsynth.io import check_table, read_table
+        from dpsynth.io import check_table, is_parquet, open_table
 
-        df = read_table(input_path, schema)
-        check_table(df, schema)
+        with open_table(input_path, schema) as lf:
+            check_table(lf, schema, from_csv=not is_parquet(input_path))
         out["input_checked"] = True
     return out
 

@@ -1,0 +1,367 @@
+"""The release bundle: layout, synthetic-table writers, manifest, atomic write, verification.
+
+A bundle is a directory handed to researchers. :func:`write_bundle` writes every
+file into a temporary directory beside the target (same filesystem), adds
+``manifest.json`` (each file's SHA-256 and size plus provenance, valid against
+``schemas/manifest.v1.json``), fsyncs, and renames the directory into place, so
+a bundle is either complete or absent: on any failure the temporary directory is
+removed. :func:`verify_bundle` (``dpsynth inspect``) checks a bundle against its
+manifest.
+
+Synthetic-table marking: Parquet carries key-value metadata
+``dpsynth.synthetic = "true"`` and ``dpsynth.release_id``; CSV is a plain CSV
+(header row, null written as an empty cell) with a sidecar
+``synthetic.csv.meta.json`` saying it is synthetic and naming the release. A
+comment line inside the CSV was rejected because it breaks most CSV readers.
+
+Rules for this module: it receives only public bytes (DP outputs and their
+post-processing) and never reads the private table; it must not put anything
+computed on the real table (input file hash, true row count) into the manifest
+— the manifest's JSON Schema forbids the fields that could carry them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jsonschema
+import polars as pl
+import pyarrow.parquet as pq
+
+from dpsynth import __version__
+from dpsynth.errors import InternalError, StorageError
+
+__all__ = [
+    "CSV_SIDECAR",
+    "DEPENDENCIES",
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "InspectResult",
+    "dependency_versions",
+    "manifest_schema_json",
+    "synthetic_csv_sidecar",
+    "synthetic_table_files",
+    "verify_bundle",
+    "write_bundle",
+    "write_synthetic_csv",
+    "write_synthetic_csv_sidecar",
+    "write_synthetic_parquet",
+]
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "dpsynth.bundle-manifest/v1"
+PARQUET = "synthetic.parquet"
+CSV = "synthetic.csv"
+CSV_SIDECAR = "synthetic.csv.meta.json"
+#: Distributions whose versions are recorded in every manifest.
+DEPENDENCIES = ("opendp", "polars", "pyarrow", "pandas", "numpy", "great-expectations")
+SYNTHETIC_NOTICE = (
+    "SYNTHETIC DATA generated with differential privacy by dpsynth. "
+    "Rows are not real patients; do not use them to identify or contact anyone."
+)
+_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_synthetic_parquet(df: pl.DataFrame, release_id: str) -> bytes:
+    """The synthetic table as Parquet bytes, marked synthetic in key-value metadata."""
+    table = df.to_arrow()
+    meta = dict(table.schema.metadata or {})
+    meta.update({
+        b"dpsynth.synthetic": b"true",
+        b"dpsynth.release_id": release_id.encode("utf-8"),
+        b"dpsynth.notice": SYNTHETIC_NOTICE.encode("utf-8"),
+    })
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(meta), buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_synthetic_csv(df: pl.DataFrame, release_id: str) -> bytes:
+    """The synthetic table as plain CSV (header row; null is an empty cell).
+
+    The CSV itself carries no marker (a comment line breaks CSV readers); its
+    sidecar :data:`CSV_SIDECAR` (:func:`write_synthetic_csv_sidecar`) does.
+    ``release_id`` is accepted for symmetry with the Parquet writer.
+    """
+    del release_id  # recorded in the sidecar
+    return df.write_csv(null_value="").encode("utf-8")
+
+
+def write_synthetic_csv_sidecar(df: pl.DataFrame, release_id: str) -> bytes:
+    """``synthetic.csv.meta.json``: marks ``synthetic.csv`` as synthetic data."""
+    doc: dict[str, Any] = {
+        "dpsynth.synthetic": True,
+        "release_id": release_id,
+        "file": CSV,
+        "notice": SYNTHETIC_NOTICE,
+        "null": "an empty cell",
+    }
+    if df.width:
+        doc["columns"] = [{"name": n, "type": str(t)} for n, t in df.schema.items()]
+    return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+
+
+def synthetic_csv_sidecar(release_id: str, df: pl.DataFrame | None = None) -> dict[str, bytes]:
+    """``{CSV_SIDECAR: bytes}`` for a bundle (column types listed when ``df`` is given)."""
+    frame = df if df is not None else pl.DataFrame()
+    return {CSV_SIDECAR: write_synthetic_csv_sidecar(frame, release_id)}
+
+
+def synthetic_table_files(df: pl.DataFrame, release_id: str) -> dict[str, bytes]:
+    """The three synthetic-table files of a bundle, by relative path."""
+    return {
+        PARQUET: write_synthetic_parquet(df, release_id),
+        CSV: write_synthetic_csv(df, release_id),
+        CSV_SIDECAR: write_synthetic_csv_sidecar(df, release_id),
+    }
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def manifest_schema_json() -> dict[str, Any]:
+    """The published JSON Schema of ``manifest.json``."""
+    text = resources.files("dpsynth.resources").joinpath("manifest.v1.json").read_text()
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def dependency_versions() -> dict[str, str | None]:
+    """Installed versions of :data:`DEPENDENCIES` (None when not installed)."""
+    out: dict[str, str | None] = {}
+    for dist in DEPENDENCIES:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _manifest_errors(doc: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(
+        manifest_schema_json(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    out = []
+    for e in errors:
+        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        msg = e.message if len(e.message) <= 160 else e.message[:157] + "..."
+        out.append(f"{where}: {msg}")
+    return out
+
+
+def _check_relpath(rel: str) -> PurePosixPath:
+    p = PurePosixPath(rel)
+    if (not rel or p.is_absolute() or "\\" in rel or any(part in ("", ".", "..") for part in
+                                                         rel.split("/"))):
+        raise InternalError(f"bundle path {rel!r} must be a plain relative path")
+    if rel == MANIFEST:
+        raise InternalError(f"{MANIFEST} is written by write_bundle, not passed in")
+    return p
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- atomic write
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync one file (a module-level seam the tests use to inject failures)."""
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _refuse_existing(out_dir: Path) -> None:
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise StorageError(f"output path {str(out_dir)!r} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise StorageError(f"output directory {str(out_dir)!r} exists and is not empty; "
+                           "choose a new directory (a bundle is never overwritten)")
+
+
+def write_bundle(out_dir: Path, files: dict[str, bytes], manifest_fields: dict[str, Any]) -> Path:
+    """Write a complete bundle to ``out_dir`` atomically and return its path.
+
+    ``files`` maps relative POSIX paths to contents (``manifest.json`` excluded).
+    ``manifest_fields`` supplies the provenance (``release_id``, ``engine``,
+    ``sampler_seed``, ``schema_sha256``, ``privacy``, ``rows``, ``columns``,
+    ``ledger_entry``, optionally ``dataset_id``/``schema_name``/``schema_version``);
+    ``format``, ``created``, ``dpsynth_version``, ``dependencies`` (unless
+    given) and ``files`` are filled in here. The manifest is validated against
+    ``schemas/manifest.v1.json`` before anything is renamed into place.
+
+    Raises :class:`StorageError` (exit 6) when ``out_dir`` exists and is not
+    empty or the filesystem fails, :class:`InternalError` when the caller passes
+    an invalid manifest; in every failure no bundle and no temp dir remain.
+    """
+    out_dir = Path(out_dir)
+    _refuse_existing(out_dir)
+    rels = {rel: _check_relpath(rel) for rel in files}
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise StorageError(f"cannot create a directory in {str(parent)!r} "
+                           f"({exc.strerror or type(exc).__name__})") from None
+    try:
+        entries = []
+        for rel in sorted(files):
+            data = files[rel]
+            target = tmp.joinpath(*rels[rel].parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_file(target, data)
+            entries.append({"path": rel, "sha256": _sha256(data), "size": len(data)})
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace(
+                "+00:00", "Z"),
+            "dpsynth_version": __version__,
+            "dependencies": dependency_versions(),
+        }
+        manifest.update(manifest_fields)
+        manifest["files"] = entries
+        problems = _manifest_errors(manifest)
+        if problems:
+            raise InternalError("manifest does not match schemas/manifest.v1.json: "
+                                + "; ".join(problems[:3]))
+        _write_file(tmp / MANIFEST,
+                    (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        for d in sorted({p.parent for p in tmp.rglob("*")}, key=lambda p: -len(p.parts)):
+            _fsync_dir(d)
+        # mkdtemp makes it 0700; a bundle is meant to be read by others
+        os.chmod(tmp, 0o755)  # noqa: S103
+        _refuse_existing(out_dir)
+        try:
+            # rename(2) replaces an empty directory and fails on a non-empty one,
+            # so a bundle that appeared meanwhile is never overwritten.
+            os.rename(tmp, out_dir)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise StorageError(f"output directory {str(out_dir)!r} appeared while the "
+                                   "bundle was written; not overwritten") from None
+            raise
+        _fsync_dir(parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write the bundle to {str(out_dir)!r} "
+                               f"({exc.strerror or type(exc).__name__})") from None
+        raise
+    return out_dir
+
+
+# --------------------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    """What :func:`verify_bundle` found: ``ok`` when ``problems`` is empty."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    privacy, engine = _obj(manifest.get("privacy")), _obj(manifest.get("engine"))
+    cols = manifest.get("columns")
+    return {
+        "release_id": manifest.get("release_id"),
+        "dataset_id": manifest.get("dataset_id"),
+        "created": manifest.get("created"),
+        "dpsynth_version": manifest.get("dpsynth_version"),
+        "engine": engine.get("name"),
+        "epsilon": privacy.get("epsilon"),
+        "delta": privacy.get("delta"),
+        "rows": manifest.get("rows"),
+        "columns": len(cols) if isinstance(cols, list) else None,
+        "files": len(manifest.get("files") or []),
+    }
+
+
+def verify_bundle(path: str | Path) -> InspectResult:
+    """Check a bundle against its manifest: schema validity, every listed file
+    present with the right size and SHA-256, and no unlisted file.
+
+    Never raises for a damaged bundle (problems are listed); raises
+    :class:`StorageError` only when ``path`` is not a readable directory.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise StorageError(f"bundle {str(root)!r} is not a directory")
+    problems: list[str] = []
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return InspectResult(False, [f"missing file: {MANIFEST}"], {})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return InspectResult(False, [f"manifest invalid: not readable JSON ({type(exc).__name__})"],
+                             {})
+    problems.extend(f"manifest invalid: {p}" for p in _manifest_errors(manifest))
+    if not isinstance(manifest, dict):
+        return InspectResult(False, problems, {})
+
+    listed: dict[str, dict[str, Any]] = {}
+    for entry in manifest.get("files") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            listed[entry["path"]] = entry
+    for rel, entry in sorted(listed.items()):
+        try:
+            _check_relpath(rel)
+        except InternalError:
+            continue  # reported by the schema check
+        f = root / rel
+        if f.is_symlink() or not f.is_file():
+            problems.append(f"missing file: {rel}")
+            continue
+        size = f.stat().st_size
+        if size != entry.get("size"):
+            problems.append(f"size mismatch: {rel} (manifest {entry.get('size')}, found {size})")
+            continue
+        if _file_digest(f) != entry.get("sha256"):
+            problems.append(f"checksum mismatch: {rel}")
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root).as_posix()
+        if f.is_symlink():
+            problems.append(f"unlisted file: {rel} (symbolic link)")
+        elif f.is_file() and rel != MANIFEST and rel not in listed:
+            problems.append(f"unlisted file: {rel}")
+    return InspectResult(not problems, problems, _summary(manifest))

@@ -1,0 +1,23 @@
+"""Public reports of a release: privacy accounting, quality against the noisy measurements,
+and the datasheet.
+
+Modules:
+
+- :mod:`dpsynth.report.privacy` — ``privacy-report.json`` / ``.html``: unit, neighbouring
+  relation, each DP step, totals for the release and the dataset, the (epsilon, delta)
+  statement and what it does not cover.
+- :mod:`dpsynth.report.quality` — ``quality-report.html``: synthetic marginals vs the
+  *noisy* measured marginals, with intervals from the noise scale, and subgroups.
+- :mod:`dpsynth.report.datasheet` — ``DATASHEET.md`` for the synthetic dataset.
+
+Everything here is post-processing of DP outputs (design.md §2.6): these modules never
+receive the private table, exact counts or the true row count, and must not import
+``dpsynth.io`` or ``dpsynth.privacy.session``. The internal audit report (utility against
+the real table) is not part of this package's public outputs.
+"""
+
+from dpsynth.report.datasheet import datasheet_markdown
+from dpsynth.report.privacy import privacy_report, render_privacy_html
+from dpsynth.report.quality import quality_report_html
+
+__all__ = ["datasheet_markdown", "privacy_report", "quality_report_html", "render_privacy_html"]

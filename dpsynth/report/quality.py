@@ -1,0 +1,381 @@
+"""The public quality report: the synthetic table against the *noisy* measurements.
+
+Owns ``quality-report.html`` (:func:`quality_report_html`): for every measured
+marginal, the synthetic share of each cell next to the noisy measured share with
+a 95% interval from the noise scale (share ± 1.96·σ / N̂, where N̂ is the noisy
+total estimate), the total variation distance (TVD) between the two per
+marginal, bar charts of the 1-way marginals, heatmaps of a few 2-way marginals,
+and the declared subgroups with their relative noise (σ / noisy count) so
+researchers see where the data is thin.
+
+Must not: receive or compute anything on the real table (exact counts, the true
+row count, utility against the real data belong to the internal audit report).
+Its inputs are DP measurements (public once released) and synthetic codes,
+so everything here is post-processing. The HTML is self-contained: inline CSS,
+PNGs embedded as data URIs, no scripts, fonts or remote resources. Plots use
+matplotlib's Agg canvas directly (no pyplot, no global backend change).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dpsynth.domain import level_labels
+from dpsynth.errors import InternalError
+from dpsynth.report.privacy import html_page
+from dpsynth.schema import Schema
+
+__all__ = ["MAX_HEATMAPS", "MAX_ONE_WAY_PLOTS", "MeasurementLike", "quality_report_html"]
+
+#: At most this many 1-way bar charts (one per released column, in schema order).
+MAX_ONE_WAY_PLOTS = 60
+#: At most this many 2-way heatmaps (the measured pairs with the largest TVD).
+MAX_HEATMAPS = 4
+#: Heatmaps are drawn only for marginals up to this many cells.
+_MAX_HEATMAP_CELLS = 2500
+#: Per-cell rows shown in the detail tables of a marginal.
+_MAX_DETAIL_ROWS = 40
+#: A subgroup whose relative noise exceeds this is flagged as thin.
+THIN_RELATIVE_NOISE = 0.10
+_Z95 = 1.96
+_SYN_COLOR = "#2b6cb0"
+_MEAS_COLOR = "#e08a00"
+
+
+class MeasurementLike(Protocol):
+    """A noisy marginal: ``columns``, noisy counts (``noisy`` or ``counts``), ``sigma``."""
+
+    columns: tuple[str, ...]
+    sigma: float
+
+
+@dataclass(frozen=True)
+class _Marginal:
+    columns: tuple[str, ...]
+    shape: tuple[int, ...]
+    noisy: np.ndarray  # noisy counts, shape ``shape``
+    sigma: float  # per-cell noise std
+    synthetic: np.ndarray  # synthetic counts, shape ``shape``
+    derived: bool = False  # summed from a larger measurement
+
+    @property
+    def cells(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def _noisy_array(m: Any) -> np.ndarray:
+    arr = getattr(m, "noisy", None)
+    if arr is None:
+        arr = getattr(m, "counts", None)
+    if arr is None:
+        raise InternalError("a measurement has neither .noisy nor .counts")
+    return np.asarray(arr, dtype=float)
+
+
+def _synthetic_counts(codes: np.ndarray, idx: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    if codes.shape[0] == 0:
+        return np.zeros(shape)
+    flat = np.ravel_multi_index(tuple(codes[:, j] for j in idx), shape)
+    return np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape).astype(float)
+
+
+def _measured_distribution(noisy: np.ndarray) -> np.ndarray:
+    """Noisy counts -> a distribution (negative counts clipped to 0, then normalised)."""
+    pos = np.clip(noisy, 0, None)
+    s = pos.sum()
+    return pos / s if s > 0 else np.full(noisy.shape, 1.0 / noisy.size)
+
+
+def _tvd(syn: np.ndarray, noisy: np.ndarray) -> float:
+    n = syn.sum()
+    p = syn / n if n > 0 else np.full(syn.shape, 1.0 / syn.size)
+    return float(0.5 * np.abs(p - _measured_distribution(noisy)).sum())
+
+
+def _noise_floor(cells: int, sigma: float, total: float) -> float:
+    """Expected TVD of the measured shares from the truth due to noise alone (approx.)."""
+    if total <= 0:
+        return float("nan")
+    return min(1.0, 0.5 * cells * sigma * math.sqrt(2 / math.pi) / total)
+
+
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str, caption: str) -> str:
+    return (f"<figure><img src=\"data:image/png;base64,{b64}\" alt=\"{html.escape(alt)}\">"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _short(label: str, limit: int) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _bar_plot(name: str, labels: list[str], syn: np.ndarray, meas: np.ndarray,
+              half: float) -> str:
+    n = len(labels)
+    fig = Figure(figsize=(3.6 if n <= 12 else 7.4, 2.7))
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(n)
+    ax.bar(x - 0.2, syn, width=0.4, color=_SYN_COLOR, label="synthetic")
+    ax.bar(x + 0.2, meas, width=0.4, color=_MEAS_COLOR, label="noisy measured",
+           yerr=np.full(n, half), ecolor="#333333", capsize=2 if n <= 30 else 0,
+           error_kw={"elinewidth": 0.8})
+    ax.set_title(name, fontsize=9)
+    ax.set_ylabel("share", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_xlim(-0.6, n - 0.4)
+    if n <= 40:
+        ax.set_xticks(x)
+        short = [_short(lb, 14) for lb in labels]
+        if n <= 3 and max(len(lb) for lb in short) <= 10:
+            ax.set_xticklabels(short)
+        else:
+            ax.set_xticklabels(short, rotation=45, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xlabel(f"{n} levels (see the tables below)", fontsize=7)
+    ax.axhline(0, color="#999999", linewidth=0.5)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    # fixed margins (tight_layout would cost one more full draw per plot)
+    fig.subplots_adjust(left=0.17 if n <= 12 else 0.085, right=0.98, top=0.9,
+                        bottom=0.32 if n <= 40 else 0.14)
+    return _png(fig)
+
+
+def _heatmap(m: _Marginal, labels: tuple[list[str], list[str]], total: float) -> str:
+    syn = m.synthetic / max(m.synthetic.sum(), 1.0)
+    meas = m.noisy / total if total > 0 else m.noisy
+    vmax = float(max(syn.max(initial=0.0), meas.max(initial=0.0), 1e-12))
+    rows, cols = m.shape
+    panel_w = max(1.8, 0.24 * cols)
+    fig = Figure(figsize=(min(11.0, 2.4 + 2 * panel_w), min(7.0, 1.9 + max(1.4, 0.22 * rows))),
+                 layout="constrained")
+    ax0 = fig.add_subplot(1, 2, 1)
+    ax1 = fig.add_subplot(1, 2, 2, sharey=ax0)
+    im = None
+    for ax, data, title in ((ax0, meas, "noisy measured"), (ax1, syn, "synthetic")):
+        im = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0, vmax=vmax,
+                       interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(m.columns[1], fontsize=7)
+        ax.tick_params(labelsize=6)
+        if cols <= 24:
+            ax.set_xticks(range(cols))
+            ax.set_xticklabels([_short(lb, 10) for lb in labels[1]], rotation=45, ha="right",
+                               rotation_mode="anchor")
+    ax0.set_ylabel(m.columns[0], fontsize=7)
+    if rows <= 24:
+        ax0.set_yticks(range(rows))
+        ax0.set_yticklabels([_short(lb, 14) for lb in labels[0]])
+    ax1.tick_params(labelleft=False)
+    if im is not None:
+        fig.colorbar(im, ax=[ax0, ax1], shrink=0.85, label="share").ax.tick_params(labelsize=6)
+    return _png(fig)
+
+
+def _fmt_share(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _rel_noise(sigma: float, count: float) -> tuple[str, float]:
+    if count <= 0:
+        return "≥ 100% (count at or below noise)", math.inf
+    r = sigma / count
+    return (f"{100 * r:.1f}%" if r < 10 else "> 1000%"), r
+
+
+def quality_report_html(
+    schema: Schema,
+    measurements: Sequence[Any],
+    synthetic_codes: np.ndarray,
+    columns: tuple[str, ...],
+    sizes: tuple[int, ...],
+    total_estimate: float,
+) -> str:
+    """``quality-report.html``: synthetic codes vs the noisy measurements.
+
+    ``synthetic_codes`` is rows x ``columns`` integer codes with domain ``sizes``;
+    ``measurements`` are DP marginals (``.columns``, ``.noisy`` or ``.counts``,
+    ``.sigma``); ``total_estimate`` is the DP estimate of the table's size, used
+    to turn noisy counts into shares.
+    """
+    codes = np.asarray(synthetic_codes)
+    if codes.ndim != 2 or codes.shape[1] != len(columns) or len(columns) != len(sizes):
+        raise InternalError("synthetic codes, columns and sizes do not agree")
+    pos = {c: i for i, c in enumerate(columns)}
+    total = float(total_estimate)
+    n_syn = int(codes.shape[0])
+
+    marginals: list[_Marginal] = []
+    for m in measurements:
+        cols = tuple(m.columns)
+        if any(c not in pos for c in cols):
+            raise InternalError("a measurement names a column that is not released")
+        shape = tuple(sizes[pos[c]] for c in cols)
+        noisy = _noisy_array(m).reshape(shape)
+        marginals.append(_Marginal(cols, shape, noisy, float(m.sigma),
+                                   _synthetic_counts(codes, [pos[c] for c in cols], shape)))
+
+    # one 1-way view per released column: measured directly, or summed (post-processing)
+    # from the smallest measurement that contains it (noise std grows with sqrt(cells summed))
+    one_way: dict[str, _Marginal] = {m.columns[0]: m for m in marginals if len(m.columns) == 1}
+    for c in columns:
+        if c in one_way:
+            continue
+        holders = [m for m in marginals if c in m.columns]
+        if not holders:
+            continue
+        src = min(holders, key=lambda m: m.cells)
+        axis = src.columns.index(c)
+        others = tuple(i for i in range(len(src.shape)) if i != axis)
+        summed = src.cells // src.shape[axis]
+        one_way[c] = _Marginal((c,), (src.shape[axis],), src.noisy.sum(axis=others),
+                               src.sigma * math.sqrt(summed),
+                               src.synthetic.sum(axis=others), derived=True)
+
+    by_name = {c.name: c for c in schema.columns}
+    parts: list[str] = [
+        "<h1>Quality report</h1>",
+        f"<p class=\"sub\">Schema <code>{html.escape(schema.name)}</code> version "
+        f"{html.escape(schema.version)} — {n_syn:,} synthetic rows, {len(columns)} columns, "
+        f"{len(marginals)} noisy measurements</p>",
+        "<div class=\"banner\"><strong>Synthetic data.</strong> Rows are not real patients. "
+        "Everything on this page compares the synthetic table with the <em>noisy</em> "
+        "(differentially private) measurements the model was fitted to; nothing here was "
+        "computed on the real table.</div>",
+        "<h2>How to read this report</h2>",
+        "<ul><li><strong>Synthetic share</strong>: fraction of synthetic rows in a cell.</li>"
+        "<li><strong>Measured share</strong>: noisy count / estimated total "
+        f"(N̂ ≈ {total:,.0f}); it may be negative for empty cells. The 95% interval is "
+        "± 1.96·σ / N̂, from the Gaussian noise std σ of that measurement.</li>"
+        "<li><strong>TVD</strong>: total variation distance between the synthetic "
+        "distribution and the measured one (negative counts set to 0, then normalised); "
+        "0 is identical, 1 disjoint. The <em>noise floor</em> is the TVD expected from the "
+        "measurement noise alone: a TVD near the floor is as close as the noise allows.</li>"
+        "<li><strong>Relative noise</strong> of a group: σ / noisy count. Above "
+        f"{100 * THIN_RELATIVE_NOISE:.0f}% the group is thin (highlighted): treat its figures "
+        "with care; near or above 100% they are mostly noise."
+        "</li></ul>",
+    ]
+
+    # ---- TVD table
+    rows = sorted(marginals, key=lambda m: -_tvd(m.synthetic, m.noisy))
+    parts.append("<h2>Measured marginals</h2>")
+    parts.append("<table id=\"marginals\"><thead><tr><th>Columns</th><th>Cells</th>"
+                 "<th>σ (per cell)</th><th>95% interval ± (share)</th><th>TVD</th>"
+                 "<th>Noise floor</th></tr></thead><tbody>")
+    for m in rows:
+        parts.append(
+            f"<tr><td>{html.escape(' × '.join(m.columns))}</td>"
+            f"<td class=\"num\">{m.cells:,}</td><td class=\"num\">{m.sigma:.3g}</td>"
+            f"<td class=\"num\">{_fmt_share(_Z95 * m.sigma / total) if total > 0 else '—'}</td>"
+            f"<td class=\"num\">{_tvd(m.synthetic, m.noisy):.4f}</td>"
+            f"<td class=\"num\">{_noise_floor(m.cells, m.sigma, total):.4f}</td></tr>")
+    if not rows:
+        parts.append("<tr><td colspan=\"6\">No measurements were recorded.</td></tr>")
+    parts.append("</tbody></table>")
+
+    # ---- 1-way plots
+    parts.append("<h2>One-way marginals</h2>")
+    parts.append(f"<p class=\"muted\"><span class=\"swatch\" style=\"background:{_SYN_COLOR}\">"
+                 "</span> synthetic share &nbsp; <span class=\"swatch\" "
+                 f"style=\"background:{_MEAS_COLOR}\"></span> noisy measured share with its 95% "
+                 "interval. Columns marked “summed” come from a larger measurement (noise adds "
+                 "up over the summed cells).</p><div class=\"plots\">")
+    plotted = 0
+    for c in columns:
+        if c not in one_way or plotted >= MAX_ONE_WAY_PLOTS:
+            continue
+        m = one_way[c]
+        labels = level_labels(by_name[c]) if c in by_name else [str(i) for i in range(m.cells)]
+        syn = m.synthetic / max(n_syn, 1)
+        meas = m.noisy / total if total > 0 else np.zeros(m.shape)
+        half = _Z95 * m.sigma / total if total > 0 else 0.0
+        b64 = _bar_plot(c, labels, syn, meas, half)
+        note = " (summed)" if m.derived else ""
+        parts.append(_img(b64, f"one-way marginal of {c}",
+                          f"{c}{note}: TVD {_tvd(m.synthetic, m.noisy):.3f}"))
+        plotted += 1
+    parts.append("</div>")
+    if len(one_way) > plotted:
+        parts.append(f"<p class=\"muted\">{len(one_way) - plotted} more one-way marginals are "
+                     "not plotted (limit reached).</p>")
+
+    # ---- 2-way heatmaps
+    pairs = [m for m in rows if len(m.columns) == 2 and m.cells <= _MAX_HEATMAP_CELLS]
+    if pairs:
+        parts.append("<h2>Two-way marginals with the largest TVD</h2><div class=\"plots\">")
+        for m in pairs[:MAX_HEATMAPS]:
+            labels2 = tuple(level_labels(by_name[c]) for c in m.columns)
+            b64 = _heatmap(m, (labels2[0], labels2[1]), total)
+            parts.append(_img(b64, f"two-way marginal of {m.columns[0]} and {m.columns[1]}",
+                              f"{m.columns[0]} × {m.columns[1]}: TVD "
+                              f"{_tvd(m.synthetic, m.noisy):.3f}"))
+        parts.append("</div>")
+
+    # ---- subgroups
+    parts.append("<h2>Declared subgroups</h2>")
+    subgroups = [s for s in schema.subgroups if s in one_way]
+    if not subgroups:
+        parts.append("<p>The schema declares no subgroup with a measurement.</p>")
+    for s in subgroups:
+        m = one_way[s]
+        labels = level_labels(by_name[s])
+        parts.append(f"<h3>{html.escape(s)}</h3>")
+        parts.append("<table class=\"subgroup\"><thead><tr><th>Group</th>"
+                     "<th>Synthetic share</th><th>Measured share (95% interval)</th>"
+                     "<th>Noisy count</th><th>Relative noise</th></tr></thead><tbody>")
+        for i, lb in enumerate(labels[: m.cells]):
+            cnt = float(m.noisy[i])
+            text, r = _rel_noise(m.sigma, cnt)
+            share = cnt / total if total > 0 else float("nan")
+            half = _Z95 * m.sigma / total if total > 0 else float("nan")
+            cls = " class=\"thin\"" if r > THIN_RELATIVE_NOISE else ""
+            parts.append(
+                f"<tr{cls}><td>{html.escape(lb)}</td>"
+                f"<td class=\"num\">{_fmt_share(m.synthetic[i] / max(n_syn, 1))}</td>"
+                f"<td class=\"num\">{_fmt_share(share)} "
+                f"({_fmt_share(share - half)} … {_fmt_share(share + half)})</td>"
+                f"<td class=\"num\">{cnt:,.0f} ± {_Z95 * m.sigma:,.0f}</td>"
+                f"<td class=\"num\">{text}</td></tr>")
+        parts.append("</tbody></table>")
+
+    # ---- per-cell detail of the 1-way marginals
+    parts.append("<h2>One-way marginals in detail</h2>")
+    for c in columns:
+        if c not in one_way:
+            continue
+        m = one_way[c]
+        labels = level_labels(by_name[c])
+        half = _Z95 * m.sigma / total if total > 0 else float("nan")
+        parts.append(f"<details><summary>{html.escape(c)} ({m.cells} levels)</summary>"
+                     "<table><thead><tr><th>Level</th><th>Synthetic share</th>"
+                     "<th>Measured share</th><th>95% interval</th></tr></thead><tbody>")
+        for i, lb in enumerate(labels[: min(m.cells, _MAX_DETAIL_ROWS)]):
+            share = float(m.noisy[i]) / total if total > 0 else float("nan")
+            parts.append(
+                f"<tr><td>{html.escape(lb)}</td>"
+                f"<td class=\"num\">{_fmt_share(m.synthetic[i] / max(n_syn, 1))}</td>"
+                f"<td class=\"num\">{_fmt_share(share)}</td>"
+                f"<td class=\"num\">{_fmt_share(share - half)} … {_fmt_share(share + half)}"
+                "</td></tr>")
+        if m.cells > _MAX_DETAIL_ROWS:
+            parts.append(f"<tr><td colspan=\"4\">… {m.cells - _MAX_DETAIL_ROWS} more levels"
+                         "</td></tr>")
+        parts.append("</tbody></table></details>")
+    return html_page(f"Quality report — {schema.name}", "\n".join(parts))

@@ -1,0 +1,367 @@
+"""The great-expectations suite for the *synthetic* table, built from the public schema.
+
+This module owns the output check of a release (design.md §3, after the privacy
+boundary): :func:`build_suite` turns a :class:`~dpsynth.schema.Schema` into an
+expectation suite (exactly the released columns, in order; their types,
+category sets, bounds and date ranges; nullability; the row count within the
+requested size; the schema's cross-column rules), and :func:`validate_synthetic`
+runs it on a synthetic table. :func:`raise_for_outcome` turns a failed outcome into
+:class:`~dpsynth.errors.OutputValidationError` (exit 5).
+
+Severity: a rule declared ``severity: warning`` is evaluated and reported (in
+``ValidationOutcome.warnings`` and the results JSON) but never fails the suite;
+every other expectation is ``critical``.
+
+Rules must not do: this module only ever sees the synthetic table and the
+schema. It must never be given the private input table (input checks live in
+the reader), because great-expectations copies offending values into its
+results (``partial_unexpected_list``) and those results go in the public
+bundle. It is the only module that imports ``great_expectations``; it keeps it
+quiet (no analytics, no progress bars, no warnings leaking into the caller).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import polars as pl
+
+from dpsynth.errors import InternalError, OutputValidationError
+from dpsynth.schema import Column, Rule, Schema
+
+# Must be set before great_expectations is imported: no usage statistics leave the host.
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+
+with warnings.catch_warnings():
+    # great-expectations 1.x imports the deprecated ``sre_constants`` module and
+    # emits DeprecationWarnings at import time; they are not ours to fix and would
+    # break callers that run with warnings as errors.
+    warnings.simplefilter("ignore")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.metadata_types import FailureSeverity
+    from great_expectations.expectations.row_conditions import Column as GxColumn
+
+__all__ = [
+    "ValidationOutcome",
+    "build_suite",
+    "raise_for_outcome",
+    "validate_synthetic",
+]
+
+#: pandas dtype names accepted for each column kind (after :func:`_to_pandas`).
+_TYPE_LISTS: dict[str, list[str]] = {
+    "categorical": ["StringDtype"],
+    "code": ["StringDtype"],
+    "integer": ["Int64Dtype", "int64"],
+    "float": ["float64"],
+    "boolean": ["BooleanDtype", "bool"],
+    "date": ["datetime64", "datetime64[us]", "datetime64[ns]"],
+    "datetime": ["datetime64", "datetime64[us]", "datetime64[ns]"],
+}
+#: Columns validated together in one batch (see :func:`_partition`).
+_CHUNK_COLUMNS = 4
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    """What running the suite on a synthetic table found.
+
+    ``success`` counts critical (error-severity) expectations only; ``failed``
+    and ``warnings`` name the failed expectations and their columns (never cell
+    values); ``suite_json`` and ``results_json`` go into the bundle's
+    ``validation/`` directory.
+    """
+
+    success: bool
+    suite_json: dict[str, Any]
+    results_json: dict[str, Any]
+    failed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _severity(rule: Rule) -> FailureSeverity:
+    return FailureSeverity.WARNING if rule.severity == "warning" else FailureSeverity.CRITICAL
+
+
+def _rule_meta(rule: Rule) -> dict[str, Any]:
+    return {
+        "dpsynth_rule": rule.kind,
+        "columns": list(rule.columns),
+        "threshold": rule.threshold,
+        "description": rule.description,
+    }
+
+
+def _column_expectations(col: Column) -> list[Any]:
+    name = col.name
+    out: list[Any] = [
+        gxe.ExpectColumnToExist(column=name),
+        gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=_TYPE_LISTS[col.kind]),
+    ]
+    if col.kind == "categorical":
+        out.append(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(col.categories)))
+    elif col.kind == "code":
+        out.append(gxe.ExpectColumnValuesToBeInSet(
+            column=name, value_set=[g.label for g in col.groups]))
+    elif col.kind in ("integer", "float"):
+        if col.bounds is None:  # pragma: no cover - the schema loader guarantees bounds
+            raise InternalError(f"column {name!r} has no bounds")
+        lo, hi = col.bounds
+        if col.kind == "integer":
+            out.append(gxe.ExpectColumnValuesToBeBetween(
+                column=name, min_value=int(lo), max_value=int(hi)))
+        else:
+            out.append(gxe.ExpectColumnValuesToBeBetween(
+                column=name, min_value=float(lo), max_value=float(hi)))
+    elif col.kind in ("date", "datetime"):
+        if col.date_bounds is None:  # pragma: no cover
+            raise InternalError(f"column {name!r} has no date bounds")
+        b0, b1 = col.date_bounds
+        if col.kind == "date":
+            # a date column holds whole days: the upper bound's day is allowed in full
+            b0 = b0.replace(hour=0, minute=0, second=0, microsecond=0)
+            b1 = b1.replace(hour=0, minute=0, second=0, microsecond=0)
+        out.append(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=b0, max_value=b1))
+    if not col.nullable:
+        out.append(gxe.ExpectColumnValuesToNotBeNull(column=name))
+    return out
+
+
+def _rule_expectations(rule: Rule) -> list[Any]:
+    sev = _severity(rule)
+    meta = _rule_meta(rule)
+    pairs: list[tuple[str, Any, Any]] = []  # (column, condition: null, condition: not null)
+    if rule.kind == "null_together":
+        first = GxColumn(rule.columns[0])
+        for other in rule.columns[1:]:
+            pairs.append((other, first.is_null(), first.is_not_null()))
+    elif rule.kind == "null_below":
+        if rule.threshold is None:  # pragma: no cover - the schema loader guarantees it
+            raise InternalError("null_below rule without a threshold")
+        target, by = rule.columns[0], GxColumn(rule.columns[1])
+        pairs.append((target, by < rule.threshold, by >= rule.threshold))
+    else:  # pragma: no cover
+        raise InternalError(f"unknown rule kind {rule.kind!r}")
+    out: list[Any] = []
+    for column, when_null, when_present in pairs:
+        out.append(gxe.ExpectColumnValuesToBeNull(
+            column=column, row_condition=when_null, severity=sev, meta=meta))
+        out.append(gxe.ExpectColumnValuesToNotBeNull(
+            column=column, row_condition=when_present, severity=sev, meta=meta))
+    return out
+
+
+def build_suite(schema: Schema, min_rows: int, max_rows: int) -> gx.ExpectationSuite:
+    """The expectation suite a synthetic table of ``schema`` must pass.
+
+    ``min_rows``/``max_rows`` bound the row count (the requested synthetic size).
+    Identifier and text columns are absent because the table must match the
+    released columns exactly, in schema order.
+    """
+    if not 0 <= min_rows <= max_rows:
+        raise InternalError(f"row range ({min_rows}, {max_rows}) must satisfy 0 <= min <= max")
+    released = [c.name for c in schema.measured_columns]
+    expectations: list[Any] = [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=released),
+        gxe.ExpectTableRowCountToBeBetween(min_value=int(min_rows), max_value=int(max_rows)),
+    ]
+    for col in schema.measured_columns:
+        expectations.extend(_column_expectations(col))
+    for rule in schema.rules:
+        expectations.extend(_rule_expectations(rule))
+    # Passing the expectations to the constructor keeps the suite free of any
+    # data context (add_expectation would need one to persist into).
+    return gx.ExpectationSuite(
+        name=f"dpsynth.{schema.name}",
+        expectations=expectations,
+        meta={
+            "dpsynth_schema": schema.name,
+            "dpsynth_schema_version": schema.version,
+            "dpsynth_schema_sha256": schema.sha256,
+            "withheld_columns": [c.name for c in schema.columns if not c.measured],
+        },
+    )
+
+
+def _to_pandas(df: pl.DataFrame) -> pd.DataFrame:
+    """Convert with predictable dtypes: nullable Int64/boolean/string,
+    float64 (null -> NaN), datetime64[us] for dates and datetimes."""
+    data: dict[str, Any] = {}
+    for s in df.iter_columns():
+        dtype = s.dtype
+        mask = s.is_null().to_numpy()
+        if dtype.is_integer():
+            values = s.fill_null(0).cast(pl.Int64).to_numpy()
+            data[s.name] = pd.arrays.IntegerArray(values, mask)
+        elif dtype == pl.Boolean:
+            values = s.fill_null(False).to_numpy().astype(bool)
+            data[s.name] = pd.arrays.BooleanArray(values, mask)
+        elif dtype.is_float():
+            data[s.name] = s.cast(pl.Float64).to_numpy()
+        elif dtype == pl.Date or isinstance(dtype, pl.Datetime):
+            arr = s.cast(pl.Datetime("us")).to_numpy()
+            data[s.name] = pd.Series(arr.astype("datetime64[us]"))
+        elif dtype == pl.String:
+            data[s.name] = pd.array(s.to_list(), dtype=pd.StringDtype("python"))
+        else:
+            data[s.name] = s.to_pandas()
+    return pd.DataFrame(data, index=pd.RangeIndex(df.height))
+
+
+def _describe(result: dict[str, Any]) -> str:
+    cfg = result.get("expectation_config") or {}
+    kind = str(cfg.get("type", "unknown expectation"))
+    kwargs = cfg.get("kwargs") or {}
+    meta = cfg.get("meta") or {}
+    text = kind
+    if kwargs.get("column") is not None:
+        text += f" (column {kwargs['column']!r})"
+    if meta.get("dpsynth_rule"):
+        cols = ", ".join(meta.get("columns") or [])
+        text += f" [rule {meta['dpsynth_rule']}: {cols}]"
+    if kind == "expect_table_columns_to_match_ordered_list":
+        observed = (result.get("result") or {}).get("observed_value") or []
+        expected = list(kwargs.get("column_list") or [])
+        extra = [c for c in observed if c not in expected]
+        missing = [c for c in expected if c not in observed]
+        parts = []
+        if extra:
+            parts.append("unexpected columns " + ", ".join(repr(c) for c in extra))
+        if missing:
+            parts.append("missing columns " + ", ".join(repr(c) for c in missing))
+        if not parts:
+            parts.append("columns out of order")
+        text += f" ({'; '.join(parts)})"
+    if (result.get("exception_info") or {}).get("raised_exception"):
+        text += " (could not be evaluated)"
+    return text
+
+
+def _columns_of(config: dict[str, Any]) -> set[str] | None:
+    """Columns an expectation reads, or None for a table-level expectation."""
+    kwargs = config.get("kwargs") or {}
+    if kwargs.get("column") is None:
+        return None
+    cols = {str(kwargs["column"])}
+    meta = config.get("meta") or {}
+    cols.update(str(c) for c in meta.get("columns") or [])
+    return cols
+
+
+def _partition(suite_json: dict[str, Any], present: list[str]) -> list[tuple[list[int], list[str]]]:
+    """Split the suite into groups of expectations and the (few) columns each group reads.
+
+    great-expectations' pandas engine copies and filters the whole frame for every
+    metric, so validating narrow frames is several times faster on wide tables.
+    """
+    groups: dict[tuple[str, ...], list[int]] = {}
+    table_level: list[int] = []
+    for i, cfg in enumerate(suite_json["expectations"]):
+        cols = _columns_of(cfg)
+        if cols is None:
+            table_level.append(i)
+            continue
+        key = tuple(sorted(cols))
+        groups.setdefault(key, []).append(i)
+    out: list[tuple[list[int], list[str]]] = [(table_level, list(present))]
+    # merge single-column groups into chunks of a few columns
+    chunk_idx: list[int] = []
+    chunk_cols: list[str] = []
+    for key, idx in groups.items():
+        present_cols = [c for c in present if c in key]
+        if len(key) > 1:
+            out.append((idx, present_cols))
+            continue
+        chunk_idx.extend(idx)
+        chunk_cols.extend(c for c in present_cols if c not in chunk_cols)
+        if len(chunk_cols) >= _CHUNK_COLUMNS:
+            out.append((chunk_idx, chunk_cols))
+            chunk_idx, chunk_cols = [], []
+    if chunk_idx:
+        out.append((chunk_idx, chunk_cols))
+    return out
+
+
+def validate_synthetic(
+    df: pl.DataFrame, schema: Schema, min_rows: int, max_rows: int
+) -> ValidationOutcome:
+    """Run the schema's suite on the synthetic table ``df`` (never the private input).
+
+    The suite is evaluated in parts, each on a frame holding only the columns its
+    expectations read; the results are merged back in suite order.
+    """
+    suite = build_suite(schema, min_rows, max_rows)
+    frame = _to_pandas(df)
+    present = list(frame.columns)
+    with warnings.catch_warnings():
+        # great-expectations' internals raise pandas/pydantic deprecation warnings;
+        # the outcome below is what we report.
+        warnings.simplefilter("ignore")
+        suite_json = suite.to_json_dict()
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False)
+        source = context.data_sources.add_pandas("dpsynth")
+        asset = source.add_dataframe_asset("synthetic")
+        batch_def = asset.add_batch_definition_whole_dataframe("synthetic")
+        merged: dict[int, dict[str, Any]] = {}
+        run_meta: dict[str, Any] = {}
+        for idx, cols in _partition(suite_json, present):
+            if not idx:
+                continue
+            part = gx.ExpectationSuite(
+                name=suite.name, expectations=[suite.expectations[i] for i in idx])
+            batch = batch_def.get_batch(batch_parameters={"dataframe": frame[cols]})
+            result = batch.validate(part, result_format="SUMMARY").to_json_dict()
+            run_meta = run_meta or dict(result.get("meta") or {})
+            for i, r in zip(idx, result.get("results", []), strict=True):
+                merged[i] = r
+
+    results = [merged[i] for i in sorted(merged)]
+    n_ok = sum(1 for r in results if r.get("success"))
+    results_json: dict[str, Any] = {
+        "success": n_ok == len(results),
+        "suite_name": suite.name,
+        "results": results,
+        "statistics": {
+            "evaluated_expectations": len(results),
+            "successful_expectations": n_ok,
+            "unsuccessful_expectations": len(results) - n_ok,
+            "success_percent": 100.0 * n_ok / len(results) if results else 100.0,
+        },
+        "meta": {"active_batch_definition": run_meta.get("active_batch_definition"),
+                 "great_expectations_version": run_meta.get("great_expectations_version"),
+                 "validation_time": run_meta.get("validation_time")},
+    }
+    failed: list[str] = []
+    warned: list[str] = []
+    for r in results:
+        if r.get("success"):
+            continue
+        severity = (r.get("expectation_config") or {}).get("severity", "critical")
+        (warned if severity in ("warning", "info") else failed).append(_describe(r))
+    return ValidationOutcome(
+        success=not failed,
+        suite_json=dict(suite_json),
+        results_json=results_json,
+        failed=failed,
+        warnings=warned,
+    )
+
+
+def raise_for_outcome(outcome: ValidationOutcome) -> None:
+    """Raise :class:`OutputValidationError` (exit 5) when a critical expectation failed."""
+    if outcome.success:
+        return
+    shown = outcome.failed[:5]
+    more = f" and {len(outcome.failed) - 5} more" if len(outcome.failed) > 5 else ""
+    raise OutputValidationError(
+        f"synthetic table failed {len(outcome.failed)} expectation(s): "
+        f"{'; '.join(shown)}{more}"
+    )

@@ -1,0 +1,200 @@
+"""The release bundle: atomic write, manifest schema, verification, synthetic markers."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+import dpsynth.bundle as bundle
+from dpsynth.bundle import (
+    CSV_SIDECAR,
+    MANIFEST,
+    manifest_schema_json,
+    synthetic_table_files,
+    verify_bundle,
+    write_bundle,
+    write_synthetic_csv,
+    write_synthetic_parquet,
+)
+from dpsynth.errors import InternalError, StorageError
+
+REPO = Path(__file__).resolve().parent.parent
+SHA = "ab" * 32
+
+
+def _df() -> pl.DataFrame:
+    return pl.DataFrame({"sex": ["F", None, "M"], "age": [3, 40, None],
+                         "ok": [True, None, False]},
+                        schema={"sex": pl.String, "age": pl.Int64, "ok": pl.Boolean})
+
+
+def _fields(**over: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "release_id": "rel-1",
+        "dataset_id": "small",
+        "engine": {"name": "mst", "settings": {"degree": 2}},
+        "sampler_seed": 7,
+        "rows": 3,
+        "columns": ["sex", "age", "ok"],
+        "privacy": {"epsilon": 1.0, "delta": 1e-6, "rho": 0.01,
+                    "unit": "one patient"},
+        "schema_sha256": SHA,
+        "ledger_entry": {"release_id": "rel-1", "dataset_id": "small", "rho": 0.01,
+                         "epsilon": 1.0, "delta": 1e-6, "status_at_bundle_time": "spent"},
+    }
+    d.update(over)
+    return d
+
+
+def _files() -> dict[str, bytes]:
+    files = synthetic_table_files(_df(), "rel-1")
+    files["schema.yaml"] = b"name: small\n"
+    files["validation/results.json"] = b"{}\n"
+    return files
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir())
+
+
+def test_write_and_verify(tmp_path: Path) -> None:
+    out = write_bundle(tmp_path / "b", _files(), _fields())
+    assert out == tmp_path / "b"
+    assert _leftovers(tmp_path) == ["b"]
+    manifest = json.loads((out / MANIFEST).read_text())
+    jsonschema.Draft202012Validator(manifest_schema_json()).validate(manifest)
+    assert {f["path"] for f in manifest["files"]} == set(_files())
+    assert set(manifest["dependencies"]) >= {"opendp", "polars", "pyarrow", "pandas", "numpy",
+                                             "great-expectations"}
+    res = verify_bundle(out)
+    assert res.ok, res.problems
+    assert res.summary["release_id"] == "rel-1"
+    assert res.summary["engine"] == "mst"
+    assert (res.summary["epsilon"], res.summary["delta"]) == (1.0, 1e-6)
+    assert (res.summary["rows"], res.summary["columns"]) == (3, 3)
+
+
+def test_published_schema_is_the_packaged_one() -> None:
+    link = REPO / "schemas" / "manifest.v1.json"
+    assert link.is_symlink() and not Path(link.readlink()).is_absolute()
+    assert json.loads(link.read_text()) == manifest_schema_json()
+    jsonschema.Draft202012Validator.check_schema(manifest_schema_json())
+
+
+def test_failure_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = bundle._write_file
+
+    def flaky(path: Path, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(bundle, "_write_file", flaky)
+    with pytest.raises(StorageError):
+        write_bundle(tmp_path / "b", _files(), _fields())
+    assert _leftovers(tmp_path) == []
+
+
+def test_invalid_manifest_leaves_nothing(tmp_path: Path) -> None:
+    bad = _fields(ledger_entry={"release_id": "rel-1", "dataset_id": "small", "rho": 0.01,
+                                "epsilon": 1.0, "delta": 1e-6, "input_hash": "0" * 64})
+    with pytest.raises(InternalError, match="ledger_entry"):
+        write_bundle(tmp_path / "b", _files(), bad)
+    assert _leftovers(tmp_path) == []
+
+
+def test_refuses_non_empty_out_dir(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("x")
+    with pytest.raises(StorageError, match="not empty"):
+        write_bundle(tmp_path / "b", _files(), _fields())
+    assert _leftovers(tmp_path) == ["b"]
+    assert _leftovers(tmp_path / "b") == ["keep.txt"]
+
+
+def test_empty_out_dir_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    write_bundle(tmp_path / "b", _files(), _fields())
+    assert verify_bundle(tmp_path / "b").ok
+
+
+def test_rejects_unsafe_paths(tmp_path: Path) -> None:
+    for rel in ("../x", "/abs", "a/../b", MANIFEST):
+        with pytest.raises(InternalError):
+            write_bundle(tmp_path / "b", {rel: b"x"}, _fields())
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> Path:
+    return write_bundle(tmp_path / "b", _files(), _fields())
+
+
+def test_verify_detects_modified_file(written: Path) -> None:
+    p = written / "schema.yaml"
+    p.write_bytes(p.read_bytes().replace(b"small", b"SMALL"))  # same size
+    res = verify_bundle(written)
+    assert not res.ok
+    assert res.problems == ["checksum mismatch: schema.yaml"]
+
+
+def test_verify_detects_size_change(written: Path) -> None:
+    (written / "synthetic.csv").write_bytes(b"sex\nF\n")
+    res = verify_bundle(written)
+    assert [p.split(" (")[0] for p in res.problems] == ["size mismatch: synthetic.csv"]
+
+
+def test_verify_detects_missing_file(written: Path) -> None:
+    (written / "validation" / "results.json").unlink()
+    assert verify_bundle(written).problems == ["missing file: validation/results.json"]
+
+
+def test_verify_detects_extra_file(written: Path) -> None:
+    (written / "validation" / "notes.txt").write_text("hello")
+    assert verify_bundle(written).problems == ["unlisted file: validation/notes.txt"]
+
+
+def test_verify_detects_invalid_manifest(written: Path) -> None:
+    m = json.loads((written / MANIFEST).read_text())
+    del m["release_id"]
+    (written / MANIFEST).write_text(json.dumps(m))
+    res = verify_bundle(written)
+    assert not res.ok
+    assert any(p.startswith("manifest invalid") and "release_id" in p for p in res.problems)
+    (written / MANIFEST).write_text("{not json")
+    assert verify_bundle(written).problems[0].startswith("manifest invalid")
+    (written / MANIFEST).unlink()
+    assert verify_bundle(written).problems == [f"missing file: {MANIFEST}"]
+
+
+def test_verify_not_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        verify_bundle(tmp_path / "nope")
+
+
+def test_parquet_marked_synthetic() -> None:
+    df = _df()
+    table = pq.read_table(io.BytesIO(write_synthetic_parquet(df, "rel-9")))
+    meta = table.schema.metadata
+    assert meta[b"dpsynth.synthetic"] == b"true"
+    assert meta[b"dpsynth.release_id"] == b"rel-9"
+    assert pl.from_arrow(table).equals(df)
+
+
+def test_csv_plain_with_sidecar() -> None:
+    df = _df()
+    text = write_synthetic_csv(df, "rel-9").decode()
+    assert text.splitlines() == ["sex,age,ok", "F,3,true", ",40,", "M,,false"]
+    files = synthetic_table_files(df, "rel-9")
+    side = json.loads(files[CSV_SIDECAR])
+    assert side["dpsynth.synthetic"] is True and side["release_id"] == "rel-9"
+    assert side["file"] == "synthetic.csv"
