@@ -291,3 +291,28 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
         ser = pl.Series(col.name, (secs * 1_000_000).astype("datetime64[us]"),
                         dtype=pl.Datetime("us"))
     return ser.set(pl.Series(is_null), None)
+
+
+def recode(domain: Domain, df: pl.DataFrame) -> np.ndarray:
+    """Decoded (synthetic) values -> codes: the inverse of :meth:`Domain.decode`.
+
+    Code columns hold group labels after decoding, so they are matched by label;
+    every other kind goes through the same text parsing as the input.
+    """
+    exprs = []
+    for c in domain.columns:
+        n = len(levels(c))
+        null_code = n if c.nullable else None
+        if c.kind == "code":
+            labels = [g.label for g in c.groups]
+            e = pl.col(c.name).replace_strict(labels, list(range(n)), default=null_code,
+                                              return_dtype=pl.Int64)
+            exprs.append(e.fill_null(null_code).alias(c.name))
+            continue
+        text = pl.col(c.name).cast(pl.String)
+        if c.kind == "boolean":
+            text = text.str.to_lowercase()
+        exprs.append(column_exprs(c).code.cast(pl.Int64))
+        df = df.with_columns(text.alias(c.name))
+    out = df.select(exprs)
+    return np.column_stack([s.to_numpy() for s in out.iter_columns()]).astype(np.int64)

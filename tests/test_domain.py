@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpsynth.domain import Domain, column_exprs, decode_column, domain_size, levels
+from dpsynth.domain import Domain, column_exprs, decode_column, domain_size, levels, recode
 from dpsynth.io import bound_contributions
 from dpsynth.schema import load_schema, parse_schema
 
@@ -131,3 +131,4 @@ def test_shipped_schemas_load_and_decode(path: Path) -> None:
     df = domain.decode(codes, rng)
     assert df.columns == list(domain.names)
     assert df.height == 100
+    assert np.array_equal(recode(domain, df), codes)  # decode then recode is the identity
