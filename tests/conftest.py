@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pg_fixture import pg_server, pg_url  # noqa: E402, F401
+from pg_fixture import pg_server, pg_url  # noqa: F401

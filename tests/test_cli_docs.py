@@ -17,8 +17,11 @@ from dpsynth.cli import main
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 
-def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
-    out: list[tuple[tuple[str, ...], click.Command]] = [(prefix, group)]
+Entry = tuple[tuple[str, ...], click.Command]
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[Entry]:
+    out: list[Entry] = [(prefix, group)]
     for name, cmd in sorted(group.commands.items()):
         if isinstance(cmd, click.Group):
             out += _commands(cmd, (*prefix, name))

@@ -162,7 +162,7 @@ def test_failure_after_data_access_spends_the_budget_and_leaves_no_bundle(
         raise RuntimeError("injected failure after the private half")
 
     monkeypatch.setattr(dpsynth.pipeline, "_public_half", boom)
-    code, out, err = run_release(env, "b1", "--epsilon", "1", "--release-id", "r-fail")
+    code, _, err = run_release(env, "b1", "--epsilon", "1", "--release-id", "r-fail")
     assert code == 1, err
     assert "injected" not in err  # foreign messages are never echoed
     assert charges(env) == [("r-fail", "spent-failed")]

@@ -121,7 +121,7 @@ class Budget:
         return Budget(max(0.0, self.rho - other.rho))
 
     def __mul__(self, share: float) -> Budget:
-        if not 0 <= share:
+        if not share >= 0:
             raise UsageError(f"budget share ({share}) must be non-negative")
         return Budget(self.rho * share)
 
