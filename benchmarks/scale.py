@@ -1,0 +1,148 @@
+"""Scale benchmark: `dpsynth release` on 1M, 3M and 10M-row patient tables.
+
+Generates realistic large tables by sampling a model fitted to the shipped diabetes130
+example (fresh patient ids, 1-5 encounters per patient, fresh encounter ids), then times
+`dpsynth release` (mst and aim) in a subprocess per run and prints a table: wall time,
+peak RSS, rows/second, and where the time went (read+check+encode, fit, the rest), with
+the counting floor of a plain polars `scan_csv().group_by().len()` over the same columns.
+
+    python benchmarks/scale.py --sizes 1000000 3000000 10000000 --engines mst aim
+
+Results are written to benchmarks/results/scale.md (and .json). Generated tables are
+cached in --workdir (default /tmp/dpsynth-scale); they are synthetic, so nothing private.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "schemas" / "diabetes130.yaml"
+EXAMPLE = ROOT / "examples" / "diabetes130" / "diabetic_data.csv.gz"
+
+
+def generate(n_rows: int, path: Path, seed: int = 0) -> None:
+    """Sample n_rows encounters from an MST model of diabetes130 (epsilon 10)."""
+    from dpsynth.domain import Domain
+    from dpsynth.engines import get_engine
+    from dpsynth.io import load_encoded
+    from dpsynth.privacy.accountant import Accountant, Budget, rho_for
+    from dpsynth.privacy.session import MeasurementSession
+    from dpsynth.schema import load_schema
+
+    schema = load_schema(SCHEMA)
+    enc = load_encoded(EXAMPLE, schema, bounding_seed=seed)
+    session = MeasurementSession(enc.codes, enc.columns, enc.sizes, enc.contribution_bound,
+                                 Accountant(Budget(rho_for(10.0, 1e-9))))
+    model = get_engine("mst").fit(session, None)
+    rng = np.random.default_rng(seed)
+    domain = Domain.from_schema(schema)
+    first_patient = 0
+    chunk = 1_000_000
+    for start in range(0, n_rows, chunk):
+        m = min(chunk, n_rows - start)
+        df = domain.decode(model.sample(m, rng), rng)
+        per = rng.integers(1, 6, size=m)  # 1-5 rows per patient
+        pid = np.repeat(np.arange(first_patient, first_patient + m), per)[:m]
+        first_patient = int(pid[-1]) + 1
+        df = df.with_columns(
+            pl.Series("encounter_id", np.arange(start, start + m) + 10_000_000),
+            pl.Series("patient_nbr", pid + 100_000),
+        )
+        # CSV text as the hospital exports it: '?' for missing
+        df = df.with_columns(pl.all().cast(pl.String).fill_null("?"))
+        df = df.select([c.name for c in schema.columns])
+        with path.open("ab" if start else "wb") as fh:
+            df.write_csv(fh, include_header=start == 0)
+
+
+def run_release(table: Path, engine: str, workdir: Path) -> dict[str, object]:
+    out = workdir / f"bundle-{table.stem}-{engine}-{time.time_ns()}"
+    ledger = f"sqlite:///{workdir / 'ledger.db'}"
+    env = dict(os.environ, DPSYNTH_LEDGER=ledger)
+    subprocess.run([sys.executable, "-m", "dpsynth.cli", "ledger", "init", "--dataset-id",
+                    "scale", "--total-epsilon", "1000000"], check=True, env=env,
+                   capture_output=True)
+    cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "dpsynth.cli", "release",
+           "--schema", str(SCHEMA), "--input", str(table), "--out", str(out), "--epsilon", "1",
+           "--engine", engine, "--dataset-id", "scale", "--json", "--seed", "1"]
+    t = time.perf_counter()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr else "failed",
+                "wall_s": wall}
+    elapsed, rss_kb = res.stderr.strip().splitlines()[-1].split()
+    result = json.loads(res.stdout)
+    subprocess.run(["rm", "-rf", str(out)], check=False)
+    return {"wall_s": float(elapsed), "peak_rss_mb": int(rss_kb) / 1024,
+            "timings": result["timings"]}
+
+
+def polars_floor(table: Path) -> float:
+    """Seconds for one streaming pass of scan_csv + group_by(all released columns).len()."""
+    from dpsynth.schema import load_schema
+
+    cols = [c.name for c in load_schema(SCHEMA).measured_columns]
+    t = time.perf_counter()
+    pl.scan_csv(table, infer_schema=False).group_by(cols).len().collect(engine="streaming")
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    ap.add_argument("--engines", nargs="+", default=["mst", "aim"])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dpsynth-scale"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.md")
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.sizes:
+        table = args.workdir / f"diabetes-{n}.csv"
+        if not table.exists():
+            t = time.perf_counter()
+            generate(n, table)
+            print(f"generated {table} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        floor = polars_floor(table)
+        for engine in args.engines:
+            r = run_release(table, engine, args.workdir)
+            r.update(rows=n, engine=engine, floor_s=floor)
+            print(json.dumps(r), file=sys.stderr)
+            rows.append(r)
+    lines = ["| rows | engine | wall s | peak RSS MB | rows/s | read+check+encode s | fit s | "
+             "rest s | polars floor s (group_by pass) |", "|" + "---|" * 9]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['rows']:,} | {r['engine']} | {r['wall_s']:.1f} | error: "
+                         f"{r['error']} | | | | | |")
+            continue
+        tm = r["timings"]
+        assert isinstance(tm, dict)
+        rest = float(r["wall_s"]) - tm.get("read_check_encode", 0) - tm.get("fit", 0)
+        lines.append(f"| {r['rows']:,} | {r['engine']} | {r['wall_s']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['rows'] / float(r['wall_s']):,.0f} | "
+                     f"{tm.get('read_check_encode', 0):.1f} | {tm.get('fit', 0):.1f} | "
+                     f"{rest:.1f} | {r['floor_s']:.1f} |")
+    header = (f"# dpsynth scale benchmark\n\nMachine: {platform.platform()}, "
+              f"{os.cpu_count()} cores. Command: `python benchmarks/scale.py "
+              f"--sizes {' '.join(map(str, args.sizes))} --engines {' '.join(args.engines)}`\n\n")
+    text = header + "\n".join(lines) + "\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
