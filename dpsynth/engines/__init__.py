@@ -19,6 +19,14 @@ from typing import Any
 from dpsynth.engines.aim import AIMSettings, fit_aim
 from dpsynth.engines.base import Engine, FittedModel, SessionLike
 from dpsynth.engines.mst import MSTSettings, fit_mst
+from dpsynth.engines.smartnoise import (
+    SmartnoiseAIMSettings,
+    SmartnoiseMSTSettings,
+    SmartnoiseMWEMSettings,
+    fit_smartnoise_aim,
+    fit_smartnoise_mst,
+    fit_smartnoise_mwem,
+)
 from dpsynth.errors import UsageError
 
 __all__ = [
@@ -56,6 +64,15 @@ class EngineSpec:
 ENGINES: dict[str, EngineSpec] = {
     "aim": EngineSpec("aim", fit_aim, AIMSettings, "AIM (McKenna et al. 2022), the default"),
     "mst": EngineSpec("mst", fit_mst, MSTSettings, "MST (McKenna et al. 2021)"),
+    "smartnoise-mst": EngineSpec(
+        "smartnoise-mst", fit_smartnoise_mst, SmartnoiseMSTSettings,
+        "smartnoise-synth 1.0.8 MST (optional extra; row-level unit only, true N internally)"),
+    "smartnoise-aim": EngineSpec(
+        "smartnoise-aim", fit_smartnoise_aim, SmartnoiseAIMSettings,
+        "smartnoise-synth 1.0.8 AIM (optional extra; row-level unit only, true N internally)"),
+    "smartnoise-mwem": EngineSpec(
+        "smartnoise-mwem", fit_smartnoise_mwem, SmartnoiseMWEMSettings,
+        "smartnoise-synth 1.0.8 MWEM (optional extra; small domains, ranges learned from data)"),
 }
 
 DEFAULT_ENGINE = "aim"

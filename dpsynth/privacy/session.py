@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.errors import InputDataError, UsageError
+from dpsynth.errors import BudgetError, InputDataError, UsageError
 from dpsynth.privacy import mechanisms
 from dpsynth.privacy.accountant import Accountant, Budget, Charge
 
@@ -270,6 +270,52 @@ class MeasurementSession:
             scores[i] = w[i] * (err - pen[i])
         sensitivity = float(self.__k * np.max(np.abs(w)))
         return self._noisy_max(mechanisms.as_scores(scores), sensitivity, rho, step, candidates)
+
+    def spend_all_for_external(self, step: str, mechanism: str) -> np.ndarray:
+        """EXTERNAL ENGINES ONLY: charge the whole remaining budget, then hand over the codes.
+
+        This is the one deliberate exit of private data from the session. It
+        exists for adapters to third-party synthesizers (smartnoise-synth) that
+        must see the table itself and cannot work through :meth:`measure` and
+        :meth:`select`. The contract:
+
+        * The entire remaining budget is charged to the accountant as a single
+          :class:`Charge` labelled ``step`` / ``mechanism`` *before* the codes
+          are returned, so nothing else can ever be measured in this session
+          and a crash after the call still counts as spent.
+        * From here on the privacy claim for that charge rests on the external
+          implementation, not on dpsynth: the caller must run a mechanism whose
+          own guarantee is at most the charged rho, and must document the
+          external engine's caveats (it may use the true row count, learn
+          categories from the data, draw noise with numpy).
+        * Only the row-level unit is supported (``contribution_bound == 1``):
+          external engines analyse one row as the unit, so with ``k > 1`` their
+          guarantee would not cover a patient. Refused here with
+          :class:`UsageError`, before anything is charged or returned.
+
+        Returns a read-only view of the ``(n_rows, n_cols)`` int64 codes in
+        :attr:`columns` order. Treat it as PRIVATE: pass it to the external
+        engine and drop the reference.
+        """
+        if self.__k != 1:
+            raise UsageError(
+                f"external engine step {step!r} supports only the row-level unit "
+                f"(contribution bound 1), not {self.__k}"
+            )
+        rho = self.__accountant.remaining.rho
+        if rho <= 0:
+            raise BudgetError(f"{step}: no budget remains to hand to an external engine")
+        self.__accountant.spend(
+            Charge(
+                step=step,
+                mechanism=mechanism,
+                rho=rho,
+                columns=self.__columns,
+                noise_scale=None,
+                sensitivity=1.0,
+            )
+        )
+        return self.__codes  # already read-only (setflags(write=False) in __init__)
 
     # -- internals -------------------------------------------------------------------
     def _noisy_max(
