@@ -6,9 +6,8 @@ where the optional extra (``snsynth``) is installed.
 
 from __future__ import annotations
 
-import os
-
 import math
+import os
 import sys
 
 import numpy as np
