@@ -268,5 +268,47 @@ def inspect_cmd(bundle_dir: Path, as_json: bool) -> None:
                            f"{len(result.problems)} problem(s)")
 
 
+@main.command("audit")
+@click.option("--schema", "schema_path", required=True, type=click.Path(path_type=Path),
+              help="Table schema file (YAML) the bundle was released with.")
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="The private table the release was made from (CSV, gzip CSV or Parquet).")
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path),
+              help="The release bundle directory to audit.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Directory for the CONFIDENTIAL report (audit-report.json/.html); never "
+                   "inside the bundle.")
+@click.option("--target", help="Binary target COLUMN=VALUE for train-on-synthetic, test-on-real "
+                               "(e.g. readmitted=<30).")
+@click.option("--holdout", "holdout_path", type=click.Path(path_type=Path),
+              help="Real rows the release never saw (same schema): the baseline for exact-match, "
+                   "distance-to-closest-record and anonymeter checks.")
+@click.option("--seed", type=int, help="Seed of the audit's subsampling (not of any DP noise).")
+@json_option
+@handle_errors
+def audit_cmd(schema_path: Path, input_path: Path, bundle_dir: Path, out_dir: Path,
+              target: str | None, holdout_path: Path | None, seed: int | None,
+              as_json: bool) -> None:
+    """Write the CONFIDENTIAL internal audit report of a bundle against the real table.
+
+    Utility (marginal TVD, associations, train-on-synthetic/test-on-real, subgroups) and
+    disclosure checks (exact matches, distance to closest record, anonymeter). The report
+    holds statistics of the real table that are not differentially private: keep it with
+    the custodian, never in the bundle.
+    """
+    from dpsynth.audit import audit
+
+    result = audit(schema_path, input_path, bundle_dir, out_dir, target=target,
+                   holdout_path=holdout_path, seed=seed)
+    if as_json:
+        _emit_json({"ok": True, **result})
+    else:
+        click.echo(f"internal audit report (CONFIDENTIAL) of {result['release_id']}: "
+                   f"{result['html']}")
+        click.echo(f"mean TVD 1-way {result['tvd_1way_mean']:.4f}, 2-way "
+                   f"{result['tvd_2way_mean']:.4f}; exact-match share "
+                   f"{result['exact_match_share']:.4f}; anonymeter: {result['anonymeter']}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

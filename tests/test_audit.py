@@ -1,0 +1,124 @@
+"""`dpsynth audit`: the CONFIDENTIAL internal report against the real table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from test_release import CANARY_ID, CANARY_TEXT, SCHEMA, make_table
+
+from dpsynth.audit import auc_score, fit_logistic
+from dpsynth.cli import main
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("audit")
+    (d / "schema.yaml").write_text(SCHEMA)
+    make_table(d / "table.csv", n_patients=1200, seed=7)
+    make_table(d / "holdout.csv", n_patients=400, seed=8)
+    ledger = f"sqlite:///{d / 'ledger.db'}"
+    r = CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger, "--dataset-id", "clinic",
+                                  "--total-epsilon", "3"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["release", "--schema", str(d / "schema.yaml"), "--input",
+                                  str(d / "table.csv"), "--out", str(d / "bundle"), "--ledger",
+                                  ledger, "--engine", "mst", "--epsilon", "2", "--seed", "1",
+                                  "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    return {"dir": d, "schema": d / "schema.yaml", "input": d / "table.csv",
+            "holdout": d / "holdout.csv", "bundle": Path(json.loads(r.stdout)["bundle"])}
+
+
+def run_audit(env: dict[str, Path], out: Path, *extra: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(main, ["audit", "--schema", str(env["schema"]), "--input",
+                                  str(env["input"]), "--bundle", str(env["bundle"]),
+                                  "--out", str(out), "--seed", "3", *extra])
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_audit_writes_confidential_json_and_html(released: dict[str, Path]) -> None:
+    out = released["dir"] / "audit-out"
+    code, stdout, err = run_audit(released, out, "--json", "--target", "smoker=true",
+                                  "--holdout", str(released["holdout"]))
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["ok"] is True and summary["tvd_1way_mean"] is not None
+    report = json.loads((out / "audit-report.json").read_text())
+    assert report["confidential"].startswith("CONFIDENTIAL")
+    u = report["utility"]
+    for key in ("tvd_1way", "tvd_2way", "tvd_3way", "correlations", "tstr", "subgroups"):
+        assert key in u
+    assert u["tvd_3way"]["compared"] == 20 and len(u["tvd_3way"]["worst"][0]["columns"]) == 3
+    assert 0 <= u["tvd_1way"]["mean"] <= u["tvd_3way"]["mean"] <= 1
+    assert u["correlations"]["cramers_v"]["columns"] == ["sex", "age", "bmi", "visit", "smoker", "dx"]
+    assert any(p["columns"] == ["age", "bmi"] for p in u["correlations"]["pearson_ordered"]["pairs"])
+    t = u["tstr"]
+    assert t["status"] == "ok" and t["value"] == "True"
+    # smoking depends on age in the table: both models beat chance on real rows
+    assert t["auc_train_real"] > 0.6 and t["auc_train_synthetic"] > 0.55
+    assert [g["value"] for g in u["subgroups"][0]["groups"]] == ["F", "M"]
+    d = report["disclosure"]
+    assert d["baseline"] == "holdout"
+    for key in ("exact_match_share_training", "exact_match_share_holdout", "dcr_training",
+                "dcr_holdout", "share_closer_to_training", "anonymeter"):
+        assert key in d
+    assert d["anonymeter"]["status"].startswith(("ok", "not installed"))
+    page = (out / "audit-report.html").read_text()
+    assert "CONFIDENTIAL" in page and page.count("<img") >= 4
+    assert "data:image/png;base64," in page
+
+
+def test_audit_without_holdout_says_its_baseline_is_not_held_out(released: dict[str, Path]) -> None:
+    out = released["dir"] / "audit-noholdout"
+    code, _, err = run_audit(released, out)
+    assert code == 0, err
+    d = json.loads((out / "audit-report.json").read_text())["disclosure"]
+    assert d["baseline"].startswith("none") and "NOT a held-out" in d["note"]
+    assert "exact_match_share_reference" in d
+    assert d["anonymeter"]["status"].startswith(("skipped", "not installed"))
+
+
+def test_no_raw_row_or_private_value_in_the_report(released: dict[str, Path]) -> None:
+    out = released["dir"] / "audit-out-raw"
+    code, _, err = run_audit(released, out, "--target", "dx=a")
+    assert code == 0, err
+    real = pl.read_csv(released["input"], infer_schema=False)
+    texts = [(out / f).read_text() for f in ("audit-report.json", "audit-report.html")]
+    rows = [",".join(r) for r in real.select(["sex", "age", "bmi", "visit"]).rows()[:200]]
+    bmis = {v for v in real["bmi"].to_list() if v and "." in v and v not in ("18.5",)}
+    visits = set(real["visit"].to_list())
+    for text in texts:
+        assert CANARY_ID not in text and CANARY_TEXT not in text
+        assert not any(r in text for r in rows)
+        assert not any(v in text for v in visits)  # exact dates never appear
+        assert sum(v in text for v in list(bmis)[:200]) < 5  # a number like 20.1 may be a stat
+
+
+def test_out_inside_the_bundle_is_refused(released: dict[str, Path]) -> None:
+    code, _, err = run_audit(released, released["bundle"] / "audit")
+    assert code == 2 and "inside the bundle" in err
+    assert not (released["bundle"] / "audit").exists()
+
+
+def test_bad_target_is_a_usage_error(released: dict[str, Path]) -> None:
+    code, _, err = run_audit(released, released["dir"] / "a2", "--target", "nosuch=1")
+    assert code == 2 and "target" in err
+    code, _, err = run_audit(released, released["dir"] / "a3", "--target", "dx=zzz")
+    assert code == 2 and "public domain" in err
+
+
+def test_logistic_regression_and_auc_on_a_known_signal() -> None:
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, size=(2000, 3))
+    y = rng.random(2000) < np.where(x[:, 0] == 1, 0.8, 0.2)
+    w = fit_logistic(sparse.csr_matrix(x.astype(float)), y)
+    assert w[0] > 1.5 and abs(w[1]) < 0.3
+    assert auc_score(y, x[:, 0].astype(float)) == pytest.approx(0.8, abs=0.04)
+    assert auc_score(np.array([True, False]), np.array([1.0, 0.0])) == 1.0
