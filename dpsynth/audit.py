@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from dpsynth.domain import Domain, column_exprs, level_labels
+from dpsynth.domain import Domain, column_exprs, level_labels, recode
 from dpsynth.errors import StorageError, UsageError
-from dpsynth.io import check_table, encode, read_table
+from dpsynth.io import check_table, encode, is_parquet, read_table
 from dpsynth.schema import Schema, load_schema
 
 __all__ = ["BANNER", "audit", "marginal_tvds", "write_audit"]
@@ -61,7 +61,7 @@ ANONYMETER_ATTACKS = 300
 # -- loading --------------------------------------------------------------------------------
 def _real_codes(path: Path, schema: Schema) -> np.ndarray:
     df = read_table(path, schema)
-    check_table(df, schema)
+    check_table(df, schema, from_csv=not is_parquet(path))
     return encode(df, schema).astype(np.int64)
 
 
@@ -69,11 +69,8 @@ def _synth_codes(bundle_path: Path, domain: Domain) -> np.ndarray:
     f = bundle_path / "synthetic.parquet"
     if not f.is_file():
         raise UsageError(f"bundle ({str(bundle_path)!r}) must contain synthetic.parquet")
-    synth_df = pl.read_parquet(f)
-    text = synth_df.select(
-        [pl.col(c.name).cast(pl.String).str.to_lowercase() if c.kind == "boolean" else
-         pl.col(c.name).cast(pl.String) for c in domain.columns])
-    return text.select([column_exprs(c).code for c in domain.columns]).to_numpy().astype(np.int64)
+    # code columns hold group labels after decoding: recode() is decode's inverse
+    return recode(domain, pl.read_parquet(f))
 
 
 # -- utility ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from dpsynth.engines.aim import AIMSettings, fit_aim
 from dpsynth.engines.base import Engine, FittedModel, SessionLike
 from dpsynth.engines.mst import MSTSettings, fit_mst
 from dpsynth.engines.smartnoise import (
+    ExternalModel,
     SmartnoiseAIMSettings,
     SmartnoiseMSTSettings,
     SmartnoiseMWEMSettings,
@@ -46,11 +47,11 @@ class EngineSpec:
     """A registered engine: its ``fit`` function and settings type."""
 
     name: str
-    fit_fn: Callable[[Any, Any], FittedModel]
+    fit_fn: Callable[[Any, Any], FittedModel | ExternalModel]
     settings: type
     summary: str
 
-    def fit(self, session: SessionLike, settings: Any = None) -> FittedModel:
+    def fit(self, session: SessionLike, settings: Any = None) -> FittedModel | ExternalModel:
         if settings is None:
             settings = self.settings()
         if not isinstance(settings, self.settings):
