@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from dpsynth.engines import ENGINES, AIMSettings, FittedModel, MSTSettings, get_engine
+from dpsynth.errors import UsageError
+from dpsynth.privacy.accountant import Accountant, Budget
+from dpsynth.privacy.session import MeasurementSession
 
 # The native engines share the model contract; the optional smartnoise adapters have
 # no model marginals and are tested in tests/test_smartnoise.py.
 NATIVE = sorted(n for n in ENGINES if not n.startswith("smartnoise-"))
-from dpsynth.errors import UsageError
-from dpsynth.privacy.accountant import Accountant, Budget
-from dpsynth.privacy.session import MeasurementSession
 
 N = 3000
 

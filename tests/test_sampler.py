@@ -14,7 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from dpsynth.engines.estimation import MarkovModel, Observation, estimate
+from dpsynth.engines.estimation import MarkovModel, Observation, _Problem, estimate
+from dpsynth.engines.junction_tree import build_junction_tree, triangulate
 from dpsynth.engines.sampler import sample
 
 N_SAMPLE = 200_000
@@ -91,3 +92,78 @@ def test_sampling_is_reproducible_with_a_seed() -> None:
     b = sample(model, 1000, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
     assert sample(model, 0, np.random.default_rng(5)).shape == (0, 5)
+
+
+# -- estimation internals the engines rely on ---------------------------------------
+
+
+def _problem(sizes: list[int], cliques: list[tuple[int, ...]]) -> _Problem:
+    rng = np.random.default_rng(3)
+    obs = [Observation(c, rng.random([sizes[a] for a in c]) * 100, 1.0) for c in cliques]
+    return _Problem(sizes, obs, 1000.0)
+
+
+@pytest.mark.parametrize("scale", [0.1, 30.0, 2000.0])
+def test_linear_space_calibration_matches_log_space(scale: float) -> None:
+    # 2000: potentials far beyond exp's range force the log-space fallback.
+    sizes, cliques = STRUCTURES["triples"]
+    prob = _problem(sizes, [*cliques, (0,), (3,), (1, 2)])
+    theta = {c: np.random.default_rng(5).normal(size=prob.y[c].shape) * scale for c in prob.cliques}
+    fast, slow = prob.calibrate(theta), prob._calibrate_log(theta)
+    for f, s in zip(fast, slow, strict=True):
+        assert np.all(np.isfinite(f)) and f.sum() == pytest.approx(1.0)
+        np.testing.assert_allclose(f, s, atol=1e-12)
+
+
+def test_nested_measurements_sum_through_their_container() -> None:
+    # Potentials of (0,), (1, 2) are added via (0, 1, 2); marginals summed from it.
+    sizes, cliques = STRUCTURES["triples"]
+    prob = _problem(sizes, [*cliques, (0,), (1,), (1, 2), (4,)])
+    theta = {c: np.random.default_rng(6).normal(size=prob.y[c].shape) for c in prob.cliques}
+    direct = [np.zeros(s) for s in prob.shapes]
+    for c, t in theta.items():
+        direct[prob.host[c]] += t.reshape(prob.bshape[c])
+    joint = np.zeros(sizes)
+    for a, b in zip(prob.potentials(theta), direct, strict=True):
+        assert a.shape == b.shape
+    probs = prob.calibrate(theta)
+    mu = prob.marginals(probs)
+    for c in prob.cliques:
+        h = prob.host[c]
+        ax = prob.raxes[c]
+        np.testing.assert_allclose(mu[c], (probs[h].sum(axis=ax) if ax else probs[h]) * prob.total)
+    del joint
+    # Same distribution as adding every potential to its own host.
+    prob_direct = _problem(sizes, [*cliques, (0,), (1,), (1, 2), (4,)])
+    prob_direct.potentials = lambda _t: [d.copy() for d in direct]  # type: ignore[method-assign]
+    for a, b in zip(probs, prob_direct.calibrate(theta), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_batched_pair_marginals_match_elimination(name: str) -> None:
+    sizes, cliques = STRUCTURES[name]
+    model = _model(sizes, cliques)
+    queries = [*itertools.permutations(range(len(sizes)), 2), (0,), tuple(range(min(3, len(sizes))))]
+    for q, m in zip(queries, model.marginals(queries), strict=True):
+        np.testing.assert_allclose(m, model.marginal(q), rtol=1e-9, atol=1e-9)
+
+
+def test_triangulation_covers_cliques_and_is_chordal() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        n = int(rng.integers(2, 30))
+        sizes = [int(s) for s in rng.integers(2, 9, n)]
+        cl = [
+            tuple(int(a) for a in rng.choice(n, min(n, int(rng.integers(1, 4))), replace=False))
+            for _ in range(n)
+        ]
+        out = triangulate(n, cl, sizes)
+        assert all(any(set(c) <= set(o) for o in out) for c in cl)
+        assert {a for o in out for a in o} == set(range(n))
+        jt = build_junction_tree(n, cl, sizes)
+        # Running intersection: the cliques holding an attribute form a subtree.
+        for a in range(n):
+            holders = {i for i, c in enumerate(jt.cliques) if a in c}
+            tops = [i for i in holders if jt.parent[i] not in holders]
+            assert len(tops) == 1

@@ -24,6 +24,8 @@ import numpy as np
 
 from dpsynth.engines.junction_tree import Clique, JunctionTree, build_junction_tree
 
+_GROW_AFTER = 3
+
 __all__ = [
     "EstimationResult",
     "MarkovModel",
@@ -85,6 +87,7 @@ class MarkovModel:
         self.jt = jt
         self.probs = probs
         self.total = float(total)
+        self._cond_cache: dict[tuple[int, Clique, Clique], np.ndarray] = {}
 
     @property
     def cliques(self) -> tuple[Clique, ...]:
@@ -112,6 +115,99 @@ class MarkovModel:
             out = self._eliminate(srt)
         perm = [srt.index(a) for a in q]
         return np.ascontiguousarray(np.transpose(out, perm))
+
+    def marginals(self, queries: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Model marginals (counts) for many attribute tuples at once.
+
+        Pairs that no clique holds are answered together per first attribute
+        ``a``: one walk over the tree from ``a``'s clique carries
+        ``P(a, separator)`` across each edge (``P(a, S') = sum_S P(a, S)
+        P(S' | S)``), so all such pairs cost one pass instead of one variable
+        elimination each. Other queries use :meth:`marginal`.
+        """
+        out: list[np.ndarray | None] = [None] * len(queries)
+        by_first: dict[int, dict[int, list[int]]] = {}
+        for k, q in enumerate(queries):
+            qt = tuple(int(a) for a in q)
+            if len(qt) == 2 and qt[0] != qt[1] and self.jt.containing(qt) is None:
+                by_first.setdefault(qt[0], {}).setdefault(qt[1], []).append(k)
+            else:
+                out[k] = self.marginal(qt)
+        if by_first:
+            nbrs = self._neighbours()
+            for a, want in by_first.items():
+                for b, pab in self._pairs_from(a, set(want), nbrs).items():
+                    for k in want[b]:
+                        out[k] = pab * self.total
+        assert all(o is not None for o in out)
+        return [o for o in out if o is not None]
+
+    def _neighbours(self) -> list[list[int]]:
+        jt = self.jt
+        nb: list[list[int]] = [[] for _ in jt.cliques]
+        for i, p in enumerate(jt.parent):
+            if p >= 0:
+                nb[i].append(p)
+                nb[p].append(i)
+        return nb
+
+    def _pairs_from(self, a: int, want: set[int], nbrs: list[list[int]]) -> dict[int, np.ndarray]:
+        """``P(a, b)`` for every ``b`` in ``want`` by one walk from ``a``'s clique."""
+        jt = self.jt
+        h = jt.containing((a,))
+        assert h is not None
+        found: dict[int, np.ndarray] = {}
+        # Stack of (clique, previous clique, separator S, table over (a, *S)).
+        hc = jt.cliques[h]
+        stack: list[tuple[int, int, Clique, np.ndarray]] = []
+        for c2 in nbrs[h]:
+            sep = tuple(x for x in hc if x in jt.cliques[c2])
+            stack.append((c2, h, sep, self._joint_with(h, a, sep)))
+        left = set(want) - set(hc)
+        while stack and left:
+            c, prev, sep, t = stack.pop()
+            cl = jt.cliques[c]
+            for b in [x for x in cl if x in left and x not in sep]:
+                found[b] = self._carry(t, c, sep, (b,))
+                left.discard(b)
+            for c2 in nbrs[c]:
+                if c2 != prev:
+                    sep2 = tuple(x for x in cl if x in jt.cliques[c2])
+                    stack.append((c2, c, sep2, self._carry(t, c, sep, sep2)))
+        for b in want:
+            if b not in found:  # b shares a clique with a after all
+                found[b] = self.prob_marginal((a, b))
+        return found
+
+    def _carry(self, t: np.ndarray, c: int, sep: Clique, tgt: Clique) -> np.ndarray:
+        """``sum_S t[a, S] P(tgt | S)`` with ``P(tgt | S)`` from clique ``c`` (cached per model)."""
+        key = (c, sep, tgt)
+        cond = self._cond_cache.get(key)
+        keep = tuple(sorted({*sep, *tgt}))
+        if cond is None:
+            cl = self.jt.cliques[c]
+            p = self.probs[c]
+            pm = p.sum(axis=tuple(k for k, x in enumerate(cl) if x not in keep))
+            ps = pm.sum(axis=tuple(k for k, x in enumerate(keep) if x not in sep), keepdims=True)
+            cond = np.divide(pm, ps, out=np.zeros_like(pm), where=ps > 0)
+            self._cond_cache[key] = cond
+        lab = {x: k + 1 for k, x in enumerate(keep)}
+        return np.asarray(
+            np.einsum(
+                t, [0, *[lab[x] for x in sep]], cond, [lab[x] for x in keep], [0, *[lab[x] for x in tgt]]
+            )
+        )
+
+    def _joint_with(self, h: int, a: int, sep: Clique) -> np.ndarray:
+        """``P(a, S)`` from clique ``h`` (holding ``a`` and ``S``) with ``a`` as a separate leading axis."""
+        keep = tuple(sorted({a, *sep}))
+        m = self.prob_marginal(keep)
+        if a not in sep:
+            return np.moveaxis(m, keep.index(a), 0)
+        # a is also a separator attribute: put it on the diagonal.
+        eye_shape = [self.sizes[a]] + [self.sizes[x] if x == a else 1 for x in sep]
+        eye = np.eye(self.sizes[a]).reshape(eye_shape)
+        return eye * m[None]
 
     def _eliminate(self, q: Clique) -> np.ndarray:
         jt = self.jt
@@ -239,6 +335,23 @@ class _Problem:
             self.host[c] = h
             self.bshape[c] = tuple(self.sizes[a] if a in c else 1 for a in hc)
             self.raxes[c] = tuple(k for k, a in enumerate(hc) if a not in c)
+        # A measured clique inside a larger measured clique is summed from (and
+        # its potential added through) the smallest such clique, not its host:
+        # many 1-way measurements no longer each sweep a large host table.
+        self.desc = sorted(self.cliques, key=lambda c: (-len(c), -math.prod(self.sizes[a] for a in c)))
+        self.via: dict[Clique, tuple[Clique, tuple[int, ...], tuple[int, ...]] | None] = {}
+        for c in self.cliques:
+            sc = set(c)
+            sups = [c2 for c2 in self.cliques if sc < set(c2)]
+            if not sups:
+                self.via[c] = None
+                continue
+            c2 = min(sups, key=lambda x: math.prod(self.sizes[a] for a in x))
+            self.via[c] = (
+                c2,
+                tuple(k for k, a in enumerate(c2) if a not in c),
+                tuple(self.sizes[a] if a in c else 1 for a in c2),
+            )
         # Message plumbing per non-root clique.
         self.up_axes: list[tuple[int, ...]] = []
         self.down_axes: list[tuple[int, ...]] = []
@@ -258,16 +371,79 @@ class _Problem:
                 self.pshape.append(())
 
     def potentials(self, theta: Mapping[Clique, np.ndarray]) -> list[np.ndarray]:
+        acc: dict[Clique, np.ndarray] = {}
+        for c in reversed(self.desc):  # smallest first: add into the container
+            t = theta[c]
+            if c in acc:
+                t = acc.pop(c) + t
+            via = self.via[c]
+            if via is not None:
+                c2, _, shape = via
+                acc[c2] = (
+                    acc[c2] + t.reshape(shape)
+                    if c2 in acc
+                    else np.broadcast_to(t.reshape(shape), theta[c2].shape)
+                )
+            else:
+                acc[c] = t
         pots = [np.zeros(s) for s in self.shapes]
-        for c, t in theta.items():
+        for c, t in acc.items():
             pots[self.host[c]] += t.reshape(self.bshape[c])
         return pots
 
-    def calibrate(self, pots: list[np.ndarray]) -> list[np.ndarray]:
-        """Normalised log beliefs (each logsumexp's to 0)."""
+    def calibrate(self, theta: Mapping[Clique, np.ndarray]) -> list[np.ndarray]:
+        """Calibrated clique probability tables (each sums to 1).
+
+        Sum-product with one ``exp`` per clique cell: the upward pass
+        exponentiates each clique's log potential (plus its children's log
+        messages) relative to its maximum per separator configuration, so the
+        messages are exact in log space; the downward pass rescales a child by
+        ``parent separator marginal / upward sum``, which keeps every table
+        bounded by 1. Non-finite values fall back to log space.
+        """
         jt = self.jt
-        acc = [p.copy() for p in pots]
-        up: list[np.ndarray | None] = [None] * len(pots)
+        acc = self.potentials(theta)
+        n = len(acc)
+        ex: list[np.ndarray] = [np.empty(0)] * n
+        up: list[np.ndarray] = [np.empty(0)] * n
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            for i in reversed(jt.order):
+                a = acc[i]
+                p = jt.parent[i]
+                ax = self.up_axes[i]
+                # Shift by the maximum per separator configuration, so every
+                # upward message is exact in log space (no underflow to -inf).
+                m = a.max(axis=ax, keepdims=True) if p >= 0 and ax else a.max()
+                if not np.all(np.isfinite(m)):
+                    return self._calibrate_log(theta)
+                a -= m
+                np.exp(a, out=a)
+                ex[i] = a
+                if p < 0:
+                    continue
+                s = a.sum(axis=ax, keepdims=True) if ax else a  # >= 1 everywhere
+                up[i] = s
+                acc[p] += (np.log(s) + m).reshape(self.pshape[i])
+            probs: list[np.ndarray] = [np.empty(0)] * n
+            for i in jt.order:
+                e = ex[i]
+                p = jt.parent[i]
+                if p >= 0:
+                    pm = probs[p]
+                    sm = pm.sum(axis=self.down_axes[i], keepdims=True) if self.down_axes[i] else pm
+                    e *= sm.reshape(self.cshape[i]) / up[i]
+                z = float(e.sum())
+                if not (z > 0 and math.isfinite(z)):
+                    return self._calibrate_log(theta)
+                e /= z
+                probs[i] = e
+        return probs
+
+    def _calibrate_log(self, theta: Mapping[Clique, np.ndarray]) -> list[np.ndarray]:
+        """Log-space sum-product (slower; robust to any potentials)."""
+        jt = self.jt
+        acc = self.potentials(theta)
+        up: list[np.ndarray | None] = [None] * len(acc)
         for i in reversed(jt.order):
             p = jt.parent[i]
             if p < 0:
@@ -275,7 +451,7 @@ class _Problem:
             m = _lse(acc[i], self.up_axes[i])
             up[i] = m
             acc[p] += m.reshape(self.pshape[i])
-        beliefs: list[np.ndarray] = [np.empty(0)] * len(pots)
+        beliefs: list[np.ndarray] = [np.empty(0)] * len(acc)
         for i in jt.order:
             p = jt.parent[i]
             if p < 0:
@@ -286,17 +462,21 @@ class _Problem:
                 down = _lse(beliefs[p] - mu.reshape(self.pshape[i]), self.down_axes[i])
                 b = acc[i] + down.reshape(self.cshape[i])
             beliefs[i] = b - _lse(b, tuple(range(b.ndim)))
-        return beliefs
+        probs = [np.exp(b) for b in beliefs]
+        for q in probs:
+            q /= q.sum()
+        return probs
 
-    def marginals(self, logb: list[np.ndarray]) -> dict[Clique, np.ndarray]:
-        probs: dict[int, np.ndarray] = {}
+    def marginals(self, probs: list[np.ndarray]) -> dict[Clique, np.ndarray]:
         out: dict[Clique, np.ndarray] = {}
-        for c in self.cliques:
+        for c in self.desc:  # largest first: sum from the smallest container
+            via = self.via[c]
+            if via is not None:
+                out[c] = out[via[0]].sum(axis=via[1])
+                continue
             h = self.host[c]
-            if h not in probs:
-                probs[h] = np.exp(logb[h]) * self.total
             ax = self.raxes[c]
-            out[c] = probs[h].sum(axis=ax) if ax else probs[h]
+            out[c] = (probs[h].sum(axis=ax) if ax else probs[h]) * self.total
         return out
 
     def loss(self, mu: Mapping[Clique, np.ndarray]) -> tuple[float, dict[Clique, np.ndarray]]:
@@ -309,10 +489,7 @@ class _Problem:
             grad[c] = 2.0 * wd
         return total, grad
 
-    def model(self, logb: list[np.ndarray]) -> MarkovModel:
-        probs = [np.exp(b) for b in logb]
-        for p in probs:
-            p /= p.sum()
+    def model(self, probs: list[np.ndarray]) -> MarkovModel:
         return MarkovModel(self.sizes, self.jt, probs, self.total)
 
 
@@ -348,32 +525,41 @@ def estimate(
             theta[c] = prev.copy() if prev is not None else np.zeros(prob.y[c].shape)
     else:
         theta = {c: np.zeros(prob.y[c].shape) for c in prob.cliques}
-    logb = prob.calibrate(prob.potentials(theta))
-    mu = prob.marginals(logb)
+    probs = prob.calibrate(theta)
+    mu = prob.marginals(probs)
     loss, grad = prob.loss(mu)
     history = [loss]
     it = 0
+    # Armijo line search. Mirror descent's step settles near a stable value, so
+    # rather than doubling it before every iteration (two belief propagations
+    # per iteration) it is doubled only after a few first-try successes.
+    streak = _GROW_AFTER
     for it in range(1, max_iters + 1):
-        alpha *= 2.0
+        if streak >= _GROW_AFTER:
+            alpha *= 2.0
+            streak = 0
+        first = True
         for _ in range(30):
             new_theta = {c: theta[c] - alpha * grad[c] for c in prob.cliques}
-            new_logb = prob.calibrate(prob.potentials(new_theta))
-            new_mu = prob.marginals(new_logb)
+            new_probs = prob.calibrate(new_theta)
+            new_mu = prob.marginals(new_probs)
             new_loss, new_grad = prob.loss(new_mu)
             decrease = sum(float(np.vdot(grad[c], mu[c] - new_mu[c])) for c in prob.cliques)
             if loss - new_loss >= 0.5 * alpha * decrease:
+                streak = streak + 1 if first else 0
                 break
             alpha *= 0.5
+            first = False
         else:
             break  # no step decreases the loss: converged to rounding
-        theta, logb, mu, loss, grad = new_theta, new_logb, new_mu, new_loss, new_grad
+        theta, probs, mu, loss, grad = new_theta, new_probs, new_mu, new_loss, new_grad
         history.append(loss)
         if it >= 10 and history[-11] - loss <= tol * max(loss, 1.0):
             break
         if time.perf_counter() - t0 > max_seconds:
             break
     return EstimationResult(
-        model=prob.model(logb),
+        model=prob.model(probs),
         theta=theta,
         loss=loss,
         iterations=it,

@@ -11,6 +11,7 @@ Must not: touch private data or draw randomness.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,48 +41,62 @@ def maximal_cliques(cliques: Iterable[Iterable[int]]) -> list[Clique]:
 def triangulate(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[int]) -> list[Clique]:
     """Maximal cliques of a chordal completion found by greedy min-fill elimination.
 
-    Ties are broken by the cell count of the clique the elimination creates.
-    Every input clique is contained in some output clique; every attribute
-    appears in at least one.
+    Ties are broken by the cell count of the clique the elimination creates,
+    then by the lowest attribute index. Every input clique is contained in some
+    output clique; every attribute appears in at least one. Neighbourhoods are
+    bitsets and a vertex's score is recomputed only when its neighbourhood or
+    the edges among its neighbours changed (AIM calls this once per candidate
+    per round).
     """
-    adj: list[set[int]] = [set() for _ in range(n_vars)]
+    adj = [0] * n_vars
     for c in _canon(cliques):
+        mask = 0
         for a in c:
-            adj[a].update(c)
-            adj[a].discard(a)
+            mask |= 1 << a
+        for a in c:
+            adj[a] |= mask & ~(1 << a)
+    logsize = [math.log(max(int(s), 1)) for s in sizes]
     remaining = set(range(n_vars))
     elim_cliques: list[Clique] = []
-    logsize = [math.log(max(int(s), 1)) for s in sizes]
 
-    def fill(v: int) -> int:
-        nb = list(adj[v])
-        missing = 0
-        for i, a in enumerate(nb):
-            na = adj[a]
-            for b in nb[i + 1 :]:
-                if b not in na:
-                    missing += 1
-        return missing
+    def members(mask: int) -> list[int]:
+        out = []
+        while mask:
+            low = mask & -mask
+            out.append(low.bit_length() - 1)
+            mask ^= low
+        return out
 
-    while remaining:
-        best_v = -1
-        best_key: tuple[int, float] | None = None
-        for v in remaining:
-            if not adj[v]:
-                best_v, best_key = v, (0, 0.0)
-                break
-            key = (fill(v), logsize[v] + sum(logsize[a] for a in adj[v]))
-            if best_key is None or key < best_key:
-                best_v, best_key = v, key
-        v = best_v
+    def key(v: int) -> tuple[int, float]:
         nb = adj[v]
-        elim_cliques.append(tuple(sorted(nb | {v})))
-        for a in nb:
-            adj[a].update(nb)
-            adj[a].discard(a)
-            adj[a].discard(v)
-        adj[v] = set()
+        nbl = members(nb)
+        missing = 0
+        for u in nbl:
+            missing += (nb & ~adj[u]).bit_count() - 1
+        return (missing // 2, logsize[v] + sum(logsize[u] for u in nbl))
+
+    heap: list[tuple[int, float, int]] = []
+    for v in range(n_vars):
+        heapq.heappush(heap, (*key(v), v) if adj[v] else (-1, 0.0, v))
+    current: dict[int, tuple[int, float]] = {}
+    while remaining:
+        k0, k1, v = heapq.heappop(heap)
+        if v not in remaining or (k0 >= 0 and current.get(v, (k0, k1)) != (k0, k1)):
+            continue  # stale entry
+        nb = adj[v]
+        nbl = members(nb)
+        elim_cliques.append(tuple(sorted([*nbl, v])))
+        touched = nb
+        for u in nbl:
+            adj[u] = (adj[u] | nb) & ~(1 << u) & ~(1 << v)
+        for u in nbl:
+            touched |= adj[u]
+        adj[v] = 0
         remaining.discard(v)
+        for u in members(touched & ~(1 << v)):
+            ku = key(u) if adj[u] else (-1, 0.0)
+            current[u] = ku
+            heapq.heappush(heap, (*ku, u))
     return maximal_cliques(elim_cliques)
 
 

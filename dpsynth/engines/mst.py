@@ -1,9 +1,11 @@
 """MST (McKenna, Miklau, Sheldon 2021): maximum-spanning-tree synthesizer.
 
 Owns the MST recipe on a measurement session: measure every 1-way marginal
-(1/3 of the budget), select a spanning tree of 2-way marginals one edge at a
-time with noisy max on how badly the 1-way model explains each pair (1/3),
-measure the chosen 2-way marginals (1/3), and estimate a graphical model.
+(``oneway_share``, default 0.2), select a spanning tree of 2-way marginals one
+edge at a time with noisy max on how badly the 1-way model explains each pair
+(``select_share``, 0.1), measure the chosen 2-way marginals (the rest), and
+estimate a graphical model. The paper splits in thirds; the tree's 2-way
+measurements carry most of the 2-way utility, so they get more here.
 
 Must not: see data except through the session, or spend more than the session
 has (it spends exactly what remains).
@@ -26,10 +28,12 @@ __all__ = ["MSTSettings", "fit_mst"]
 class MSTSettings:
     """Settings of the MST engine."""
 
-    oneway_share: float = 1 / 3
-    """Share of the budget for the 1-way marginals."""
-    select_share: float = 1 / 3
-    """Share for choosing the tree edges (the rest measures them)."""
+    oneway_share: float = 0.2
+    """Share of the budget for the 1-way marginals (the paper: 1/3)."""
+    select_share: float = 0.1
+    """Share for choosing the tree edges (the paper: 1/3); the rest measures
+    them. Measured on NIST national2019 at epsilon 1: mean 2-way TVD 0.053-0.055
+    with 0.2/0.1 against 0.056-0.057 with 1/3 each."""
     max_iters: int = 1000
     """Mirror-descent iterations at most."""
     tol: float = 1e-6
