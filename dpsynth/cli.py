@@ -131,8 +131,9 @@ def _ledger_url(url: str | None) -> str:
 @main.command("release")
 @click.option("--schema", "schema_path", required=True, type=click.Path(path_type=Path),
               help="Table schema file (YAML).")
-@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="The private table: CSV, gzip CSV or Parquet.")
+@click.option("--input", "input_path", required=True,
+              help="The private table: CSV, gzip CSV or Parquet (with --backend spark also a "
+                   "directory or a URL such as s3a://...).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Bundle directory to create (must not exist or be empty).")
 @click.option("--epsilon", required=True, type=float, help="Epsilon of this release.")
@@ -153,13 +154,20 @@ def _ledger_url(url: str | None) -> str:
               help="Write the CONFIDENTIAL internal audit report (utility against the real "
                    "table) here; never inside the bundle.")
 @click.option("--seed", type=int, help="Seed of the post-processing sampler (not the DP noise).")
+@click.option("--backend", type=click.Choice(["polars", "spark"]), default="polars",
+              show_default=True,
+              help="Where the private steps (read, check, bound, count) run: polars on this "
+                   "machine, or Spark (needs dpsynth[spark]).")
+@click.option("--spark-master", help="Spark master URL for --backend spark (local[4], "
+              "spark://host:7077, k8s://...). Default: the spark-submit environment or the "
+              "active session, else local[*].")
 @click.option("--quiet", is_flag=True, help="No progress output on stderr.")
 @json_option
 @handle_errors
-def release_cmd(schema_path: Path, input_path: Path, out_dir: Path, epsilon: float, delta: float,
+def release_cmd(schema_path: Path, input_path: str, out_dir: Path, epsilon: float, delta: float,
                 engine: str, rows: int | None, ledger_url: str | None, dataset_id: str | None,
-                release_id: str | None, audit_dir: Path | None, seed: int | None, quiet: bool,
-                as_json: bool) -> None:
+                release_id: str | None, audit_dir: Path | None, seed: int | None,
+                backend: str, spark_master: str | None, quiet: bool, as_json: bool) -> None:
     """Release a differentially private synthetic copy of a table as a bundle.
 
     The budget is reserved in the ledger before the input is read; once the input
@@ -167,10 +175,12 @@ def release_cmd(schema_path: Path, input_path: Path, out_dir: Path, epsilon: flo
     """
     from dpsynth.pipeline import ReleaseConfig, release
 
-    cfg = ReleaseConfig(schema_path=schema_path, input_path=input_path, out_dir=out_dir,
-                        epsilon=epsilon, delta=delta, engine=engine, rows=rows,
+    cfg = ReleaseConfig(schema_path=schema_path,
+                        input_path=Path(input_path) if backend == "polars" else input_path,
+                        out_dir=out_dir, epsilon=epsilon, delta=delta, engine=engine, rows=rows,
                         ledger_url=ledger_url, dataset_id=dataset_id, release_id=release_id,
-                        audit_dir=audit_dir, seed=seed)
+                        audit_dir=audit_dir, seed=seed, backend=backend,
+                        spark_master=spark_master)
     result = release(cfg, progress=_Progress(quiet or as_json))
     if as_json:
         _emit_json({"ok": True, **result.to_dict()})

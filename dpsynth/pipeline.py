@@ -67,8 +67,8 @@ class ReleaseConfig:
 
     schema_path: Path
     """The table schema (YAML)."""
-    input_path: Path
-    """The private table (CSV, gzip CSV or Parquet)."""
+    input_path: Path | str
+    """The private table (CSV, gzip CSV or Parquet); a URL (s3a://, hdfs://) with Spark."""
     out_dir: Path
     """Where the bundle goes; must not exist yet (or be empty)."""
     epsilon: float
@@ -91,6 +91,10 @@ class ReleaseConfig:
     """Seed of the post-processing sampler (not of the DP noise)."""
     engine_settings: Any = None
     """Engine settings object; default: the engine's defaults."""
+    backend: str = "polars"
+    """Where the private steps run: ``polars`` (this machine) or ``spark``."""
+    spark_master: str | None = None
+    """Spark master URL for the spark backend (default: spark-submit's or local[*])."""
 
     def __post_init__(self) -> None:
         import math
@@ -100,6 +104,8 @@ class ReleaseConfig:
             raise UsageError(f"epsilon ({self.epsilon}) must be a positive finite number")
         if not (0 < self.delta < 1):
             raise UsageError(f"delta ({self.delta}) must be in (0, 1)")
+        if self.backend not in ("polars", "spark"):
+            raise UsageError(f"backend ({self.backend!r}) must be polars or spark")
         if self.rows is not None and self.rows < 1:
             raise UsageError(f"rows ({self.rows}) must be at least 1")
         if self.seed is not None and self.seed < 0:
@@ -169,7 +175,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
     engine = get_engine(cfg.engine)
     settings = cfg.engine_settings if cfg.engine_settings is not None else engine.settings()
     _check_out_dir(cfg.out_dir)
-    if not cfg.input_path.is_file():
+    if cfg.backend == "polars" and not Path(cfg.input_path).is_file():
         raise UsageError(f"input file {str(cfg.input_path)!r} does not exist")
     dataset_id = cfg.dataset_id or schema.name
     release_id = cfg.release_id or _new_release_id(schema)
@@ -183,7 +189,8 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
                        __version__, schema.sha256)
         spent = False
         try:
-            input_hash = _file_sha256(cfg.input_path)
+            input_hash = (_file_sha256(Path(cfg.input_path))
+                          if Path(cfg.input_path).is_file() else None)
             ledger.mark_spent(release_id, input_hash=input_hash)
             spent = True
             model, charges, t_read, t_fit = _private_half(cfg, schema, engine, settings, rho, say)
@@ -203,11 +210,14 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
         summary = ledger.summary(dataset_id)
 
     audit_path = None
-    if cfg.audit_dir is not None:
+    if cfg.audit_dir is not None and cfg.backend == "spark":
+        say("--audit-dir is not supported with --backend spark yet: run `dpsynth audit` on a "
+            "machine that can read the table")
+    elif cfg.audit_dir is not None:
         say("writing the internal audit report (confidential)")
         from dpsynth.audit import write_audit
 
-        audit_path = str(write_audit(cfg.audit_dir, schema, cfg.input_path, bundle_path,
+        audit_path = str(write_audit(cfg.audit_dir, schema, Path(cfg.input_path), bundle_path,
                                      release_id))
     timings["total"] = time.perf_counter() - t0
     return ReleaseResult(
@@ -236,22 +246,22 @@ def _public_summary(summary: Any) -> dict[str, Any]:
 def _private_half(cfg: ReleaseConfig, schema: Schema, engine: Any, settings: Any, rho: float,
                   say: Progress) -> tuple[Any, list[Any], float, float]:
     """Read, check, bound, encode, measure and fit. Only DP outputs leave."""
-    from dpsynth.io import load_encoded
+    from dpsynth.marginals import open_counter
     from dpsynth.privacy.accountant import Accountant, Budget
     from dpsynth.privacy.session import MeasurementSession
 
     t = time.perf_counter()
-    say("reading and checking the input against the schema")
-    encoded = load_encoded(cfg.input_path, schema)
-    session = MeasurementSession(encoded.codes, encoded.columns, encoded.sizes,
-                                 encoded.contribution_bound, Accountant(Budget(rho)))
-    del encoded
-    t_read = time.perf_counter() - t
-    t = time.perf_counter()
-    say(f"fitting the {cfg.engine} model (every measurement is charged to the accountant)")
-    model = engine.fit(session, settings)
-    charges = list(session.charges)
-    del session
+    say(f"reading and checking the input against the schema ({cfg.backend})")
+    with open_counter(cfg.input_path, schema, backend=cfg.backend,
+                      spark_master=cfg.spark_master) as loaded:
+        session = MeasurementSession(loaded.counter, loaded.columns, loaded.sizes,
+                                     loaded.contribution_bound, Accountant(Budget(rho)))
+        t_read = time.perf_counter() - t
+        t = time.perf_counter()
+        say(f"fitting the {cfg.engine} model (every measurement is charged to the accountant)")
+        model = engine.fit(session, settings)  # inside the with: Spark needs the counter
+        charges = list(session.charges)
+        del session
     return model, charges, t_read, time.perf_counter() - t
 
 

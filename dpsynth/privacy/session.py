@@ -1,8 +1,9 @@
 """The measurement session: the only object holding private data after encoding.
 
-Owns: the contribution-bounded integer codes of the private table, exact
-marginal counting (``numpy.bincount`` on the raveled multi-index), and every DP
-step engines may take on them: noisy marginals (discrete Gaussian) and noisy-max
+Owns: a counter over the contribution-bounded integer codes of the private
+table (``dpsynth.marginals``: numpy in memory by default, Spark for tables beyond
+one machine), a cache of the exact marginals it returned, and every DP step
+engines may take on them: noisy marginals (discrete Gaussian) and noisy-max
 selection (Gumbel). Each step charges the accountant *before* its result is
 returned, and a step the remaining budget cannot cover raises
 :class:`~dpsynth.errors.BudgetError` without producing output.
@@ -29,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from dpsynth.errors import BudgetError, InputDataError, UsageError
+from dpsynth.errors import BudgetError, InternalError, UsageError
+from dpsynth.marginals import MarginalCounter, NumpyCounter
 from dpsynth.privacy import mechanisms
 from dpsynth.privacy.accountant import Accountant, Budget, Charge
 
@@ -72,9 +74,12 @@ class MeasurementSession:
     Parameters
     ----------
     codes:
-        ``(n_rows, n_cols)`` integer codes, already contribution-bounded
-        (at most ``contribution_bound`` rows per patient); column ``j`` takes
-        values in ``[0, sizes[j])``.
+        Either ``(n_rows, n_cols)`` integer codes, already contribution-bounded
+        (at most ``contribution_bound`` rows per patient), column ``j`` in
+        ``[0, sizes[j])`` -- kept in their dtype, not copied, counted by a
+        :class:`~dpsynth.marginals.NumpyCounter`; or any
+        :class:`~dpsynth.marginals.MarginalCounter` over such a table (e.g. the
+        Spark backend's), whose ``columns`` and ``sizes`` must match.
     columns, sizes:
         Public column names and domain sizes (from the schema, never the data).
     contribution_bound:
@@ -83,11 +88,11 @@ class MeasurementSession:
         Spent before each result is returned.
     """
 
-    __slots__ = ("__accountant", "__cache", "__codes", "__columns", "__domain", "__index", "__k")
+    __slots__ = ("__accountant", "__cache", "__columns", "__counter", "__domain", "__index", "__k")
 
     def __init__(
         self,
-        codes: np.ndarray,
+        codes: np.ndarray | MarginalCounter,
         columns: Sequence[str],
         sizes: Sequence[int],
         contribution_bound: int,
@@ -107,19 +112,8 @@ class MeasurementSession:
             raise UsageError(f"contribution_bound ({contribution_bound}) must be at least 1")
         if not isinstance(accountant, Accountant):
             raise UsageError("accountant must be a dpsynth Accountant")
-        arr = np.asarray(codes)
-        if arr.ndim != 2 or arr.shape[1] != len(cols):
-            raise InputDataError(f"codes must be a 2-D array with {len(cols)} columns")
-        if arr.dtype.kind not in "iu":
-            raise InputDataError("codes must be integers")
-        arr = np.asfortranarray(arr, dtype=np.int64)
-        for j, (c, s) in enumerate(zip(cols, sizes, strict=True)):
-            col = arr[:, j]
-            if col.size and (col.min() < 0 or col.max() >= s):
-                # No value in the message: only the column and the rule.
-                raise InputDataError("code outside the public domain", column=c, rule="domain")
-        arr.setflags(write=False)
-        self.__codes = arr
+        counter = _as_counter(codes, cols, sizes)
+        self.__counter = counter
         self.__columns = cols
         self.__domain: Mapping[str, int] = MappingProxyType(
             {c: int(s) for c, s in zip(cols, sizes, strict=True)}
@@ -261,6 +255,7 @@ class MeasurementSession:
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(pen))) or np.all(w == 0):
             raise UsageError("weights and penalties must be finite; some weight must be non-zero")
         scores = np.empty(n)
+        self.__prefetch([self._check_cols(cl) for cl in candidates])
         for i, (cl, est) in enumerate(zip(candidates, model_marginals, strict=True)):
             cl = self._check_cols(cl)
             m = np.asarray(est, dtype=np.float64)
@@ -302,6 +297,10 @@ class MeasurementSession:
                 f"external engine step {step!r} supports only the row-level unit "
                 f"(contribution bound 1), not {self.__k}"
             )
+        export = getattr(self.__counter, "export_codes", None)
+        if export is None:
+            raise UsageError(f"external engine step {step!r} needs the codes in memory; "
+                             "this counting backend cannot hand them over")
         rho = self.__accountant.remaining.rho
         if rho <= 0:
             raise BudgetError(f"{step}: no budget remains to hand to an external engine")
@@ -315,7 +314,9 @@ class MeasurementSession:
                 sensitivity=1.0,
             )
         )
-        return self.__codes  # already read-only (setflags(write=False) in __init__)
+        codes: np.ndarray = export()
+        codes.setflags(write=False)
+        return codes
 
     # -- internals -------------------------------------------------------------------
     def _noisy_max(
@@ -397,13 +398,34 @@ class MeasurementSession:
         hit = self.__cache.get(cols)
         if hit is not None:
             return hit
-        shape = self.shape(cols)
-        codes = self.__codes
-        flat = np.zeros(codes.shape[0], dtype=np.int64)
-        for c, s in zip(cols, shape, strict=True):
-            flat *= s
-            flat += codes[:, self.__index[c]]
-        counts = np.bincount(flat, minlength=math.prod(shape)).astype(np.int64)
-        counts.setflags(write=False)
-        self.__cache[cols] = counts
-        return counts
+        self.__prefetch([cols])
+        return self.__cache[cols]
+
+    def __prefetch(self, marginals: Sequence[tuple[str, ...]]) -> None:
+        """Count every uncached marginal, in one batch when the counter can."""
+        todo = list(dict.fromkeys(m for m in marginals if m not in self.__cache))
+        if not todo:
+            return
+        many = getattr(self.__counter, "count_many", None)
+        results = many(todo) if many is not None else [self.__counter.count(m) for m in todo]
+        if len(results) != len(todo):
+            raise InternalError("the marginal counter returned the wrong number of marginals")
+        for cols, res in zip(todo, results, strict=True):
+            arr = np.asarray(res)
+            if arr.shape != self.shape(cols) or arr.dtype.kind not in "iu":
+                raise InternalError(f"the marginal counter returned a bad result for {cols}")
+            counts = np.ascontiguousarray(arr.ravel(), dtype=np.int64)
+            counts.setflags(write=False)
+            self.__cache[cols] = counts
+
+
+def _as_counter(codes: np.ndarray | MarginalCounter, cols: tuple[str, ...],
+                sizes: Sequence[int]) -> MarginalCounter:
+    if isinstance(codes, np.ndarray) or not hasattr(codes, "count"):
+        return NumpyCounter(np.asarray(codes), cols, sizes)
+    counter = codes
+    if tuple(counter.columns) != cols or tuple(int(s) for s in counter.sizes) != tuple(
+        int(s) for s in sizes
+    ):
+        raise UsageError("the counter's columns and sizes must match the session's")
+    return counter

@@ -1,0 +1,125 @@
+"""Exact marginal counting over the private, contribution-bounded codes (PRIVATE).
+
+The measurement session (``dpsynth.privacy.session``) asks a *counter* for exact
+marginal counts and does everything else itself: caching, sensitivity, noise,
+charging. A counter is any object with this small interface
+(:class:`MarginalCounter`); two ship with dpsynth:
+
+* :class:`~dpsynth.marginals.numpy_counter.NumpyCounter` (default): the compact
+  ``uint8``/``uint16`` code matrix in memory on one machine; counts in row blocks
+  with ``numpy.bincount`` on an int64 multi-index built per block.
+* ``dpsynth.marginals.spark.SparkCounter`` (extra ``dpsynth[spark]``): a cached,
+  bounded, encoded Spark DataFrame; counts with ``groupBy().count()``. Imported
+  lazily; importing this package never imports pyspark.
+
+Rules: a counter returns exact counts only to the session; it never draws noise,
+never logs or raises with values, and nothing after the privacy boundary
+(``dpsynth/engines``, sampler, reports) may import this package (a test checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["BACKENDS", "LoadedCounter", "MarginalCounter", "NumpyCounter", "open_counter"]
+
+BACKENDS = ("polars", "spark")
+"""Counting backends: ``polars`` (read with polars, count with numpy on one machine;
+the default) and ``spark`` (read, check, bound and count with Spark)."""
+
+
+@runtime_checkable
+class MarginalCounter(Protocol):
+    """Exact counts over the released columns of a contribution-bounded table.
+
+    ``columns`` and ``sizes`` are public (the schema's released columns and domain
+    sizes, code ``0 .. size-1``). ``count(cols)`` returns int64 exact counts of
+    shape ``tuple(sizes of cols)``, axes in ``cols`` order.
+
+    Optional methods the session uses when present:
+
+    * ``count_many(marginals) -> list[np.ndarray]``: several marginals at once (one
+      pass over the data, or one distributed job, where the backend can);
+    * ``export_codes() -> np.ndarray``: the ``(n_rows, n_cols)`` codes, for
+      ``MeasurementSession.spend_all_for_external`` only (external engines, k = 1).
+    """
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def sizes(self) -> tuple[int, ...]: ...
+
+    def count(self, cols: tuple[str, ...]) -> np.ndarray: ...
+
+
+from dpsynth.marginals.numpy_counter import NumpyCounter  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dpsynth.schema import Schema
+
+
+@dataclass(frozen=True)
+class LoadedCounter:
+    """The private half's result for any backend (PRIVATE: hand ``counter`` to a
+    MeasurementSession and drop the reference)."""
+
+    counter: MarginalCounter
+    columns: tuple[str, ...]
+    sizes: tuple[int, ...]
+    contribution_bound: int
+
+
+@contextlib.contextmanager
+def open_counter(path: str | Path, schema: Schema, *, backend: str = "polars",
+                 spark_master: str | None = None,
+                 bounding_seed: int | None = None) -> Iterator[LoadedCounter]:
+    """Read, check, bound and encode the input with ``backend``; yield a counter.
+
+    Use the counter (build the session, fit the engine) inside the ``with``: on
+    exit the Spark backend drops its cached table and stops the SparkSession if
+    it started one (an existing session, e.g. under ``spark-submit``, is kept).
+
+    ``spark_master``: Spark master URL for ``backend="spark"`` (``local[4]``,
+    ``spark://...``, ``k8s://...``); ``None`` uses the active session or the
+    ``spark-submit`` environment, else ``local[*]``. Ignored by ``polars``.
+    ``bounding_seed``: seed of the contribution-bounding permutation (both
+    backends keep the same rows for the same seed); ``None``: from the OS.
+    """
+    from dpsynth.errors import UsageError
+
+    if backend == "polars":
+        from dpsynth.io import load_encoded
+
+        enc = load_encoded(path, schema, bounding_seed)
+        counter = NumpyCounter(enc.codes, enc.columns, enc.sizes)
+        loaded = LoadedCounter(counter, enc.columns, enc.sizes, enc.contribution_bound)
+        del enc, counter
+        yield loaded
+        return
+    if backend != "spark":
+        raise UsageError(f"backend ({backend!r}) must be one of {', '.join(BACKENDS)}")
+    from dpsynth.marginals import spark as sp
+
+    sp._pyspark()
+    from pyspark.sql import SparkSession
+
+    existing = SparkSession.getActiveSession()
+    session = sp.spark_session(spark_master)
+    started = existing is None or session is not existing
+    try:
+        enc_s = sp.spark_load(str(path), schema, bounding_seed, session)
+        try:
+            yield LoadedCounter(enc_s.counter, enc_s.columns, enc_s.sizes,
+                                enc_s.contribution_bound)
+        finally:
+            enc_s.counter.close()
+    finally:
+        if started:
+            session.stop()

@@ -1,0 +1,200 @@
+"""Spark backend (dpsynth.marginals.spark) against the polars/numpy path.
+
+Same bounded marginal counts for the same input and bounding seed (CSV read in
+several splits, Parquet in several row groups), the same InputDataError column
+and rule for bad inputs, and a full fit + sample through Spark. Runs Spark in
+``local[2]`` with one module-scoped session. Skipped when pyspark or Java is
+missing, unless ``DPSYNTH_REQUIRE_SPARK=1`` (then those are failures).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dpsynth.errors import InputDataError
+from dpsynth.io import load_encoded
+from dpsynth.marginals import NumpyCounter, open_counter
+from dpsynth.schema import Schema, parse_schema
+
+_REQUIRED = os.environ.get("DPSYNTH_REQUIRE_SPARK") == "1"
+_MISSING = [what for what, ok in (
+    ("pyspark (pip install 'dpsynth[spark]')", importlib.util.find_spec("pyspark") is not None),
+    ("java (a Java 17 runtime on PATH or JAVA_HOME)",
+     shutil.which("java") is not None or bool(os.environ.get("JAVA_HOME"))),
+) if not ok]
+if _MISSING and not _REQUIRED:
+    pytest.skip(f"Spark backend tests need {' and '.join(_MISSING)}", allow_module_level=True)
+
+SCHEMA_TEXT = """\
+format: dpsynth.table-schema/v1
+name: mini
+version: 1
+missing_tokens: ["?", ""]
+privacy_unit: {column: pid, max_rows: 2}
+columns:
+  - {name: pid, kind: identifier}
+  - {name: note, kind: text, nullable: true}
+  - {name: sex, kind: categorical, categories: [F, M]}
+  - {name: age, kind: integer, bounds: [0, 110], bin_width: 10}
+  - {name: bmi, kind: float, nullable: true, bounds: [10, 70], bin_edges: [10, 18.5, 25, 30, 70]}
+  - {name: visit, kind: date, bounds: ["2000-01-01", "2020-12-31"], bin_unit: year}
+  - {name: smoker, kind: boolean, nullable: true}
+  - name: dx
+    kind: code
+    system: ICD-9
+    nullable: true
+    pattern: 'V\\d{2}|\\d{1,3}(\\.\\d{1,2})?'
+    groups:
+      - {label: "001-139", ranges: [[1, 139]]}
+      - {label: "390-459", ranges: [[390, 459]]}
+      - {label: V, prefixes: [V]}
+"""
+CANARY = "Zq7-SECRET-value"
+SEED = 20240611
+MARGINALS = [("sex",), ("age",), ("bmi",), ("visit",), ("smoker",), ("dx",),
+             ("sex", "age"), ("bmi", "dx"), ("visit", "smoker"), ("age", "bmi", "dx")]
+
+
+@pytest.fixture(scope="module")
+def schema() -> Schema:
+    return parse_schema(SCHEMA_TEXT)
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from dpsynth.marginals.spark import spark_session
+
+    session = spark_session("local[2]")
+    session.sparkContext.setLogLevel("ERROR")
+    # small splits: the CSV is read in several partitions, so row numbering across
+    # splits is exercised
+    session.conf.set("spark.sql.files.maxPartitionBytes", "16k")
+    session.conf.set("spark.sql.files.openCostInBytes", "1k")
+    yield session
+    session.stop()
+
+
+def _table(n: int = 1500) -> pl.DataFrame:
+    rng = np.random.default_rng(7)
+    return pl.DataFrame({
+        "pid": [f"p{i}" for i in rng.integers(0, 400, n)],  # ~4 rows per patient, k = 2
+        "note": rng.choice(["a", "", "?", "x y"], n),
+        "sex": rng.choice(["F", "M"], n),
+        "age": [str(x) for x in rng.integers(0, 111, n)],
+        "bmi": rng.choice(["?", "", "22.5", "18.5", "69.9", "10", " 31 ", "1e1"], n),
+        "visit": rng.choice(["2001-03-04", "2020-12-31", "2000-01-01", "2010-1-5"], n),
+        "smoker": rng.choice(["true", "0", "yes", "", "F"], n),
+        "dx": rng.choice(["8", "428.1", "V58", "?", "39", "139", " 459", ""], n),
+    })
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("spark-in")
+    df = _table()
+    df.write_csv(d / "t.csv")
+    df.write_parquet(d / "t.parquet", row_group_size=200)  # several row groups
+    return {"csv": d / "t.csv", "parquet": d / "t.parquet"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_same_bounded_counts_as_polars(spark: object, schema: Schema, inputs: dict[str, Path],
+                                       fmt: str) -> None:
+    from dpsynth.marginals.spark import spark_load
+
+    path = inputs[fmt]
+    enc = load_encoded(path, schema, bounding_seed=SEED)
+    ref = NumpyCounter(enc.codes, enc.columns, enc.sizes).count_many(MARGINALS)
+    loaded = spark_load(str(path), schema, SEED, spark)  # type: ignore[arg-type]
+    with loaded.counter as counter:
+        assert (loaded.columns, loaded.sizes) == (enc.columns, enc.sizes)
+        assert loaded.contribution_bound == enc.contribution_bound == 2
+        got = counter.count_many(MARGINALS)
+        single = counter.count(("sex", "age"))
+    assert 0 < ref[0].sum() < 1500  # bounding dropped rows
+    for m, g, r in zip(MARGINALS, got, ref, strict=True):
+        assert g.shape == r.shape, m
+        np.testing.assert_array_equal(g, r, err_msg=str(m))
+    np.testing.assert_array_equal(single, ref[6])
+
+
+def test_another_seed_keeps_other_rows(spark: object, schema: Schema,
+                                       inputs: dict[str, Path]) -> None:
+    from dpsynth.marginals.spark import spark_load
+
+    a = load_encoded(inputs["csv"], schema, bounding_seed=SEED + 1)
+    ref = NumpyCounter(a.codes, a.columns, a.sizes).count(("age", "bmi", "dx"))
+    loaded = spark_load(str(inputs["csv"]), schema, SEED + 1, spark)  # type: ignore[arg-type]
+    with loaded.counter as counter:
+        np.testing.assert_array_equal(counter.count(("age", "bmi", "dx")), ref)
+
+
+def _bad_csv(tmp: Path, edit: str) -> Path:
+    df = _table(40)
+    if edit == "missing column":
+        df = df.drop("bmi")
+    elif edit == "bad category":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(pl.lit(CANARY))
+                             .otherwise(pl.col("sex")).alias("sex"))
+    elif edit == "unparseable integer":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("34.5"))
+                             .otherwise(pl.col("age")).alias("age"))
+    elif edit == "null in non-nullable":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("?"))
+                             .otherwise(pl.col("sex")).alias("sex"))
+    elif edit == "bad code":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 9).then(pl.lit(CANARY))
+                             .otherwise(pl.col("dx")).alias("dx"))
+    elif edit == "missing patient id":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit(""))
+                             .otherwise(pl.col("pid")).alias("pid"))
+    path = tmp / "bad.csv"
+    df.write_csv(path)
+    if edit == "ragged row":
+        with path.open("a") as fh:
+            fh.write(f"p1,{CANARY},F,1,20,2001-01-01,true,8,9\n")
+    return path
+
+
+@pytest.mark.parametrize("edit", ["missing column", "bad category", "unparseable integer",
+                                  "null in non-nullable", "bad code", "missing patient id",
+                                  "ragged row"])
+def test_same_error_as_polars(spark: object, schema: Schema, tmp_path: Path, edit: str) -> None:
+    from dpsynth.marginals.spark import spark_load
+
+    path = _bad_csv(tmp_path, edit)
+    with pytest.raises(InputDataError) as polars_err:
+        load_encoded(path, schema, bounding_seed=SEED)
+    with pytest.raises(InputDataError) as spark_err:
+        spark_load(str(path), schema, SEED, spark)  # type: ignore[arg-type]
+    p, s = polars_err.value, spark_err.value
+    assert (s.column, s.rule) == (p.column, p.rule)
+    assert CANARY not in str(s) and "34.5" not in str(s)
+    assert s.__cause__ is None and (s.__context__ is None or s.__suppress_context__)
+
+
+def test_full_release_through_spark(spark: object, schema: Schema,
+                                    inputs: dict[str, Path]) -> None:
+    from dpsynth.engines import get_engine
+    from dpsynth.privacy.accountant import Accountant, Budget
+    from dpsynth.privacy.session import MeasurementSession
+
+    # the fixture's session is active: open_counter uses it and does not stop it
+    with open_counter(inputs["parquet"], schema, backend="spark", bounding_seed=SEED) as loaded:
+        session = MeasurementSession(loaded.counter, loaded.columns, loaded.sizes,
+                                     loaded.contribution_bound, Accountant(Budget(0.5)))
+        model = get_engine("mst").fit(session)
+        assert session.remaining.rho == pytest.approx(0, abs=1e-9)
+    codes = model.sample(200, np.random.default_rng(0))
+    assert codes.shape == (200, len(loaded.columns))
+    assert ((codes >= 0) & (codes < np.array(loaded.sizes))).all()
+    assert spark.getActiveSession() is not None  # type: ignore[attr-defined]
