@@ -143,11 +143,15 @@ def _new_release_id(schema: Schema) -> str:
 
 
 def _check_out_dir(out_dir: Path) -> None:
+    """The bundle directory must be new (or empty); its parent is created if needed
+    (the bundle itself only appears, atomically, at the end)."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UsageError(f"output directory {str(out_dir)!r} already exists and is not empty")
     parent = out_dir.resolve().parent
-    if not parent.is_dir():
-        raise StorageError(f"parent directory of {str(out_dir)!r} does not exist")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        raise StorageError(f"cannot create the parent directory of {str(out_dir)!r}") from None
     if not os.access(parent, os.W_OK):
         raise StorageError(f"cannot write in {str(parent)!r}")
 
