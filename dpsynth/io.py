@@ -28,9 +28,10 @@ import gzip
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -220,6 +221,31 @@ def _check_parquet_type(c: Column, dtype: pl.DataType) -> None:
                              column=c.name, rule="type")
 
 
+def schema_checks(schema: Schema, exprs_of: Callable[[Column], Any],
+                  unit_missing: Any) -> list[tuple[str | None, str, str, Any]]:
+    """The ordered (column, rule, message, bad-row expression) list of the schema's
+    rules. Shared by every backend: ``exprs_of`` builds a column's missing /
+    malformed / out-of-domain expressions in the backend's own language (polars
+    here, Spark SQL in ``dpsynth.marginals.spark``); ``unit_missing`` flags rows
+    without a patient id (``None``: no patient id column)."""
+    checks: list[tuple[str | None, str, str, Any]] = []
+    if schema.privacy_unit.column is not None:
+        checks.append((schema.privacy_unit.column, "privacy-unit-missing",
+                       "the patient id is missing", unit_missing))
+    for c in schema.measured_columns:
+        e = exprs_of(c)
+        if not c.nullable:
+            checks.append((c.name, "not-nullable", "missing value in a non-nullable column",
+                           e.missing))
+        if e.malformed_rule:
+            checks.append((c.name, e.malformed_rule, f"value cannot be read as {c.kind}",
+                           e.malformed))
+        if c.on_out_of_domain == "reject":
+            checks.append((c.name, e.domain_rule, "value outside the schema's domain",
+                           e.out_of_domain))
+    return checks
+
+
 def check_table(df: pl.DataFrame | pl.LazyFrame, schema: Schema, *, from_csv: bool = True) -> int:
     """Fail closed on the first violated (column, rule); never shows a value.
 
@@ -233,21 +259,11 @@ def check_table(df: pl.DataFrame | pl.LazyFrame, schema: Schema, *, from_csv: bo
         # also makes polars reject rows with more fields.
         checks.append((None, "csv-format", "a row has fewer fields than the header",
                        pl.any_horizontal(pl.all().is_null())))
+    unit_missing = None
     if unit is not None:
         uid = pl.col(unit)
-        checks.append((unit, "privacy-unit-missing", "the patient id is missing",
-                       uid.is_null() | (uid.str.strip_chars() == "")))
-    for c in schema.measured_columns:
-        e = column_exprs(c)
-        if not c.nullable:
-            checks.append((c.name, "not-nullable", "missing value in a non-nullable column",
-                           e.missing))
-        if e.malformed_rule:
-            checks.append((c.name, e.malformed_rule, f"value cannot be read as {c.kind}",
-                           e.malformed))
-        if c.on_out_of_domain == "reject":
-            checks.append((c.name, e.domain_rule, "value outside the schema's domain",
-                           e.out_of_domain))
+        unit_missing = uid.is_null() | (uid.str.strip_chars() == "")
+    checks += schema_checks(schema, column_exprs, unit_missing)
     exprs = []
     for i, (_, _, _, expr) in enumerate(checks):
         exprs.append(expr.fill_null(False).sum().alias(f"n{i}"))

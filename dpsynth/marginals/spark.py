@@ -337,21 +337,13 @@ def _check(df: DataFrame, schema: Schema, from_csv: bool) -> int:
         for c in schema.columns:
             utf8_bad = utf8_bad | F.coalesce(F.col(f"`{c.name}`").contains("\ufffd"), F.lit(False))
         checks.append((None, "encoding", "the file is not valid UTF-8", utf8_bad))
+    unit_missing = None
     if unit is not None:
         uid = F.col(f"`{unit}`")
-        checks.append((unit, "privacy-unit-missing", "the patient id is missing",
-                       uid.isNull() | (_strip(uid) == "")))
-    for c in schema.measured_columns:
-        e = _exprs(c)
-        if not c.nullable:
-            checks.append((c.name, "not-nullable", "missing value in a non-nullable column",
-                           e.missing))
-        if e.malformed_rule:
-            checks.append((c.name, e.malformed_rule, f"value cannot be read as {c.kind}",
-                           e.malformed))
-        if c.on_out_of_domain == "reject":
-            checks.append((c.name, e.domain_rule, "value outside the schema's domain",
-                           e.out_of_domain))
+        unit_missing = uid.isNull() | (_strip(uid) == "")
+    from dpsynth.io import schema_checks
+
+    checks += schema_checks(schema, _exprs, unit_missing)
     aggs = []
     for i, (_, _, _, expr) in enumerate(checks):
         bad = F.coalesce(expr, F.lit(False))
