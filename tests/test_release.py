@@ -217,3 +217,9 @@ def test_output_directory_that_exists_is_refused_without_a_charge(env: dict[str,
     code, _, err = run_release(env, "b1", "--epsilon", "1")
     assert code == 2 and "not empty" in err
     assert charges(env) == []
+
+
+def test_bundle_parent_directories_are_created(env: dict[str, Path | str]) -> None:
+    code, out, err = run_release(env, "releases/2026/b1", "--json", "--epsilon", "0.5")
+    assert code == 0, err
+    assert Path(json.loads(out)["bundle"]) == Path(env["dir"]) / "releases" / "2026" / "b1"
