@@ -18,10 +18,12 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -59,11 +61,27 @@ def generate(n_rows: int, path: Path, seed: int = 0) -> None:
             pl.Series("encounter_id", np.arange(start, start + m) + 10_000_000),
             pl.Series("patient_nbr", pid + 100_000),
         )
+        df = df.with_columns([pl.col(c.name).replace(_raw_codes(c)) for c in schema.columns
+                              if c.kind == "code"])
         # CSV text as the hospital exports it: '?' for missing
         df = df.with_columns(pl.all().cast(pl.String).fill_null("?"))
         df = df.select([c.name for c in schema.columns])
         with path.open("ab" if start else "wb") as fh:
             df.write_csv(fh, include_header=start == 0)
+
+
+def _raw_codes(col: Any) -> dict[str, str]:
+    """Group label -> a raw code of that group (decoded code columns hold labels)."""
+    out = {}
+    for g in col.groups:
+        if g.ranges:
+            out[g.label] = str(int(g.ranges[0][0]))
+            continue
+        for cand in (g.prefixes[0] + "01", g.prefixes[0] + "800", g.prefixes[0] + "x"):
+            if col.pattern is None or re.fullmatch(col.pattern, cand):
+                out[g.label] = cand
+                break
+    return out
 
 
 def run_release(table: Path, engine: str, workdir: Path) -> dict[str, object]:

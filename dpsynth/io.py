@@ -264,20 +264,19 @@ def check_table(df: pl.DataFrame | pl.LazyFrame, schema: Schema, *, from_csv: bo
         uid = pl.col(unit)
         unit_missing = uid.is_null() | (uid.str.strip_chars() == "")
     checks += schema_checks(schema, column_exprs, unit_missing)
-    exprs = []
-    for i, (_, _, _, expr) in enumerate(checks):
-        exprs.append(expr.fill_null(False).sum().alias(f"n{i}"))
-        exprs.append(expr.fill_null(False).arg_max().alias(f"r{i}"))
+    # one pass counts every rule's failures; only a failing table pays a second pass
+    # to find the first bad row of the first failed rule
+    exprs = [expr.fill_null(False).sum().alias(f"n{i}") for i, (*_, expr) in enumerate(checks)]
     exprs.append(pl.len().alias("n_rows"))
     res = _collect(df.lazy().select(exprs)).row(0)
     if res[-1] == 0:
         raise InputDataError("the table has a header but no rows", rule="no-rows")
-    for i, (col, rule, what, _) in enumerate(checks):
-        n_bad = res[2 * i]
+    for i, (col, rule, what, expr) in enumerate(checks):
+        n_bad = res[i]
         if n_bad:
-            row = res[2 * i + 1] + 1
+            first = _collect(df.lazy().select(expr.fill_null(False).arg_max())).item()
             raise InputDataError(
-                f"{what} in {n_bad} row(s), first at data row {row}", column=col, rule=rule
+                f"{what} in {n_bad} row(s), first at data row {first + 1}", column=col, rule=rule
             )
     return int(res[-1])
 
