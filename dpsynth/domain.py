@@ -183,9 +183,8 @@ def column_exprs(col: Column) -> ColumnExprs:
     if col.kind == "categorical":
         malformed = pl.lit(False)
         in_domain = raw.is_in(list(col.categories))
-        code = raw.replace_strict(
-            list(col.categories), list(range(n)), default=None, return_dtype=pl.Int64
-        )
+        # an Enum cast streams (replace_strict makes polars hold the whole column)
+        code = raw.cast(pl.Enum(list(col.categories)), strict=False).to_physical().cast(pl.Int64)
         rule_m, rule_d = "", "category"
     elif col.kind == "code":
         stripped = raw.str.strip_chars()
@@ -222,7 +221,13 @@ def column_exprs(col: Column) -> ColumnExprs:
         v = value.clip(lo_v, hi_v) if col.on_out_of_domain == "clamp" else value
         if col.kind in ("integer", "float"):
             v = v.cast(pl.Float64)
-        idx = pl.lit(_edges_series(col)).search_sorted(v, side="right").cast(pl.Int64) - 1
+        edges = _edges_series(col)
+        if len(edges) <= 65:
+            # elementwise (so polars can stream it): count the inner edges at or below v
+            idx = pl.sum_horizontal([(v >= pl.lit(e, dtype=edges.dtype)).cast(pl.Int64)
+                                     for e in edges[1:-1]]) if n > 1 else pl.lit(0, pl.Int64)
+        else:
+            idx = pl.lit(edges).search_sorted(v, side="right").cast(pl.Int64) - 1
         code = idx.clip(0, n - 1)
         rule_m = {"integer": "parse-integer", "float": "parse-float",
                   "date": "parse-date", "datetime": "parse-datetime"}[col.kind]
