@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from test_bad_inputs import BASE_SCHEMA
 
 from dpsynth.errors import InputDataError
 from dpsynth.io import load_encoded
@@ -33,30 +34,8 @@ _MISSING = [what for what, ok in (
 if _MISSING and not _REQUIRED:
     pytest.skip(f"Spark backend tests need {' and '.join(_MISSING)}", allow_module_level=True)
 
-SCHEMA_TEXT = """\
-format: dpsynth.table-schema/v1
-name: mini
-version: 1
-missing_tokens: ["?", ""]
-privacy_unit: {column: pid, max_rows: 2}
-columns:
-  - {name: pid, kind: identifier}
-  - {name: note, kind: text, nullable: true}
-  - {name: sex, kind: categorical, categories: [F, M]}
-  - {name: age, kind: integer, bounds: [0, 110], bin_width: 10}
-  - {name: bmi, kind: float, nullable: true, bounds: [10, 70], bin_edges: [10, 18.5, 25, 30, 70]}
-  - {name: visit, kind: date, bounds: ["2000-01-01", "2020-12-31"], bin_unit: year}
-  - {name: smoker, kind: boolean, nullable: true}
-  - name: dx
-    kind: code
-    system: ICD-9
-    nullable: true
-    pattern: 'V\\d{2}|\\d{1,3}(\\.\\d{1,2})?'
-    groups:
-      - {label: "001-139", ranges: [[1, 139]]}
-      - {label: "390-459", ranges: [[390, 459]]}
-      - {label: V, prefixes: [V]}
-"""
+# the same small schema as the bad-input corpus (one kind of each column)
+SCHEMA_TEXT = BASE_SCHEMA
 CANARY = "Zq7-SECRET-value"
 SEED = 20240611
 MARGINALS = [("sex",), ("age",), ("bmi",), ("visit",), ("smoker",), ("dx",),
