@@ -187,16 +187,7 @@ class MeasurementSession:
         exact = self.__exact(cols)
         if any(g is not None for g in maps):
             exact = self._regroup(exact, self.shape(cols), maps, shape)
-        self.__accountant.spend(
-            Charge(
-                step=step,
-                mechanism=mech.name,
-                rho=mech.rho,
-                columns=cols,
-                noise_scale=mech.scale,
-                sensitivity=float(self.__k),
-            )
-        )
+        self._charge(step, mech, cols, float(self.__k))
         noisy = mech.run(mechanisms.as_counts(exact)).reshape(shape)
         noisy.setflags(write=False)
         return NoisyMarginal(
@@ -329,18 +320,13 @@ class MeasurementSession:
     ) -> int:
         mech = mechanisms.noisy_max_selector(sensitivity, rho)
         cols = tuple(sorted({c for cl in candidates for c in cl}))
-        self.__accountant.spend(
-            Charge(
-                step=step,
-                mechanism=mech.name,
-                rho=mech.rho,
-                columns=cols,
-                noise_scale=mech.scale,
-                sensitivity=sensitivity,
-            )
-        )
-        idx = int(mech.run(scores))
-        return idx
+        self._charge(step, mech, cols, sensitivity)
+        return int(mech.run(scores))
+
+    def _charge(self, step: str, mech: Any, cols: tuple[str, ...], sensitivity: float) -> None:
+        """Charge the accountant for ``mech`` (its rho from OpenDP's map) before it runs."""
+        self.__accountant.spend(Charge(step=step, mechanism=mech.name, rho=mech.rho, columns=cols,
+                                       noise_scale=mech.scale, sensitivity=sensitivity))
 
     def _check_groups(
         self, cols: tuple[str, ...], groups: Mapping[str, np.ndarray]
