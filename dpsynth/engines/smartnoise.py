@@ -306,20 +306,9 @@ def _fit_cube(
     total, total_m = _noisy_total(session, rho_all * total_share, engine)
     rho = session.remaining.rho
     eps = _external_epsilon(rho, delta)
-    codes = session.spend_all_for_external(f"{engine}/fit", f"{engine} (smartnoise-synth 1.0.8)")
-    data, public = _frames(codes, cols, sizes)
-    del codes
-    transformer = _domain_transformer(public)
-    synth = make(eps, delta)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        synth.fit(data, transformer=transformer, categorical_columns=list(cols))
-    del data
     info = {"engine": engine, "external": "smartnoise-synth 1.0.8", "epsilon_passed": eps,
             "delta_passed": delta, "rho_passed": rho, "uses_true_n_internally": True}
-    model = ExternalModel(cols, sizes, synth, total, info)
-    model.measurements = [total_m]
-    return model
+    return _fit_external(session, engine, make(eps, delta), cols, sizes, total, total_m, info)
 
 
 # -- engines -------------------------------------------------------------------------------
@@ -385,6 +374,16 @@ def fit_smartnoise_mwem(
         marginal_width=3 if total > 10_000 else 2,
         mult_weights_iterations=s.mult_weights_iterations,
     )
+    info = {"engine": engine, "external": "smartnoise-synth 1.0.8", "epsilon_passed": eps,
+            "rho_passed": rho, "iterations": iterations, "uses_true_n_internally": False}
+    return _fit_external(session, engine, synth, cols, sizes, total, total_m, info)
+
+
+def _fit_external(session: ExternalSessionLike, engine: str, synth: Any,
+                  cols: tuple[str, ...], sizes: list[int], total: float, total_m: Any,
+                  info: dict[str, Any]) -> ExternalModel:
+    """Hand the codes over (charging the whole remaining budget), fit ``synth`` on the
+    public domain, and wrap it; shared by every smartnoise engine."""
     codes = session.spend_all_for_external(f"{engine}/fit", f"{engine} (smartnoise-synth 1.0.8)")
     data, public = _frames(codes, cols, sizes)
     del codes
@@ -393,8 +392,6 @@ def fit_smartnoise_mwem(
         warnings.simplefilter("ignore")
         synth.fit(data, transformer=transformer, categorical_columns=list(cols))
     del data
-    info = {"engine": engine, "external": "smartnoise-synth 1.0.8", "epsilon_passed": eps,
-            "rho_passed": rho, "iterations": iterations, "uses_true_n_internally": False}
     model = ExternalModel(cols, sizes, synth, total, info)
     model.measurements = [total_m]
     return model
