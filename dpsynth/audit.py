@@ -41,7 +41,7 @@ import polars as pl
 
 from dpsynth.domain import Domain, column_exprs, level_labels, recode
 from dpsynth.errors import StorageError, UsageError
-from dpsynth.io import check_table, encode, is_parquet, read_table
+from dpsynth.io import check_and_encode, is_parquet, open_table
 from dpsynth.schema import Schema, load_schema
 
 __all__ = ["BANNER", "audit", "marginal_tvds", "write_audit"]
@@ -60,9 +60,9 @@ ANONYMETER_ATTACKS = 300
 
 # -- loading --------------------------------------------------------------------------------
 def _real_codes(path: Path, schema: Schema) -> np.ndarray:
-    df = read_table(path, schema)
-    check_table(df, schema, from_csv=not is_parquet(path))
-    return encode(df, schema).astype(np.int64)
+    with open_table(path, schema) as lf:
+        frame = check_and_encode(lf, schema, from_csv=not is_parquet(path)).frame
+    return frame.select([c.name for c in schema.measured_columns]).to_numpy().astype(np.int64)
 
 
 def _synth_codes(bundle_path: Path, domain: Domain) -> np.ndarray:

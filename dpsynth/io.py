@@ -37,12 +37,14 @@ import numpy as np
 import polars as pl
 
 from dpsynth.domain import Domain, column_exprs
-from dpsynth.errors import InputDataError
+from dpsynth.errors import InputDataError, InternalError
 from dpsynth.schema import Column, Schema
 
 __all__ = [
+    "CheckedTable",
     "EncodedTable",
     "bound_contributions",
+    "check_and_encode",
     "check_table",
     "encode",
     "is_parquet",
@@ -246,39 +248,120 @@ def schema_checks(schema: Schema, exprs_of: Callable[[Column], Any],
     return checks
 
 
-def check_table(df: pl.DataFrame | pl.LazyFrame, schema: Schema, *, from_csv: bool = True) -> int:
-    """Fail closed on the first violated (column, rule); never shows a value.
+_SHORT_ROW = "__dpsynth_short_row"
 
-    One pass over the table; returns the number of rows (PRIVATE: for the
-    audit report and bounding only, never for anything released)."""
+
+@dataclass(frozen=True)
+class CheckedTable:
+    """A checked table: the patient id column (if any) and the released columns as
+    compact integer codes (PRIVATE). ``n_rows`` is for bounding and the audit only."""
+
+    frame: pl.DataFrame
+    n_rows: int
+
+
+def _scan_categorical(lf: pl.LazyFrame, schema: Schema, from_csv: bool) -> pl.DataFrame:
+    """The one streaming pass over the file: every released column as a Categorical
+    over its own fresh set of categories (so a column's physical ids are 0..k-1 for
+    its k distinct raw values), the patient id as text, and (CSV) a short-row flag."""
+    namespace = f"dpsynth-{secrets.token_hex(8)}"
+    select: list[pl.Expr] = []
     unit = schema.privacy_unit.column
-    checks: list[tuple[str | None, str, str, pl.Expr]] = []
+    if unit is not None:
+        select.append(pl.col(unit))
+    select += [pl.col(c.name).cast(pl.Categorical(pl.Categories(c.name, namespace)))
+               for c in schema.measured_columns]
     if from_csv:
         # Empty CSV fields arrive as "" (empty_string_is_null=False), so a null can
         # only be a row with fewer fields than the header; touching every column
         # also makes polars reject rows with more fields.
-        checks.append((None, "csv-format", "a row has fewer fields than the header",
-                       pl.any_horizontal(pl.all().is_null())))
+        select.append(pl.any_horizontal(pl.all().is_null()).alias(_SHORT_ROW))
+    return _collect(lf.select(select))
+
+
+@dataclass
+class _Distinct:
+    """One column's distinct raw values (``values``, the last one null) and how many
+    rows hold each (``counts``); ``index()`` maps every row to its value's position."""
+
+    column: pl.Series
+    values: pl.DataFrame
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, s: pl.Series) -> _Distinct:
+        uniq = s.unique().drop_nulls()
+        ids = uniq.to_physical().to_numpy()
+        k = int(ids.max()) + 1 if ids.size else 0
+        text = pl.Series(s.name, [None] * (k + 1), dtype=pl.String).scatter(
+            ids, uniq.cast(pl.String))
+        return cls(s, text.to_frame(), np.bincount(cls._index(s, k), minlength=k + 1))
+
+    @staticmethod
+    def _index(s: pl.Series, k: int) -> np.ndarray:
+        return s.to_physical().fill_null(k).to_numpy()
+
+    def index(self) -> np.ndarray:
+        return self._index(self.column, len(self.counts) - 1)
+
+    def lut(self, expr: pl.Expr) -> np.ndarray:
+        return self.values.select(expr.alias("v")).to_series().to_numpy()
+
+
+def check_and_encode(lf: pl.DataFrame | pl.LazyFrame, schema: Schema, *,
+                     from_csv: bool = True) -> CheckedTable:
+    """Check the table against the schema and encode it, in one pass over the file.
+
+    Every rule and every code is a function of one cell, so each is evaluated once
+    per distinct value of a column (with the same expressions as
+    :func:`dpsynth.domain.column_exprs`) and mapped back to rows by index. Fails
+    closed on the first violated (column, rule), in the order of
+    :func:`schema_checks`, with the number of bad rows and the first one; never
+    shows a value.
+    """
+    scanned = _scan_categorical(lf.lazy(), schema, from_csv)
+    n_rows = scanned.height
+    if n_rows == 0:
+        raise InputDataError("the table has a header but no rows", rule="no-rows")
+    unit = schema.privacy_unit.column
+    if from_csv:
+        short = scanned.drop_in_place(_SHORT_ROW)
+        if short.any():
+            raise InputDataError(
+                f"a row has fewer fields than the header in {short.sum()} row(s), "
+                f"first at data row {int(short.arg_max() or 0) + 1}", rule="csv-format")
     unit_missing = None
     if unit is not None:
         uid = pl.col(unit)
         unit_missing = uid.is_null() | (uid.str.strip_chars() == "")
-    checks += schema_checks(schema, column_exprs, unit_missing)
-    # one pass counts every rule's failures; only a failing table pays a second pass
-    # to find the first bad row of the first failed rule
-    exprs = [expr.fill_null(False).sum().alias(f"n{i}") for i, (*_, expr) in enumerate(checks)]
-    exprs.append(pl.len().alias("n_rows"))
-    res = _collect(df.lazy().select(exprs)).row(0)
-    if res[-1] == 0:
-        raise InputDataError("the table has a header but no rows", rule="no-rows")
-    for i, (col, rule, what, expr) in enumerate(checks):
-        n_bad = res[i]
+    distinct = {c.name: _Distinct.of(scanned[c.name]) for c in schema.measured_columns}
+    for col, rule, what, expr in schema_checks(schema, column_exprs, unit_missing):
+        if col in distinct:
+            d = distinct[col]
+            bad_value = d.lut(expr.fill_null(False)).astype(bool)
+            n_bad = int(d.counts[bad_value].sum())
+            first = int(np.argmax(bad_value[d.index()])) if n_bad else 0
+        else:  # the patient id: checked row by row
+            n_bad, first = scanned.select(expr.sum().alias("n"), expr.arg_max().alias("i")).row(0)
         if n_bad:
-            first = _collect(df.lazy().select(expr.fill_null(False).arg_max())).item()
             raise InputDataError(
-                f"{what} in {n_bad} row(s), first at data row {first + 1}", column=col, rule=rule
-            )
-    return int(res[-1])
+                f"{what} in {n_bad} row(s), first at data row {first + 1}", column=col, rule=rule)
+    domain = Domain.from_schema(schema)
+    out: list[pl.Series] = [scanned[unit]] if unit is not None else []
+    for c, size in zip(domain.columns, domain.sizes, strict=True):
+        d = distinct.pop(c.name)
+        scanned.drop_in_place(c.name)  # frees the column once d is gone
+        code = d.values.select(column_exprs(c).code).to_series()
+        if code.filter(pl.Series(d.counts > 0)).null_count():  # pragma: no cover - checked above
+            raise InternalError(f"column {c.name!r}: a value that passed the checks has no code")
+        out.append(pl.Series(c.name, code.fill_null(0).cast(_code_dtype(size)).to_numpy()[d.index()]))
+    return CheckedTable(pl.DataFrame(out), n_rows)
+
+
+def check_table(df: pl.DataFrame | pl.LazyFrame, schema: Schema, *, from_csv: bool = True) -> int:
+    """Fail closed on the first violated (column, rule); never shows a value.
+    Returns the number of rows (PRIVATE: never for anything released)."""
+    return check_and_encode(df, schema, from_csv=from_csv).n_rows
 
 
 def bound_contributions(df: pl.DataFrame, unit_column: str, k: int,
@@ -328,16 +411,14 @@ def _to_codes(out: pl.DataFrame, n_cols: int) -> np.ndarray:
 def load_encoded(path: str | Path, schema: Schema, bounding_seed: int | None = None) -> EncodedTable:
     """Read, check, bound and encode: the whole private half of the pipeline.
 
-    Two streaming passes over the file (checks, then encoding to compact integer
-    codes); bounding runs on the compact codes, so memory grows with the number
-    of rows times released columns (one or two bytes each), not with the text.
+    One streaming pass over the file (:func:`check_and_encode`); bounding runs on
+    the compact codes, so memory grows with the number of rows times released
+    columns (one or two bytes each), not with the text.
     """
     unit = schema.privacy_unit
     domain = Domain.from_schema(schema)
     with open_table(path, schema) as lf:
-        check_table(lf, schema, from_csv=not is_parquet(path))
-        keep = [pl.col(unit.column)] if unit.column is not None else []
-        compact = _collect(lf.select(keep + encode_exprs(schema)))
+        compact = check_and_encode(lf, schema, from_csv=not is_parquet(path)).frame
     if unit.column is not None:
         compact = bound_contributions(compact, unit.column, unit.max_rows, bounding_seed)
         compact = compact.drop(unit.column)
