@@ -30,10 +30,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import jsonschema
 import polars as pl
@@ -47,10 +48,13 @@ __all__ = [
     "DEPENDENCIES",
     "MANIFEST",
     "MANIFEST_FORMAT",
+    "Content",
     "InspectResult",
+    "Writer",
+    "csv_writer",
     "dependency_versions",
     "manifest_schema_json",
-    "synthetic_csv_sidecar",
+    "parquet_writer",
     "synthetic_table_files",
     "verify_bundle",
     "write_bundle",
@@ -71,34 +75,68 @@ SYNTHETIC_NOTICE = (
     "Rows are not real patients; do not use them to identify or contact anyone."
 )
 _CHUNK = 1 << 20
+_ROW_GROUP = 1 << 18
+
+Writer = Callable[[BinaryIO], None]
+"""Streams one bundle file into an open binary file."""
+Content = bytes | Writer
+"""A bundle file's content: bytes, or a :data:`Writer` for files too large to hold."""
 
 
 # --------------------------------------------------------------------------- writers
 
 
-def write_synthetic_parquet(df: pl.DataFrame, release_id: str) -> bytes:
-    """The synthetic table as Parquet bytes, marked synthetic in key-value metadata."""
-    table = df.to_arrow()
-    meta = dict(table.schema.metadata or {})
-    meta.update({
-        b"dpsynth.synthetic": b"true",
-        b"dpsynth.release_id": release_id.encode("utf-8"),
-        b"dpsynth.notice": SYNTHETIC_NOTICE.encode("utf-8"),
-    })
-    buf = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(meta), buf, compression="zstd")
-    return buf.getvalue()
+def _plain_type(dtype: pl.DataType) -> pl.DataType:
+    """How a column is published: Enum and Categorical columns as plain text."""
+    return pl.String() if isinstance(dtype, pl.Enum | pl.Categorical) else dtype
 
 
-def write_synthetic_csv(df: pl.DataFrame, release_id: str) -> bytes:
-    """The synthetic table as plain CSV (header row; null is an empty cell).
+def parquet_writer(df: pl.DataFrame, release_id: str) -> Writer:
+    """Writes the synthetic table as Parquet, marked synthetic in key-value metadata.
+
+    Enum/Categorical columns are written as plain strings, one row group at a time
+    (so only a row group is ever converted)."""
+    def write(fh: BinaryIO) -> None:
+        plain = pl.DataFrame(schema={n: _plain_type(t) for n, t in df.schema.items()})
+        schema = plain.to_arrow().schema.with_metadata({
+            b"dpsynth.synthetic": b"true",
+            b"dpsynth.release_id": release_id.encode("utf-8"),
+            b"dpsynth.notice": SYNTHETIC_NOTICE.encode("utf-8"),
+        })
+        with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+            for start in range(0, max(df.height, 1), _ROW_GROUP):
+                part = df.slice(start, _ROW_GROUP).cast(dict(plain.schema))
+                writer.write_table(part.to_arrow().cast(schema))
+    return write
+
+
+def csv_writer(df: pl.DataFrame) -> Writer:
+    """Writes the synthetic table as plain CSV (header row; null is an empty cell).
 
     The CSV itself carries no marker (a comment line breaks CSV readers); its
     sidecar :data:`CSV_SIDECAR` (:func:`write_synthetic_csv_sidecar`) does.
-    ``release_id`` is accepted for symmetry with the Parquet writer.
     """
-    del release_id  # recorded in the sidecar
-    return df.write_csv(null_value="").encode("utf-8")
+    def write(fh: BinaryIO) -> None:
+        df.write_csv(fh, null_value="")
+    return write
+
+
+def _to_bytes(writer: Writer) -> bytes:
+    buf = io.BytesIO()
+    writer(buf)
+    return buf.getvalue()
+
+
+def write_synthetic_parquet(df: pl.DataFrame, release_id: str) -> bytes:
+    """The synthetic table as Parquet bytes (see :func:`parquet_writer`)."""
+    return _to_bytes(parquet_writer(df, release_id))
+
+
+def write_synthetic_csv(df: pl.DataFrame, release_id: str) -> bytes:
+    """The synthetic table as CSV bytes (see :func:`csv_writer`); ``release_id`` is
+    recorded in the sidecar, accepted here for symmetry with the Parquet writer."""
+    del release_id
+    return _to_bytes(csv_writer(df))
 
 
 def write_synthetic_csv_sidecar(df: pl.DataFrame, release_id: str) -> bytes:
@@ -111,21 +149,16 @@ def write_synthetic_csv_sidecar(df: pl.DataFrame, release_id: str) -> bytes:
         "null": "an empty cell",
     }
     if df.width:
-        doc["columns"] = [{"name": n, "type": str(t)} for n, t in df.schema.items()]
+        doc["columns"] = [{"name": n, "type": str(_plain_type(t))} for n, t in df.schema.items()]
     return (json.dumps(doc, indent=2) + "\n").encode("utf-8")
 
 
-def synthetic_csv_sidecar(release_id: str, df: pl.DataFrame | None = None) -> dict[str, bytes]:
-    """``{CSV_SIDECAR: bytes}`` for a bundle (column types listed when ``df`` is given)."""
-    frame = df if df is not None else pl.DataFrame()
-    return {CSV_SIDECAR: write_synthetic_csv_sidecar(frame, release_id)}
-
-
-def synthetic_table_files(df: pl.DataFrame, release_id: str) -> dict[str, bytes]:
-    """The three synthetic-table files of a bundle, by relative path."""
+def synthetic_table_files(df: pl.DataFrame, release_id: str) -> dict[str, Content]:
+    """The three synthetic-table files of a bundle, by relative path (the tables are
+    streamed to disk by :func:`write_bundle`, never held in memory as bytes)."""
     return {
-        PARQUET: write_synthetic_parquet(df, release_id),
-        CSV: write_synthetic_csv(df, release_id),
+        PARQUET: parquet_writer(df, release_id),
+        CSV: csv_writer(df),
         CSV_SIDECAR: write_synthetic_csv_sidecar(df, release_id),
     }
 
@@ -173,17 +206,16 @@ def _check_relpath(rel: str) -> PurePosixPath:
     return p
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 # --------------------------------------------------------------------------- atomic write
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: Content) -> None:
     """Write and fsync one file (a module-level seam the tests use to inject failures)."""
     with open(path, "xb") as fh:
-        fh.write(data)
+        if isinstance(data, bytes):
+            fh.write(data)
+        else:
+            data(fh)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -204,10 +236,12 @@ def _refuse_existing(out_dir: Path) -> None:
                            "choose a new directory (a bundle is never overwritten)")
 
 
-def write_bundle(out_dir: Path, files: dict[str, bytes], manifest_fields: dict[str, Any]) -> Path:
+def write_bundle(out_dir: Path, files: Mapping[str, Content],
+                 manifest_fields: dict[str, Any]) -> Path:
     """Write a complete bundle to ``out_dir`` atomically and return its path.
 
-    ``files`` maps relative POSIX paths to contents (``manifest.json`` excluded).
+    ``files`` maps relative POSIX paths to contents (``manifest.json`` excluded):
+    bytes, or a :data:`Writer` that streams the file (large tables).
     ``manifest_fields`` supplies the provenance (``release_id``, ``engine``,
     ``sampler_seed``, ``schema_sha256``, ``privacy``, ``rows``, ``columns``,
     ``ledger_entry``, optionally ``dataset_id``/``schema_name``/``schema_version``);
@@ -236,7 +270,8 @@ def write_bundle(out_dir: Path, files: dict[str, bytes], manifest_fields: dict[s
             target = tmp.joinpath(*rels[rel].parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_file(target, data)
-            entries.append({"path": rel, "sha256": _sha256(data), "size": len(data)})
+            entries.append({"path": rel, "sha256": _file_digest(target),
+                            "size": target.stat().st_size})
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace(

@@ -123,7 +123,8 @@ class Domain:
         return tuple(domain_size(c) for c in self.columns)
 
     def decode(self, codes: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
-        """Codes (rows x columns) -> a typed synthetic table."""
+        """Codes (rows x columns) -> a typed synthetic table (text columns as
+        ``pl.Enum`` over their public labels)."""
         return pl.DataFrame(
             [decode_column(c, codes[:, j], rng) for j, c in enumerate(self.columns)]
         )
@@ -254,9 +255,11 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
     is_null = codes >= n
     safe = np.where(is_null, 0, codes)
     if col.kind in ("categorical", "code"):
-        arr = np.array([str(x) for x in lv], dtype=object)[safe]
-        arr[is_null] = None
-        return pl.Series(col.name, arr.tolist(), dtype=pl.String)
+        # an Enum: one byte or two a cell (a String column is 16 bytes a cell); the
+        # bundle writers store it as plain text
+        labels = [str(x) for x in lv]
+        index = pl.Series(safe, dtype=pl.UInt32).set(pl.Series(is_null), None)
+        return pl.Series(col.name, labels, dtype=pl.Enum(labels)).gather(index)
     if col.kind == "boolean":
         vals = safe.astype(bool)
         return pl.Series(col.name, vals).set(pl.Series(is_null), None)

@@ -273,7 +273,7 @@ def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[A
                  settings: Any, release_id: str, dataset_id: str, rho: float, ledger: Any,
                  say: Progress) -> tuple[Path, int, dict[str, float]]:
     """Post-processing only: sample, decode, validate, report, write the bundle."""
-    from dpsynth.bundle import write_bundle, write_synthetic_csv, write_synthetic_parquet
+    from dpsynth.bundle import Content, synthetic_table_files, write_bundle
     from dpsynth.domain import Domain
     from dpsynth.report.datasheet import datasheet_markdown
     from dpsynth.report.privacy import privacy_report, render_privacy_html
@@ -315,9 +315,8 @@ def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[A
     release_info = {"release_id": release_id, "engine": cfg.engine, "epsilon": cfg.epsilon,
                     "delta": cfg.delta, "rows": n_rows, "dpsynth_version": __version__,
                     "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    files: dict[str, bytes] = {
-        "synthetic.parquet": write_synthetic_parquet(df, release_id),
-        "synthetic.csv": write_synthetic_csv(df, release_id),
+    files: dict[str, Content] = {
+        **synthetic_table_files(df, release_id),  # streamed to disk by write_bundle
         "schema.yaml": schema.text.encode("utf-8"),
         "privacy-report.json": json.dumps(report, indent=2, default=str).encode(),
         "privacy-report.html": render_privacy_html(report).encode("utf-8"),
@@ -327,7 +326,6 @@ def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[A
                                               default=str).encode(),
         "DATASHEET.md": datasheet_markdown(schema, release_info).encode("utf-8"),
     }
-    files.update(_csv_sidecar(release_id))
     charge = ledger.charge(release_id)
     manifest_fields = {
         "release_id": release_id,
@@ -346,13 +344,6 @@ def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[A
     path = write_bundle(cfg.out_dir, files, manifest_fields)
     timings["bundle"] = time.perf_counter() - t
     return path, n_rows, timings
-
-
-def _csv_sidecar(release_id: str) -> dict[str, bytes]:
-    from dpsynth import bundle
-
-    fn = getattr(bundle, "synthetic_csv_sidecar", None)
-    return fn(release_id) if fn is not None else {}
 
 
 def _settings_dict(settings: Any) -> dict[str, Any]:

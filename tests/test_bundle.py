@@ -16,6 +16,7 @@ import dpsynth.bundle as bundle
 from dpsynth.bundle import (
     CSV_SIDECAR,
     MANIFEST,
+    Content,
     manifest_schema_json,
     synthetic_table_files,
     verify_bundle,
@@ -53,7 +54,7 @@ def _fields(**over: Any) -> dict[str, Any]:
     return d
 
 
-def _files() -> dict[str, bytes]:
+def _files() -> dict[str, Content]:
     files = synthetic_table_files(_df(), "rel-1")
     files["schema.yaml"] = b"name: small\n"
     files["validation/results.json"] = b"{}\n"
@@ -195,6 +196,23 @@ def test_csv_plain_with_sidecar() -> None:
     text = write_synthetic_csv(df, "rel-9").decode()
     assert text.splitlines() == ["sex,age,ok", "F,3,true", ",40,", "M,,false"]
     files = synthetic_table_files(df, "rel-9")
-    side = json.loads(files[CSV_SIDECAR])
+    sidecar = files[CSV_SIDECAR]
+    assert isinstance(sidecar, bytes)
+    side = json.loads(sidecar)
     assert side["dpsynth.synthetic"] is True and side["release_id"] == "rel-9"
     assert side["file"] == "synthetic.csv"
+
+
+def test_enum_columns_are_published_as_plain_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded tables hold text as pl.Enum; the files hold plain strings, written in
+    several row groups (the row-group size is lowered to force that)."""
+    monkeypatch.setattr(bundle, "_ROW_GROUP", 2)
+    df = _df().with_columns(pl.col("sex").cast(pl.Enum(["F", "M"])))
+    table = pq.read_table(io.BytesIO(write_synthetic_parquet(df, "rel-9")))
+    assert str(table.schema.field("sex").type) in ("string", "large_string")
+    assert table.schema.metadata[b"dpsynth.synthetic"] == b"true"
+    assert pq.ParquetFile(io.BytesIO(write_synthetic_parquet(df, "rel-9"))).num_row_groups == 2
+    assert pl.from_arrow(table).equals(_df())
+    assert write_synthetic_csv(df, "rel-9") == write_synthetic_csv(_df(), "rel-9")
+    side = json.loads(bundle.write_synthetic_csv_sidecar(df, "rel-9"))
+    assert [c["type"] for c in side["columns"]] == ["String", "Int64", "Boolean"]

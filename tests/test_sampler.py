@@ -16,7 +16,7 @@ import pytest
 
 from dpsynth.engines.estimation import MarkovModel, Observation, _Problem, estimate
 from dpsynth.engines.junction_tree import build_junction_tree, triangulate
-from dpsynth.engines.sampler import sample
+from dpsynth.engines.sampler import draw_rows, sample
 
 N_SAMPLE = 200_000
 
@@ -55,7 +55,7 @@ def test_sampled_marginals_match_model(name: str) -> None:
     sizes, cliques = STRUCTURES[name]
     model = _model(sizes, cliques)
     codes = sample(model, N_SAMPLE, np.random.default_rng(2024))
-    assert codes.shape == (N_SAMPLE, len(sizes)) and codes.dtype == np.int64
+    assert codes.shape == (N_SAMPLE, len(sizes)) and codes.dtype == np.uint8  # compact codes
     for a, s in enumerate(sizes):
         assert codes[:, a].min() >= 0 and codes[:, a].max() < s
     queries = set(model.cliques) | set(cliques) | set(itertools.combinations(range(len(sizes)), 2))
@@ -167,3 +167,13 @@ def test_triangulation_covers_cliques_and_is_chordal() -> None:
             holders = {i for i, c in enumerate(jt.cliques) if a in c}
             tops = [i for i in holders if jt.parent[i] not in holders]
             assert len(tops) == 1
+
+
+def test_draw_rows_takes_compact_codes() -> None:
+    """Synthetic codes are uint8: ``group * n_out`` must not wrap around."""
+    n_groups, n_out = 100, 10
+    table = np.zeros((n_groups, n_out))
+    table[np.arange(n_groups), np.arange(n_groups) % n_out] = 1.0  # group g -> g % 10
+    group = np.arange(n_groups, dtype=np.uint8).repeat(3)
+    got = draw_rows(table, group, np.random.default_rng(0))
+    np.testing.assert_array_equal(got, group.astype(np.int64) % n_out)

@@ -97,7 +97,7 @@ def _failed_text(out) -> str:  # type: ignore[no-untyped-def]
 
 def test_wrong_category_fails_and_names_column(small: Schema) -> None:
     df = _consistent(small).with_columns(
-        pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("CANARY-X")).otherwise(pl.col("sex"))
+        pl.when(pl.int_range(pl.len()) == 3).then(pl.lit("CANARY-X")).otherwise(pl.col("sex").cast(pl.String))
         .alias("sex"))
     out = validate_synthetic(df, small, N, N)
     assert not out.success

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from dpsynth.engines.estimation import MarkovModel, Observation
-from dpsynth.engines.sampler import draw_rows
+from dpsynth.engines.sampler import code_dtype, draw_rows
 from dpsynth.engines.sampler import sample as _sample
 from dpsynth.errors import UsageError
 
@@ -170,9 +170,12 @@ class FittedModel:
         if isinstance(n_rows, bool) or int(n_rows) != n_rows or n_rows < 0:
             raise UsageError(f"n_rows ({n_rows}) must be a non-negative integer")
         codes = _sample(self._model, int(n_rows), rng)
-        for j, ex in enumerate(self._expand):
-            if ex is not None:
-                codes[:, j] = draw_rows(ex, codes[:, j], rng)
+        if any(ex is not None for ex in self._expand):
+            # the model's (merged) domain may need a smaller type than the full one
+            codes = codes.astype(code_dtype(self.sizes), order="F")
+            for j, ex in enumerate(self._expand):
+                if ex is not None:
+                    codes[:, j] = draw_rows(ex, codes[:, j], rng)
         return codes
 
 

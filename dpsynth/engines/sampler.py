@@ -20,12 +20,13 @@ import numpy as np
 
 from dpsynth.engines.estimation import MarkovModel
 
-__all__ = ["draw_rows", "sample"]
+__all__ = ["code_dtype", "draw_rows", "sample"]
 
 
 def draw_rows(table: np.ndarray, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """For each row ``r`` draw a column of ``table[group[r]]`` (rows = probabilities)."""
     n_groups, n_out = table.shape
+    group = group.astype(np.int64)  # compact codes would overflow in group * n_out
     t = np.clip(table, 0.0, None)
     mass = t.sum(axis=1, keepdims=True)
     # A separator configuration the child gives no mass (only through rounding)
@@ -40,13 +41,20 @@ def draw_rows(table: np.ndarray, group: np.ndarray, rng: np.random.Generator) ->
     return pos - group * n_out
 
 
+def code_dtype(sizes: tuple[int, ...] | list[int]) -> type[np.unsignedinteger]:
+    """The smallest unsigned type holding every code (synthetic tables are large)."""
+    top = max(sizes, default=1)
+    return np.uint8 if top <= 1 << 8 else np.uint16 if top <= 1 << 16 else np.uint32
+
+
 def sample(model: MarkovModel, n_rows: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n_rows, n_attrs)`` integer codes drawn from ``model``."""
+    """``(n_rows, n_attrs)`` integer codes drawn from ``model``, in the smallest unsigned
+    type (:func:`code_dtype`), column-major so each column is contiguous."""
     if n_rows < 0:
         raise ValueError("n_rows must be non-negative")
     sizes = model.sizes
     jt = model.jt
-    out = np.zeros((n_rows, len(sizes)), dtype=np.int64)
+    out = np.zeros((n_rows, len(sizes)), dtype=code_dtype(sizes), order="F")
     drawn: set[int] = set()
     for i in jt.order:
         clique = jt.cliques[i]
