@@ -105,7 +105,7 @@ def parquet_writer(df: pl.DataFrame, release_id: str) -> Writer:
         })
         with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
             for start in range(0, max(df.height, 1), _ROW_GROUP):
-                part = df.slice(start, _ROW_GROUP).cast(dict(plain.schema))
+                part = df.slice(start, _ROW_GROUP).cast(plain.schema)
                 writer.write_table(part.to_arrow().cast(schema))
     return write
 
