@@ -84,7 +84,7 @@ def _raw_codes(col: Any) -> dict[str, str]:
     return out
 
 
-def run_release(table: Path, engine: str, workdir: Path) -> dict[str, object]:
+def run_release(table: Path, engine: str, workdir: Path, backend: str = "polars") -> dict[str, object]:
     out = workdir / f"bundle-{table.stem}-{engine}-{time.time_ns()}"
     ledger = f"sqlite:///{workdir / 'ledger.db'}"
     env = dict(os.environ, DPSYNTH_LEDGER=ledger)
@@ -93,7 +93,8 @@ def run_release(table: Path, engine: str, workdir: Path) -> dict[str, object]:
                    capture_output=True)
     cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "dpsynth.cli", "release",
            "--schema", str(SCHEMA), "--input", str(table), "--out", str(out), "--epsilon", "1",
-           "--engine", engine, "--dataset-id", "scale", "--json", "--seed", "1"]
+           "--engine", engine, "--dataset-id", "scale", "--json", "--seed", "1",
+           "--backend", backend, "--quiet"]
     t = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -121,6 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     ap.add_argument("--engines", nargs="+", default=["mst", "aim"])
+    ap.add_argument("--backends", nargs="+", default=["polars"], choices=["polars", "spark"])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dpsynth-scale"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.md")
     args = ap.parse_args()
@@ -133,28 +135,36 @@ def main() -> None:
             generate(n, table)
             print(f"generated {table} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
         floor = polars_floor(table)
-        for engine in args.engines:
-            r = run_release(table, engine, args.workdir)
-            r.update(rows=n, engine=engine, floor_s=floor)
-            print(json.dumps(r), file=sys.stderr)
-            rows.append(r)
-    lines = ["| rows | engine | wall s | peak RSS MB | rows/s | read+check+encode s | fit s | "
-             "rest s | polars floor s (group_by pass) |", "|" + "---|" * 9]
+        for backend in args.backends:
+            for engine in args.engines:
+                r = run_release(table, engine, args.workdir, backend)
+                r.update(rows=n, engine=engine, backend=backend, floor_s=floor)
+                print(json.dumps(r), file=sys.stderr)
+                rows.append(r)
+    lines = ["| rows | backend | engine | wall s | peak RSS GiB | rows/s | read+check+bound+encode s "
+             "(rows/s) | fit s | sample s | validate s | bundle s | other s | polars floor s "
+             "(rows/s) |", "|" + "---|" * 13]
     for r in rows:
+        head = f"| {r['rows']:,} | {r['backend']} | {r['engine']} | {r['wall_s']:.1f} |"
         if "error" in r:
-            lines.append(f"| {r['rows']:,} | {r['engine']} | {r['wall_s']:.1f} | error: "
-                         f"{r['error']} | | | | | |")
+            lines.append(f"{head} error: {r['error']} |" + " |" * 9)
             continue
         tm = r["timings"]
         assert isinstance(tm, dict)
-        rest = float(r["wall_s"]) - tm.get("read_check_encode", 0) - tm.get("fit", 0)
-        lines.append(f"| {r['rows']:,} | {r['engine']} | {r['wall_s']:.1f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['rows'] / float(r['wall_s']):,.0f} | "
-                     f"{tm.get('read_check_encode', 0):.1f} | {tm.get('fit', 0):.1f} | "
-                     f"{rest:.1f} | {r['floor_s']:.1f} |")
+        n_rows, wall = int(r["rows"]), float(r["wall_s"])
+        read = tm.get("read_check_encode", 0.0)
+        parts = [read] + [tm.get(k, 0.0) for k in ("fit", "sample", "validate", "bundle")]
+        lines.append(f"{head} {float(r['peak_rss_mb']) / 1024:.2f} | {n_rows / wall:,.0f} | "
+                     f"{read:.1f} ({n_rows / read:,.0f}) | "
+                     + " | ".join(f"{x:.1f}" for x in parts[1:])
+                     + f" | {wall - sum(parts):.1f} | {r['floor_s']:.1f} "
+                     f"({n_rows / float(r['floor_s']):,.0f}) |")
     header = (f"# dpsynth scale benchmark\n\nMachine: {platform.platform()}, "
               f"{os.cpu_count()} cores. Command: `python benchmarks/scale.py "
-              f"--sizes {' '.join(map(str, args.sizes))} --engines {' '.join(args.engines)}`\n\n")
+              f"--sizes {' '.join(map(str, args.sizes))} --engines {' '.join(args.engines)} "
+              f"--backends {' '.join(args.backends)}`\n\n"
+              "`other` is the rest of the wall time: interpreter start-up, ledger, hashing the "
+              "input, reports.\n\n")
     text = header + "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -249,113 +249,179 @@ def schema_checks(schema: Schema, exprs_of: Callable[[Column], Any],
 
 
 _SHORT_ROW = "__dpsynth_short_row"
+_BATCH_ROWS = 1 << 18
+_NUMPY_CODE: dict[Any, type[np.unsignedinteger]] = {
+    pl.UInt8: np.uint8, pl.UInt16: np.uint16, pl.UInt32: np.uint32}
 
 
 @dataclass(frozen=True)
 class CheckedTable:
-    """A checked table: the patient id column (if any) and the released columns as
-    compact integer codes (PRIVATE). ``n_rows`` is for bounding and the audit only."""
+    """A checked table (PRIVATE): the patient id column (if any) as integer ids, one
+    per distinct patient id, and the released columns as compact integer codes.
+    ``n_rows`` is for bounding and the audit only."""
 
     frame: pl.DataFrame
     n_rows: int
 
 
-def _scan_categorical(lf: pl.LazyFrame, schema: Schema, from_csv: bool) -> pl.DataFrame:
-    """The one streaming pass over the file: every released column as a Categorical
-    over its own fresh set of categories (so a column's physical ids are 0..k-1 for
-    its k distinct raw values), the patient id as text, and (CSV) a short-row flag."""
-    namespace = f"dpsynth-{secrets.token_hex(8)}"
-    select: list[pl.Expr] = []
-    unit = schema.privacy_unit.column
-    if unit is not None:
-        select.append(pl.col(unit))
-    select += [pl.col(c.name).cast(pl.Categorical(pl.Categories(c.name, namespace)))
-               for c in schema.measured_columns]
-    if from_csv:
-        # Empty CSV fields arrive as "" (empty_string_is_null=False), so a null can
-        # only be a row with fewer fields than the header; touching every column
-        # also makes polars reject rows with more fields.
-        select.append(pl.any_horizontal(pl.all().is_null()).alias(_SHORT_ROW))
-    return _collect(lf.select(select))
+class _ColumnCodes:
+    """One column's distinct raw values, learnt as the batches stream past.
 
+    The scan casts the column to a Categorical over its own fresh categories, so
+    every distinct raw value has a small integer id. Each rule and the code are
+    evaluated once per id (with the expressions of :func:`column_exprs`, on a
+    one-column frame of the new values) and looked up for every row. ``counts``
+    holds the rows per id, so a rule's number of bad rows is a dot product.
+    """
 
-@dataclass
-class _Distinct:
-    """One column's distinct raw values (``values``, the last one null) and how many
-    rows hold each (``counts``); ``index()`` maps every row to its value's position."""
+    def __init__(self, name: str, code: pl.Expr | None, flags: list[pl.Expr],
+                 dtype: type[pl.DataType]) -> None:
+        self.name = name
+        self._code = code
+        self._flags = [f.fill_null(False).alias(f"f{i}") for i, f in enumerate(flags)]
+        self._np_dtype = _NUMPY_CODE[dtype]
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.codes = np.zeros(0, dtype=np.int64)
+        self.flags = np.zeros((0, len(flags)), dtype=bool)
+        self.known = np.zeros(0, dtype=bool)
+        self.nulls = 0
+        null_code, null_flags = self._evaluate(pl.Series(name, [None], dtype=pl.String))
+        self.null_code, self.null_flags = int(null_code[0]), null_flags[0]
 
-    column: pl.Series
-    values: pl.DataFrame
-    counts: np.ndarray
+    def _evaluate(self, text: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (-1: none) and rule flags of the raw values ``text``."""
+        frame = text.to_frame()
+        codes = (frame.select(self._code).to_series().fill_null(-1).cast(pl.Int64).to_numpy()
+                 if self._code is not None else np.zeros(len(text), dtype=np.int64))
+        flags = (frame.select(self._flags).to_numpy().astype(bool) if self._flags
+                 else np.zeros((len(text), 0), dtype=bool))
+        return codes, flags
 
-    @classmethod
-    def of(cls, s: pl.Series) -> _Distinct:
+    def _learn(self, s: pl.Series) -> None:
         uniq = s.unique().drop_nulls()
         ids = uniq.to_physical().to_numpy()
-        k = int(ids.max()) + 1 if ids.size else 0
-        text = pl.Series(s.name, [None] * (k + 1), dtype=pl.String).scatter(
-            ids, uniq.cast(pl.String))
-        return cls(s, text.to_frame(), np.bincount(cls._index(s, k), minlength=k + 1))
+        if not ids.size:
+            return
+        grow = int(ids.max()) + 1 - len(self.known)
+        if grow > 0:
+            self.counts = np.concatenate([self.counts, np.zeros(grow, dtype=np.int64)])
+            self.codes = np.concatenate([self.codes, np.full(grow, -1, dtype=np.int64)])
+            self.flags = np.concatenate([self.flags, np.zeros((grow, len(self._flags)), bool)])
+            self.known = np.concatenate([self.known, np.zeros(grow, dtype=bool)])
+        new = ~self.known[ids]
+        if new.any():
+            codes, flags = self._evaluate(uniq.filter(pl.Series(new)).cast(pl.String))
+            self.codes[ids[new]], self.flags[ids[new]], self.known[ids[new]] = codes, flags, True
 
-    @staticmethod
-    def _index(s: pl.Series, k: int) -> np.ndarray:
-        return s.to_physical().fill_null(k).to_numpy()
+    def add(self, s: pl.Series) -> np.ndarray:
+        """Account for one batch of the column; return its codes in the compact type
+        (for a column without a code, the patient id, its ids)."""
+        self._learn(s)  # every id in the batch is now known
+        phys = s.to_physical()
+        null = phys.is_null().to_numpy() if phys.null_count() else None
+        ids = phys.fill_null(0).to_numpy()
+        self.counts += np.bincount(ids if null is None else ids[~null],
+                                   minlength=len(self.counts))
+        if self._code is None:
+            return ids.astype(self._np_dtype)
+        out = self.codes[ids]
+        if null is not None:
+            self.nulls += int(null.sum())
+            out[null] = self.null_code
+        return out.astype(self._np_dtype)
 
-    def index(self) -> np.ndarray:
-        return self._index(self.column, len(self.counts) - 1)
+    def bad_rows(self, i: int) -> int:
+        """Rows failing this column's rule ``i``."""
+        return int(self.counts @ self.flags[:, i]) + (self.nulls if self.null_flags[i] else 0)
 
-    def lut(self, expr: pl.Expr) -> np.ndarray:
-        return self.values.select(expr.alias("v")).to_series().to_numpy()
+    def unencodable(self) -> bool:
+        """A value with rows but no code (the checks make this impossible)."""
+        return bool((self.codes[self.counts > 0] < 0).any()) or (
+            self.nulls > 0 and self.null_code < 0)
+
+
+def _scan(lf: pl.LazyFrame, schema: Schema, from_csv: bool) -> Iterator[pl.DataFrame]:
+    """The one streaming pass over the file, in batches: the patient id and every
+    released column as a Categorical over its own fresh categories, and (CSV) a
+    short-row flag."""
+    namespace = f"dpsynth-{secrets.token_hex(8)}"
+    unit = schema.privacy_unit.column
+    names = ([unit] if unit is not None else []) + [c.name for c in schema.measured_columns]
+    select = [pl.col(n).cast(pl.Categorical(pl.Categories(n, namespace))) for n in names]
+    if from_csv:
+        # Empty CSV fields arrive as "" (empty_string_is_null=False), so a null can
+        # only be a row with fewer fields than the header (polars 1.x; 2.x reads
+        # them as ""); touching every column also makes polars reject rows with
+        # more fields.
+        select.append(pl.any_horizontal(pl.all().is_null()).alias(_SHORT_ROW))
+    try:
+        yield from lf.select(select).collect_batches(chunk_size=_BATCH_ROWS, engine="streaming")
+    except pl.exceptions.PolarsError:
+        raise InputDataError("the file could not be parsed (ragged rows, bad quoting or a "
+                             "corrupt file)", rule="csv-format") from None
+
+
+def _first_bad_row(lf: pl.LazyFrame, expr: pl.Expr) -> int:
+    """Second pass, only for a failing table: the first row a rule rejects."""
+    first = _collect(lf.with_row_index("__dpsynth_row").filter(expr.fill_null(False))
+                     .select(pl.col("__dpsynth_row").min())).item()
+    return int(first)
 
 
 def check_and_encode(lf: pl.DataFrame | pl.LazyFrame, schema: Schema, *,
                      from_csv: bool = True) -> CheckedTable:
-    """Check the table against the schema and encode it, in one pass over the file.
+    """Check the table against the schema and encode it, in one streaming pass.
 
     Every rule and every code is a function of one cell, so each is evaluated once
-    per distinct value of a column (with the same expressions as
-    :func:`dpsynth.domain.column_exprs`) and mapped back to rows by index. Fails
-    closed on the first violated (column, rule), in the order of
-    :func:`schema_checks`, with the number of bad rows and the first one; never
-    shows a value.
+    per distinct value of a column (:class:`_ColumnCodes`). Memory is the compact
+    codes plus one batch. Fails closed on the first violated (column, rule), in the
+    order of :func:`schema_checks`, with the number of bad rows and (from a second
+    pass, only then) the first one; never shows a value.
     """
-    scanned = _scan_categorical(lf.lazy(), schema, from_csv)
-    n_rows = scanned.height
-    if n_rows == 0:
-        raise InputDataError("the table has a header but no rows", rule="no-rows")
+    lf = lf.lazy()
     unit = schema.privacy_unit.column
-    if from_csv:
-        short = scanned.drop_in_place(_SHORT_ROW)
-        if short.any():
-            raise InputDataError(
-                f"a row has fewer fields than the header in {short.sum()} row(s), "
-                f"first at data row {int(short.arg_max() or 0) + 1}", rule="csv-format")
     unit_missing = None
     if unit is not None:
         uid = pl.col(unit)
         unit_missing = uid.is_null() | (uid.str.strip_chars() == "")
-    distinct = {c.name: _Distinct.of(scanned[c.name]) for c in schema.measured_columns}
-    for col, rule, what, expr in schema_checks(schema, column_exprs, unit_missing):
-        if col in distinct:
-            d = distinct[col]
-            bad_value = d.lut(expr.fill_null(False)).astype(bool)
-            n_bad = int(d.counts[bad_value].sum())
-            first = int(np.argmax(bad_value[d.index()])) if n_bad else 0
-        else:  # the patient id: checked row by row
-            n_bad, first = scanned.select(expr.sum().alias("n"), expr.arg_max().alias("i")).row(0)
-        if n_bad:
-            raise InputDataError(
-                f"{what} in {n_bad} row(s), first at data row {first + 1}", column=col, rule=rule)
+    checks = schema_checks(schema, column_exprs, unit_missing)
     domain = Domain.from_schema(schema)
-    out: list[pl.Series] = [scanned[unit]] if unit is not None else []
+    states: dict[str, _ColumnCodes] = {}
+    per_column: dict[str | None, list[pl.Expr]] = {}
+    position = []  # each check's index among its column's rules
+    for col, _rule, _what, expr in checks:
+        per_column.setdefault(col, []).append(expr)
+        position.append(len(per_column[col]) - 1)
+    if unit is not None:
+        states[unit] = _ColumnCodes(unit, None, per_column.get(unit, []), pl.UInt32)
     for c, size in zip(domain.columns, domain.sizes, strict=True):
-        d = distinct.pop(c.name)
-        scanned.drop_in_place(c.name)  # frees the column once d is gone
-        code = d.values.select(column_exprs(c).code).to_series()
-        if code.filter(pl.Series(d.counts > 0)).null_count():  # pragma: no cover - checked above
+        states[c.name] = _ColumnCodes(c.name, column_exprs(c).code, per_column.get(c.name, []),
+                                      _code_dtype(size))
+    parts: list[pl.DataFrame] = []
+    n_rows = n_short = 0
+    for batch in _scan(lf, schema, from_csv):
+        n_rows += batch.height
+        if from_csv:
+            n_short += int(batch[_SHORT_ROW].sum())
+        parts.append(pl.DataFrame([pl.Series(name, st.add(batch[name]))
+                                   for name, st in states.items()]))
+    if n_rows == 0:
+        raise InputDataError("the table has a header but no rows", rule="no-rows")
+    if n_short:
+        first = _first_bad_row(lf, pl.any_horizontal(pl.all().is_null()))
+        raise InputDataError(f"a row has fewer fields than the header in {n_short} row(s), "
+                             f"first at data row {first + 1}", rule="csv-format")
+    for (col, rule, what, expr), i in zip(checks, position, strict=True):
+        n_bad = states[str(col)].bad_rows(i)
+        if n_bad:
+            first = _first_bad_row(lf, expr)
+            raise InputDataError(f"{what} in {n_bad} row(s), first at data row {first + 1}",
+                                 column=col, rule=rule)
+    for c in domain.columns:
+        if states[c.name].unencodable():  # pragma: no cover - the checks prevent it
             raise InternalError(f"column {c.name!r}: a value that passed the checks has no code")
-        out.append(pl.Series(c.name, code.fill_null(0).cast(_code_dtype(size)).to_numpy()[d.index()]))
-    return CheckedTable(pl.DataFrame(out), n_rows)
+    frame = pl.concat(parts) if parts else pl.DataFrame()
+    return CheckedTable(frame, n_rows)
 
 
 def check_table(df: pl.DataFrame | pl.LazyFrame, schema: Schema, *, from_csv: bool = True) -> int:
@@ -375,13 +441,19 @@ def bound_contributions(df: pl.DataFrame, unit_column: str, k: int,
     """
     if seed is None:
         seed = secrets.randbits(63)
-    rng = np.random.default_rng(seed)
-    key = pl.Series("__dpsynth_key", rng.permutation(df.height))
-    return (
-        df.with_columns(key)
-        .filter(pl.col("__dpsynth_key").rank("ordinal").over(unit_column) <= k)
-        .drop("__dpsynth_key")
-    )
+    key = np.random.default_rng(seed).permutation(df.height)
+    unit = df[unit_column]
+    patient = (unit if unit.dtype.is_integer() else unit.rank("dense")).to_numpy()
+    # rows sorted by patient, then key; a row's rank is its place in its patient's run
+    order = np.lexsort((key, patient))
+    del key
+    run_start = np.ones(order.size, dtype=bool)
+    run_start[1:] = patient[order[1:]] != patient[order[:-1]]
+    position = np.arange(order.size)
+    rank = position - np.maximum.accumulate(np.where(run_start, position, 0))
+    keep = np.zeros(order.size, dtype=bool)
+    keep[order[rank < k]] = True
+    return df.filter(pl.Series(keep))
 
 
 def _code_dtype(size: int) -> type[pl.DataType]:
@@ -413,7 +485,7 @@ def load_encoded(path: str | Path, schema: Schema, bounding_seed: int | None = N
 
     One streaming pass over the file (:func:`check_and_encode`); bounding runs on
     the compact codes, so memory grows with the number of rows times released
-    columns (one or two bytes each), not with the text.
+    columns (one or two bytes each) plus a 4-byte patient id, not with the text.
     """
     unit = schema.privacy_unit
     domain = Domain.from_schema(schema)
