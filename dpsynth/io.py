@@ -349,10 +349,10 @@ def _scan(lf: pl.LazyFrame, schema: Schema, from_csv: bool) -> Iterator[pl.DataF
     names = ([unit] if unit is not None else []) + [c.name for c in schema.measured_columns]
     select = [pl.col(n).cast(pl.Categorical(pl.Categories(n, namespace))) for n in names]
     if from_csv:
-        # Empty CSV fields arrive as "" (empty_string_is_null=False), so a null can
-        # only be a row with fewer fields than the header (polars 1.x; 2.x reads
-        # them as ""); touching every column also makes polars reject rows with
-        # more fields.
+        # Empty CSV fields arrive as "" (empty_string_is_null=False). polars 2.x
+        # also reads a short row's missing fields as "" (the column rules then
+        # reject it, unless "" is a valid value there), so this flag is a guard;
+        # touching every column is what makes polars reject rows with more fields.
         select.append(pl.any_horizontal(pl.all().is_null()).alias(_SHORT_ROW))
     try:
         yield from lf.select(select).collect_batches(chunk_size=_BATCH_ROWS, engine="streaming")
