@@ -142,7 +142,7 @@ def main() -> None:
                 print(json.dumps(r), file=sys.stderr)
                 rows.append(r)
     lines = ["| rows | backend | engine | wall s | peak RSS GiB | rows/s | read+check+bound+encode s "
-             "(rows/s) | fit s | sample s | validate s | bundle s | other s | polars floor s "
+             "(rows/s) | fit s (of which counting) | sample s | validate s | bundle s | other s | polars floor s "
              "(rows/s) |", "|" + "---|" * 13]
     for r in rows:
         head = f"| {r['rows']:,} | {r['backend']} | {r['engine']} | {r['wall_s']:.1f} |"
@@ -156,7 +156,8 @@ def main() -> None:
         parts = [read] + [tm.get(k, 0.0) for k in ("fit", "sample", "validate", "bundle")]
         lines.append(f"{head} {float(r['peak_rss_mb']) / 1024:.2f} | {n_rows / wall:,.0f} | "
                      f"{read:.1f} ({n_rows / read:,.0f}) | "
-                     + " | ".join(f"{x:.1f}" for x in parts[1:])
+                     f"{parts[1]:.1f} ({tm.get('count', float('nan')):.1f}) | "
+                     + " | ".join(f"{x:.1f}" for x in parts[2:])
                      + f" | {wall - sum(parts):.1f} | {r['floor_s']:.1f} "
                      f"({n_rows / float(r['floor_s']):,.0f}) |")
     header = (f"# dpsynth scale benchmark\n\nMachine: {platform.platform()}, "

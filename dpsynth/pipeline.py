@@ -197,8 +197,9 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
                           if Path(cfg.input_path).is_file() else None)
             ledger.mark_spent(release_id, input_hash=input_hash)
             spent = True
-            model, charges, t_read, t_fit = _private_half(cfg, schema, engine, settings, rho, say)
-            timings.update(read_check_encode=t_read, fit=t_fit)
+            model, charges, private_timings = _private_half(cfg, schema, engine, settings, rho,
+                                                            say)
+            timings.update(private_timings)
             # ======== privacy boundary: nothing below sees private data ========
             bundle_path, n_rows, t_post = _public_half(
                 cfg, schema, model, charges, settings, release_id, dataset_id, rho, ledger, say)
@@ -248,9 +249,10 @@ def _public_summary(summary: Any) -> dict[str, Any]:
 
 
 def _private_half(cfg: ReleaseConfig, schema: Schema, engine: Any, settings: Any, rho: float,
-                  say: Progress) -> tuple[Any, list[Any], float, float]:
-    """Read, check, bound, encode, measure and fit. Only DP outputs leave."""
-    from dpsynth.marginals import open_counter
+                  say: Progress) -> tuple[Any, list[Any], dict[str, float]]:
+    """Read, check, bound, encode, measure and fit. Only DP outputs (and timings:
+    ``count`` is the part of ``fit`` spent counting exact marginals) leave."""
+    from dpsynth.marginals import TimedCounter, open_counter
     from dpsynth.privacy.accountant import Accountant, Budget
     from dpsynth.privacy.session import MeasurementSession
 
@@ -258,7 +260,8 @@ def _private_half(cfg: ReleaseConfig, schema: Schema, engine: Any, settings: Any
     say(f"reading and checking the input against the schema ({cfg.backend})")
     with open_counter(cfg.input_path, schema, backend=cfg.backend,
                       spark_master=cfg.spark_master) as loaded:
-        session = MeasurementSession(loaded.counter, loaded.columns, loaded.sizes,
+        counter = TimedCounter(loaded.counter)
+        session = MeasurementSession(counter, loaded.columns, loaded.sizes,
                                      loaded.contribution_bound, Accountant(Budget(rho)))
         t_read = time.perf_counter() - t
         t = time.perf_counter()
@@ -266,7 +269,8 @@ def _private_half(cfg: ReleaseConfig, schema: Schema, engine: Any, settings: Any
         model = engine.fit(session, settings)  # inside the with: Spark needs the counter
         charges = list(session.charges)
         del session
-    return model, charges, t_read, time.perf_counter() - t
+    return model, charges, {"read_check_encode": t_read, "fit": time.perf_counter() - t,
+                            "count": counter.seconds}
 
 
 def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[Any],

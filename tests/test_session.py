@@ -189,3 +189,22 @@ def test_validates_inputs_without_leaking_values() -> None:
     with pytest.raises(UsageError):
         s.measure(("c0",), 0.0, "x")
     assert s.charges == ()
+
+
+def test_timed_counter_counts_like_its_inner_counter() -> None:
+    """The release's ``count`` timing wraps the counter without changing what the
+    session sees: same exact counts, the same optional methods, seconds adding up."""
+    from dpsynth.marginals import NumpyCounter, TimedCounter
+
+    inner = NumpyCounter(CODES.astype(np.uint8), ("c0", "c1"), (3, 4))
+    timed = TimedCounter(inner)
+    assert (timed.columns, timed.sizes) == (inner.columns, inner.sizes)
+    np.testing.assert_array_equal(timed.count(("c1", "c0")), _exact(CODES, [1, 0], SIZES))
+    many = timed.count_many([("c0",), ("c0", "c1")])
+    np.testing.assert_array_equal(many[1], _exact(CODES, [0, 1], SIZES))
+    assert timed.seconds > 0
+    assert not hasattr(TimedCounter(object()), "count_many")  # type: ignore[arg-type]
+    acc = Accountant(Budget(1.0))
+    session = MeasurementSession(timed, ["c0", "c1"], SIZES, 1, acc)
+    m = session.measure(("c0", "c1"), 0.5, "probe")
+    assert m.counts.shape == (3, 4) and acc.spent.rho == pytest.approx(0.5)
