@@ -142,8 +142,8 @@ def main() -> None:
                 print(json.dumps(r), file=sys.stderr)
                 rows.append(r)
     lines = ["| rows | backend | engine | wall s | peak RSS GiB | rows/s | read+check+bound+encode s "
-             "(rows/s) | fit s (of which counting) | sample s | validate s | bundle s | other s | polars floor s "
-             "(rows/s) |", "|" + "---|" * 13]
+             "(rows/s) | fit s (of which counting) | sample s | validate s | bundle s | other s | "
+             "polars floor s (rows/s) |", "|" + "---|" * 13]
     for r in rows:
         head = f"| {r['rows']:,} | {r['backend']} | {r['engine']} | {r['wall_s']:.1f} |"
         if "error" in r:
