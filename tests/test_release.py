@@ -135,16 +135,23 @@ def test_overspend_is_refused_before_the_input_is_read(env: dict[str, Path | str
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_release(env, "b1", "--epsilon", "2.9", "--release-id", "r1")[0] == 0  # zCDP: 2.9 + 1 > 3
     import dpsynth.io
+    import dpsynth.pipeline
 
+    # the two places that open the private file: the reader and the ledger's input hash
     reads: list[object] = []
-    real_read = dpsynth.io.read_table
-    monkeypatch.setattr(dpsynth.io, "read_table", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+    for module, name in ((dpsynth.io, "open_table"), (dpsynth.pipeline, "_file_sha256")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name,
+                            lambda *a, _real=real, **k: reads.append(a) or _real(*a, **k))
+    assert run_release(env, "b0", "--epsilon", "0.01", "--release-id", "r0")[0] == 0
+    assert len(reads) == 2  # the spies see a release that does read the input
+    reads.clear()
     code, _, err = run_release(env, "b2", "--epsilon", "1", "--release-id", "r2")
     assert code == 4, err
     assert "remaining" in err
     assert reads == []
     assert not (Path(env["dir"]) / "b2").exists()
-    assert charges(env) == [("r1", "released")]
+    assert charges(env) == [("r1", "released"), ("r0", "released")]
 
 
 def test_a_reused_release_id_is_refused(env: dict[str, Path | str]) -> None:
