@@ -177,7 +177,7 @@ def is_parquet(path: str | Path) -> bool:
 
 
 def read_table(path: str | Path, schema: Schema) -> pl.DataFrame:
-    """Read the whole table as text into memory (for small tables and the audit)."""
+    """Read the whole table as text into memory (small tables only; the tests use it)."""
     with open_table(path, schema) as lf:
         df = _collect(lf)
     if df.height == 0:
@@ -276,7 +276,6 @@ class _ColumnCodes:
 
     def __init__(self, name: str, code: pl.Expr | None, flags: list[pl.Expr],
                  dtype: type[pl.DataType]) -> None:
-        self.name = name
         self._code = code
         self._flags = [f.fill_null(False).alias(f"f{i}") for i, f in enumerate(flags)]
         self._np_dtype = _NUMPY_CODE[dtype]
@@ -353,12 +352,17 @@ def _scan(lf: pl.LazyFrame, schema: Schema, from_csv: bool) -> Iterator[pl.DataF
         # also reads a short row's missing fields as "" (the column rules then
         # reject it, unless "" is a valid value there), so this flag is a guard;
         # touching every column is what makes polars reject rows with more fields.
-        select.append(pl.any_horizontal(pl.all().is_null()).alias(_SHORT_ROW))
+        select.append(_short_row().alias(_SHORT_ROW))
     try:
         yield from lf.select(select).collect_batches(chunk_size=_BATCH_ROWS, engine="streaming")
     except pl.exceptions.PolarsError:
         raise InputDataError("the file could not be parsed (ragged rows, bad quoting or a "
                              "corrupt file)", rule="csv-format") from None
+
+
+def _short_row() -> pl.Expr:
+    """A CSV row with fewer fields than the header (some cell is null)."""
+    return pl.any_horizontal(pl.all().is_null())
 
 
 def _first_bad_row(lf: pl.LazyFrame, expr: pl.Expr) -> int:
@@ -408,7 +412,7 @@ def check_and_encode(lf: pl.DataFrame | pl.LazyFrame, schema: Schema, *,
     if n_rows == 0:
         raise InputDataError("the table has a header but no rows", rule="no-rows")
     if n_short:
-        first = _first_bad_row(lf, pl.any_horizontal(pl.all().is_null()))
+        first = _first_bad_row(lf, _short_row())
         raise InputDataError(f"a row has fewer fields than the header in {n_short} row(s), "
                              f"first at data row {first + 1}", rule="csv-format")
     for (col, rule, what, expr), i in zip(checks, position, strict=True):
@@ -468,7 +472,8 @@ def encode_exprs(schema: Schema) -> list[pl.Expr]:
 
 
 def encode(df: pl.DataFrame | pl.LazyFrame, schema: Schema) -> np.ndarray:
-    """Checked table -> integer codes (rows x released columns)."""
+    """Checked table -> integer codes (rows x released columns), row by row: the
+    reference :func:`check_and_encode` is tested against."""
     out = _collect(df.lazy().select(encode_exprs(schema)))
     return _to_codes(out, len(schema.measured_columns))
 
