@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from dpsynth.confidential import refuse_audit_dir, write_confidential
 from dpsynth.domain import Domain, column_exprs, level_labels, recode
 from dpsynth.errors import StorageError, UsageError
 from dpsynth.io import check_and_encode, is_parquet, open_table
@@ -452,6 +453,11 @@ def _png(fig: Any) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
+    # every figure carries the mark, so a plot copied out of the report still says it
+    fig.text(0.5, 0.5, "CONFIDENTIAL", ha="center", va="center", rotation=30, fontsize=40,
+             color="#b00", alpha=0.15, weight="bold")
+    fig.text(0.01, 0.99, "CONFIDENTIAL: real-data statistics, not DP", ha="left", va="top",
+             fontsize=10, color="#b00", weight="bold")
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -533,14 +539,17 @@ def _plots(tvds: dict[int, list[tuple[tuple[str, ...], float]]], corr: dict[str,
 
 def _html(report: dict[str, Any], plots: dict[str, str]) -> str:
     e = html.escape
-    banner = f"<p class='banner'>{e(BANNER)}</p>"
+    banner = f"<p class='banner top'>{e(BANNER)}</p>"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>CONFIDENTIAL audit {e(report['release_id'])}</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
         ".banner{background:#b00;color:#fff;padding:1em;font-weight:bold}"
         "table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px}"
-        "pre{background:#f4f4f4;padding:.5em;overflow:auto}</style></head><body>",
+        "pre{background:#f4f4f4;padding:.5em;overflow:auto}"
+        # printed, the banner is repeated at the top of every page
+        "@media print{.banner.top{position:fixed;top:0;left:0;right:0;margin:0}"
+        "body{margin-top:6em}.banner.bottom{display:none}}</style></head><body>",
         banner,
         f"<h1>CONFIDENTIAL internal audit: {e(report['release_id'])}</h1>",
         f"<p>Real rows: {report['real_rows']}; synthetic rows: {report['synthetic_rows']}; "
@@ -564,7 +573,7 @@ def _html(report: dict[str, Any], plots: dict[str, str]) -> str:
     parts.append("<h2>Plots</h2>")
     for title, data in plots.items():
         parts.append(f"<h3>{e(title)}</h3><img alt='{e(title)}' src='data:image/png;base64,{data}'>")
-    parts.append(banner + "</body></html>")
+    parts.append(f"<p class='banner bottom'>{e(BANNER)}</p></body></html>")
     return "".join(parts)
 
 
@@ -604,7 +613,7 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
     report: dict[str, Any] = {
         "confidential": BANNER,
         "release_id": release_id,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),  # custodian-only
         "real_rows": int(real.shape[0]),
         "synthetic_rows": int(synth.shape[0]),
         "holdout_rows": int(holdout.shape[0]) if holdout is not None else None,
@@ -614,9 +623,8 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
     roc: dict[str, Any] = t.get("_roc") or {}
     plots = _plots(tvds, corr, names, subgroups, curves, roc)
     clean = _strip(report)
-    audit_dir.mkdir(parents=True, exist_ok=True)
-    (audit_dir / "audit-report.json").write_text(json.dumps(clean, indent=2))
-    (audit_dir / "audit-report.html").write_text(_html(clean, plots))
+    write_confidential(audit_dir / "audit-report.json", json.dumps(clean, indent=2).encode())
+    write_confidential(audit_dir / "audit-report.html", _html(clean, plots).encode("utf-8"))
     return audit_dir
 
 
@@ -631,10 +639,7 @@ def audit(schema_path: str | Path, input_path: str | Path, bundle_path: str | Pa
     bundle, out = Path(bundle_path), Path(out_dir)
     if not bundle.is_dir():
         raise UsageError(f"bundle directory {str(bundle)!r} does not exist")
-    b, o = bundle.resolve(), out.resolve()
-    if o == b or b in o.parents:
-        raise UsageError("out must not be inside the bundle directory: the audit report holds "
-                         "statistics of the real table")
+    refuse_audit_dir(out, bundle, option="--out")
     if not Path(input_path).is_file():
         raise UsageError(f"input file {str(input_path)!r} does not exist")
     if holdout_path is not None and not Path(holdout_path).is_file():

@@ -8,6 +8,12 @@ a bundle is either complete or absent: on any failure the temporary directory is
 removed. :func:`verify_bundle` (``dpsynth inspect``) checks a bundle against its
 manifest.
 
+No time of day: the run time grows with the private row count, so the bundle
+carries the release *date* only (:func:`release_date`, UTC, day precision) — in
+the manifest's ``created``, and as the modification time (midnight UTC) of every
+file and directory it writes. Exact timestamps and stage timings stay in the
+ledger and on the custodian's stdout.
+
 Synthetic-table marking: Parquet carries key-value metadata
 ``dpsynth.synthetic = "true"`` and ``dpsynth.release_id``; CSV is a plain CSV
 (header row, null written as an empty cell) with a sidecar
@@ -55,6 +61,7 @@ __all__ = [
     "dependency_versions",
     "manifest_schema_json",
     "parquet_writer",
+    "release_date",
     "synthetic_table_files",
     "verify_bundle",
     "write_bundle",
@@ -228,6 +235,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def release_date() -> str:
+    """Today's date in UTC (``YYYY-MM-DD``): the only time a bundle carries."""
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def _stamp_day(root: Path, day: str) -> None:
+    """Set every file's and directory's modification time to midnight UTC of
+    ``day``, so file times do not tell when (or how long) the run was."""
+    midnight = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp()
+    for p in [*root.rglob("*"), root]:
+        os.utime(p, (midnight, midnight), follow_symlinks=False)
+
+
 def _refuse_existing(out_dir: Path) -> None:
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise StorageError(f"output path {str(out_dir)!r} exists and is not a directory")
@@ -274,8 +294,7 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
                             "size": target.stat().st_size})
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace(
-                "+00:00", "Z"),
+            "created": release_date(),
             "dpsynth_version": __version__,
             "dependencies": dependency_versions(),
         }
@@ -287,6 +306,7 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
                                 + "; ".join(problems[:3]))
         _write_file(tmp / MANIFEST,
                     (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        _stamp_day(tmp, manifest["created"])
         for d in sorted({p.parent for p in tmp.rglob("*")}, key=lambda p: -len(p.parts)):
             _fsync_dir(d)
         # mkdtemp makes it 0700; a bundle is meant to be read by others

@@ -121,6 +121,11 @@ class _Progress:
             click.echo(f"[{time.perf_counter() - self.t0:6.1f}s] {message}", err=True)
 
 
+def _warn(message: str) -> None:
+    """Warnings go to stderr always (also with --quiet/--json: stdout stays JSON)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def _ledger_url(url: str | None) -> str:
     if not url:
         raise UsageError("--ledger (or DPSYNTH_LEDGER) must give a ledger URL, "
@@ -145,8 +150,8 @@ def _ledger_url(url: str | None) -> str:
               help="Synthesis engine.")
 @click.option("--rows", type=int, help="Synthetic rows (default: the DP estimate of the row count).")
 @click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER",
-              help="Ledger URL: sqlite:///path or postgresql://... (env DPSYNTH_LEDGER; default: "
-                   "dpsynth-ledger.db next to --out).")
+              help="Ledger URL: sqlite:///path or postgresql://... (env DPSYNTH_LEDGER); "
+                   "required. Keep a SQLite ledger away from the bundle's directory.")
 @click.option("--dataset-id", help="Ledger dataset id (default: the schema's name).")
 @click.option("--release-id", help="Release id; a release id that already has a charge is "
                                    "refused, so a retried job never spends twice.")
@@ -161,13 +166,18 @@ def _ledger_url(url: str | None) -> str:
 @click.option("--spark-master", help="Spark master URL for --backend spark (local[4], "
               "spark://host:7077, k8s://...). Default: the spark-submit environment or the "
               "active session, else local[*].")
+@click.option("--allow-shared-input", is_flag=True,
+              help="Release an input file whose exact bytes were already charged in this "
+                   "ledger under another dataset id, with a separate budget (only when the two "
+                   "budgets are separate on purpose; refused with exit 4 otherwise).")
 @click.option("--quiet", is_flag=True, help="No progress output on stderr.")
 @json_option
 @handle_errors
 def release_cmd(schema_path: Path, input_path: str, out_dir: Path, epsilon: float, delta: float,
                 engine: str, rows: int | None, ledger_url: str | None, dataset_id: str | None,
                 release_id: str | None, audit_dir: Path | None, seed: int | None,
-                backend: str, spark_master: str | None, quiet: bool, as_json: bool) -> None:
+                backend: str, spark_master: str | None, allow_shared_input: bool, quiet: bool,
+                as_json: bool) -> None:
     """Release a differentially private synthetic copy of a table as a bundle.
 
     The budget is reserved in the ledger before the input is read; once the input
@@ -180,8 +190,8 @@ def release_cmd(schema_path: Path, input_path: str, out_dir: Path, epsilon: floa
                         out_dir=out_dir, epsilon=epsilon, delta=delta, engine=engine, rows=rows,
                         ledger_url=ledger_url, dataset_id=dataset_id, release_id=release_id,
                         audit_dir=audit_dir, seed=seed, backend=backend,
-                        spark_master=spark_master)
-    result = release(cfg, progress=_Progress(quiet or as_json))
+                        spark_master=spark_master, allow_shared_input=allow_shared_input)
+    result = release(cfg, progress=_Progress(quiet or as_json), warn=_warn)
     if as_json:
         _emit_json({"ok": True, **result.to_dict()})
     else:

@@ -14,6 +14,7 @@ rules, never cell values of the private table (design.md §2.7).
     ├── BudgetError           exit 4  privacy budget refused (ledger or accountant)
     ├── OutputValidationError exit 5  the synthetic table failed its expectation suite
     ├── StorageError          exit 6  ledger or output storage unavailable
+    ├── ResourceLimitError    exit 7  a time limit the user set was reached (budget spent)
     └── InternalError         exit 1  a bug in dpsynth, never the user's fault
 
 Exit code 0 means success. Anything not derived from :class:`DpsynthError` that
@@ -102,6 +103,18 @@ class StorageError(DpsynthError):
     kind = "storage"
 
 
+class ResourceLimitError(DpsynthError):
+    """A resource limit the user set (such as AIM's ``max_seconds``) was reached.
+
+    It is a failure, never an early stop: a run cut short by the clock would
+    release something decided by the run time, which grows with the private row
+    count. Raised after data was read, so the budget stays spent.
+    """
+
+    exit_code = 7
+    kind = "resource-limit"
+
+
 class InternalError(DpsynthError):
     """A bug in dpsynth (never the user's fault)."""
 
@@ -125,4 +138,5 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(4, "privacy budget refused"),
     ExitCode(5, "output validation failed"),
     ExitCode(6, "ledger or storage unavailable"),
+    ExitCode(7, "a time limit set by the user was reached (budget stays spent)"),
 )

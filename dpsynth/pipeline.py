@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from dpsynth import __version__
+from dpsynth.confidential import refuse_audit_dir
 from dpsynth.errors import DpsynthError, StorageError, UsageError
 from dpsynth.schema import Schema, load_schema
 
-__all__ = ["ReleaseConfig", "ReleaseResult", "check", "default_ledger_url", "release"]
+__all__ = ["ReleaseConfig", "ReleaseResult", "check", "ledger_placement_warning", "release"]
 
 Progress = Callable[[str], None]
 DEFAULT_DELTA = 1e-9
@@ -56,9 +57,19 @@ def check(schema_path: str | Path, input_path: str | Path | None = None) -> dict
     return out
 
 
-def default_ledger_url(out_dir: Path) -> str:
-    """The embedded default: a SQLite file next to the output directory."""
-    return "sqlite:///" + str(out_dir.resolve().parent / "dpsynth-ledger.db")
+def ledger_placement_warning(ledger_url: str, out_dir: Path) -> str | None:
+    """A warning when a SQLite ledger file sits inside the bundle directory or next
+    to it (in its parent), where it could be shipped with the bundle: the ledger
+    holds the input file's hash and every release's exact timestamps."""
+    if not ledger_url.startswith("sqlite:///"):
+        return None
+    db = Path(ledger_url.removeprefix("sqlite:///")).resolve()
+    out = out_dir.resolve()
+    if out in db.parents or db.parent == out.parent:
+        return (f"the ledger file {str(db)!r} sits {'inside' if out in db.parents else 'next to'} "
+                f"the bundle {str(out)!r}, where it could be shipped with it; keep the ledger "
+                "in a directory of its own that is never published")
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +91,7 @@ class ReleaseConfig:
     rows: int | None = None
     """Synthetic rows; default: the DP estimate of the (bounded) row count."""
     ledger_url: str | None = None
-    """Ledger URL; default: ``sqlite:///`` file next to ``out_dir``."""
+    """Ledger URL (``sqlite:///path`` or ``postgresql://...``); required."""
     dataset_id: str | None = None
     """Ledger dataset; default: the schema's name."""
     release_id: str | None = None
@@ -95,6 +106,10 @@ class ReleaseConfig:
     """Where the private steps run: ``polars`` (this machine) or ``spark``."""
     spark_master: str | None = None
     """Spark master URL for the spark backend (default: spark-submit's or local[*])."""
+    allow_shared_input: bool = False
+    """Allow an input whose exact bytes were already charged in this ledger under
+    another dataset id (the custodian states that the two budgets are separate
+    on purpose); by default such a release is refused (exit 4)."""
 
     def __post_init__(self) -> None:
         import math
@@ -110,11 +125,12 @@ class ReleaseConfig:
             raise UsageError(f"rows ({self.rows}) must be at least 1")
         if self.seed is not None and self.seed < 0:
             raise UsageError(f"seed ({self.seed}) must be non-negative")
+        if not self.ledger_url:
+            raise UsageError("--ledger (or DPSYNTH_LEDGER) must give a ledger URL, e.g. "
+                             "sqlite:///var/lib/dpsynth/ledger.db (create it with "
+                             "`dpsynth ledger init`)")
         if self.audit_dir is not None:
-            a, o = self.audit_dir.resolve(), self.out_dir.resolve()
-            if a == o or o in a.parents:
-                raise UsageError("audit-dir must not be inside the bundle directory: the audit "
-                                 "report holds statistics of the real table")
+            refuse_audit_dir(self.audit_dir, self.out_dir, option="--audit-dir")
 
 
 @dataclass(frozen=True)
@@ -132,14 +148,17 @@ class ReleaseResult:
     ledger: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     audit_dir: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _new_release_id(schema: Schema) -> str:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{schema.name}-{stamp}-{secrets.token_hex(3)}"
+    """``<schema>-<YYYYMMDD>-<random>``: the day only, never the time of day (the
+    release id is public, and with any later time it would give the run time)."""
+    day = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    return f"{schema.name}-{day}-{secrets.token_hex(4)}"
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -164,13 +183,23 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResult:
-    """Run one release end to end; see the module docstring for the ledger order."""
+def release(cfg: ReleaseConfig, progress: Progress | None = None,
+            warn: Progress | None = None) -> ReleaseResult:
+    """Run one release end to end; see the module docstring for the ledger order.
+
+    ``progress`` gets progress lines, ``warn`` warnings (also returned in the
+    result)."""
     from dpsynth.engines import get_engine
     from dpsynth.privacy.accountant import rho_for
     from dpsynth.privacy.ledger import open_ledger
 
     say = progress or (lambda _msg: None)
+    warnings: list[str] = []
+
+    def caution(message: str) -> None:
+        warnings.append(message)
+        if warn is not None:
+            warn(message)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -184,7 +213,10 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
     dataset_id = cfg.dataset_id or schema.name
     release_id = cfg.release_id or _new_release_id(schema)
     rho = rho_for(cfg.epsilon, cfg.delta)
-    ledger_url = cfg.ledger_url or default_ledger_url(cfg.out_dir)
+    ledger_url = str(cfg.ledger_url)
+    placement = ledger_placement_warning(ledger_url, cfg.out_dir)
+    if placement:
+        caution(placement)
 
     with open_ledger(ledger_url) as ledger:
         # 2. budget before data
@@ -195,6 +227,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
         try:
             input_hash = (_file_sha256(Path(cfg.input_path))
                           if Path(cfg.input_path).is_file() else None)
+            _refuse_shared_input(ledger, input_hash, dataset_id, cfg.allow_shared_input, caution)
             ledger.mark_spent(release_id, input_hash=input_hash)
             spent = True
             model, charges, private_timings = _private_half(cfg, schema, engine, settings, rho,
@@ -229,8 +262,37 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None) -> ReleaseResu
         release_id=release_id, dataset_id=dataset_id, bundle=str(bundle_path), rows=n_rows,
         engine=cfg.engine, epsilon=cfg.epsilon, delta=cfg.delta, rho=rho,
         ledger=_public_summary(summary), timings={k: round(v, 3) for k, v in timings.items()},
-        audit_dir=audit_path,
+        audit_dir=audit_path, warnings=warnings,
     )
+
+
+def _refuse_shared_input(ledger: Any, input_hash: str | None, dataset_id: str, allowed: bool,
+                         caution: Progress) -> None:
+    """The same bytes charged under another dataset id would get a fresh budget by
+    accident: refuse (exit 4, naming that dataset) unless the custodian allowed it.
+    Once a dataset id has a counted charge on these bytes, it is never refused again
+    (its first charge was either the original one or an allowed one).
+
+    Runs after the input was hashed but before anything is measured: the refusal
+    cancels the reservation (no DP output exists, and the only party who learns
+    that the file matches is the custodian, who holds it)."""
+    from dpsynth.errors import BudgetError
+
+    if input_hash is None:
+        return
+    charged = ledger.datasets_with_input(input_hash)
+    # this dataset already spends on these bytes (first, or allowed earlier): settled
+    others = [d for d in charged if d != dataset_id]
+    if not others or dataset_id in charged:
+        return
+    names = ", ".join(repr(o) for o in others)
+    if not allowed:
+        raise BudgetError(
+            f"this input file was already charged under dataset id {names} in this ledger; its "
+            f"releases must share that budget (use --dataset-id {others[0]}). If the two "
+            "budgets are separate on purpose, pass --allow-shared-input")
+    caution(f"this input file was already charged under dataset id {names}; its budget under "
+            f"{dataset_id!r} is separate because --allow-shared-input was given")
 
 
 def _public_summary(summary: Any) -> dict[str, Any]:
@@ -277,7 +339,7 @@ def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[A
                  settings: Any, release_id: str, dataset_id: str, rho: float, ledger: Any,
                  say: Progress) -> tuple[Path, int, dict[str, float]]:
     """Post-processing only: sample, decode, validate, report, write the bundle."""
-    from dpsynth.bundle import Content, synthetic_table_files, write_bundle
+    from dpsynth.bundle import Content, release_date, synthetic_table_files, write_bundle
     from dpsynth.domain import Domain
     from dpsynth.report.datasheet import datasheet_markdown
     from dpsynth.report.privacy import privacy_report, render_privacy_html
@@ -318,7 +380,7 @@ def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[A
                                   domain.names, domain.sizes, float(model.total))
     release_info = {"release_id": release_id, "engine": cfg.engine, "epsilon": cfg.epsilon,
                     "delta": cfg.delta, "rows": n_rows, "dpsynth_version": __version__,
-                    "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+                    "created": release_date()}
     files: dict[str, Content] = {
         **synthetic_table_files(df, release_id),  # streamed to disk by write_bundle
         "schema.yaml": schema.text.encode("utf-8"),
@@ -343,7 +405,7 @@ def _public_half(cfg: ReleaseConfig, schema: Schema, model: Any, charges: list[A
         "schema_sha256": schema.sha256,
         "ledger_entry": {"release_id": charge.release_id, "dataset_id": charge.dataset_id,
                          "rho": charge.rho, "epsilon": charge.epsilon, "delta": charge.delta,
-                         "status_at_bundle_time": charge.status, "created_at": charge.created_at},
+                         "status_at_bundle_time": charge.status},
     }
     path = write_bundle(cfg.out_dir, files, manifest_fields)
     timings["bundle"] = time.perf_counter() - t

@@ -343,9 +343,9 @@ def validate_synthetic(
             "unsuccessful_expectations": len(results) - n_ok,
             "success_percent": 100.0 * n_ok / len(results) if results else 100.0,
         },
+        # no validation_time: the bundle carries no time of day (see dpsynth.bundle)
         "meta": {"active_batch_definition": run_meta.get("active_batch_definition"),
-                 "great_expectations_version": run_meta.get("great_expectations_version"),
-                 "validation_time": run_meta.get("validation_time")},
+                 "great_expectations_version": run_meta.get("great_expectations_version")},
     }
     failed: list[str] = []
     warned: list[str] = []

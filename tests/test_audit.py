@@ -105,6 +105,48 @@ def test_out_inside_the_bundle_is_refused(released: dict[str, Path]) -> None:
     assert not (released["bundle"] / "audit").exists()
 
 
+def test_out_at_or_above_a_bundle_or_inside_another_bundle_is_refused(
+        released: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 11, defect 6: whoever ships the bundle's parent ships the report too."""
+    bundle = released["bundle"]
+    other = tmp_path / "other-bundle"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"format": "dpsynth.bundle-manifest/v1"}))
+    for out, why in ((bundle.parent, "bundle's parent"), (bundle.parent.parent, "contains"),
+                     (other / "audit", "inside another release bundle")):
+        code, _, err = run_audit(released, out)
+        assert code == 2 and why in err and "CONFIDENTIAL" in err, (out, err)
+    assert not (other / "audit").exists()
+
+
+def test_report_files_are_owner_only_and_marked_on_every_page(released: dict[str, Path]) -> None:
+    import base64
+    import io
+    import re
+    import stat
+
+    out = released["dir"] / "audit-mode"
+    out.mkdir(mode=0o755)
+    (out / "audit-report.html").write_text("old")  # an existing file gets its mode reset
+    (out / "audit-report.html").chmod(0o644)
+    code, _, err = run_audit(released, out)
+    assert code == 0, err
+    for name in ("audit-report.json", "audit-report.html"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
+    page = (out / "audit-report.html").read_text()
+    # the banner is fixed to the top of every printed page, and every plot carries the mark
+    assert "@media print{.banner.top{position:fixed" in page
+    assert page.count("CONFIDENTIAL") >= 3
+    from PIL import Image
+
+    pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert pngs
+    for data in pngs:
+        px = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
+        mark = (abs(px[..., 0] - 0xBB) <= 6) & (px[..., 1] <= 6) & (px[..., 2] <= 6)
+        assert int(mark.sum()) > 20  # the CONFIDENTIAL text (#b00) is drawn on the figure
+
+
 def test_bad_target_is_a_usage_error(released: dict[str, Path]) -> None:
     code, _, err = run_audit(released, released["dir"] / "a2", "--target", "nosuch=1")
     assert code == 2 and "target" in err

@@ -170,3 +170,43 @@ def test_aim_size_oracle_matches_full_triangulation() -> None:
         for _ in range(10):
             cand = tuple(sorted(int(a) for a in rng.choice(d, int(rng.integers(1, 3)), replace=False)))
             assert oracle.size_with(cand) == model_size(d, [*cliques, cand], sizes)
+
+
+class _FastClock:
+    """A clock that jumps 1,000 s at every reading (as on a huge table)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1000.0
+        return self.now
+
+
+def test_aim_rounds_do_not_depend_on_wall_clock_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, defect 2: the run time grows with the private N, so it must not decide
+    the last round. 0.1.0 stopped after one round once ``max_seconds`` (300 s) passed."""
+    import dpsynth.engines.aim as aim
+
+    monkeypatch.setattr(aim.time, "perf_counter", _FastClock())
+    model, acc, _ = _fit("aim", "tree", 1.0)
+    rounds = model.info["rounds"]
+    planned = FAST["aim"].max_rounds
+    assert planned is not None and rounds > 1
+    # each round before the last spends the planned per-round budget, never "the rest"
+    measured = [c.rho for c in acc.charges if c.step == "aim/measure"]
+    assert measured[0] == pytest.approx(0.9 * 1.0 / planned, rel=1e-9)
+    assert acc.spent.rho == pytest.approx(1.0, rel=1e-9)
+
+
+def test_aim_time_guard_fails_instead_of_stopping_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dpsynth.engines.aim as aim
+    from dpsynth.errors import ResourceLimitError
+
+    monkeypatch.setattr(aim.time, "perf_counter", _FastClock())
+    codes, sizes = INPUTS["tree"](np.random.default_rng(99))
+    session = MeasurementSession(codes, [f"x{j}" for j in range(len(sizes))], sizes, 1,
+                                 Accountant(Budget(1.0)))
+    with pytest.raises(ResourceLimitError, match="max_seconds"):
+        aim.fit_aim(session, AIMSettings(max_rounds=12, max_seconds=10.0))
+    assert ResourceLimitError.exit_code == 7

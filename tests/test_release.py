@@ -230,3 +230,89 @@ def test_bundle_parent_directories_are_created(env: dict[str, Path | str]) -> No
     code, out, err = run_release(env, "releases/2026/b1", "--json", "--epsilon", "0.5")
     assert code == 0, err
     assert Path(json.loads(out)["bundle"]) == Path(env["dir"]) / "releases" / "2026" / "b1"
+
+
+def _run_minutes(t0: float, t1: float) -> re.Pattern[bytes]:
+    """Any timestamp (ISO or compact) that falls in a minute of the run."""
+    import datetime as dt
+
+    forms = []
+    for m in range(int(t0 // 60) - 1, int(t1 // 60) + 2):
+        t = dt.datetime.fromtimestamp(m * 60, dt.UTC)
+        forms += [t.strftime("%Y-%m-%d[T ]%H:%M"), t.strftime("%Y%m%dT%H%M")]
+    return re.compile("|".join(forms).encode())
+
+
+def test_bundle_carries_no_time_of_day(env: dict[str, Path | str]) -> None:
+    """Issue 11, defect 4: the run time grows with N; no time of day in the bundle
+    (0.1.0 wrote `created` to the second, the ledger charge's `created_at`, a
+    timestamped release id and great-expectations' validation time)."""
+    import datetime as dt
+    import time
+
+    t0 = time.time()
+    code, out, err = run_release(env, "b1", "--json", "--epsilon", "1")
+    during_run = _run_minutes(t0, time.time())
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["timings"]["total"] > 0  # the custodian still gets the timings on stdout
+    bundle = Path(result["bundle"])
+    today = dt.datetime.now(dt.UTC).date()
+    midnight = dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC).timestamp()
+    for f in [bundle, *bundle.rglob("*")]:
+        assert f.stat().st_mtime == midnight, f
+        if f.is_file():
+            assert not during_run.search(f.read_bytes()), f"time of day in {f.name}"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["created"] == today.isoformat()
+    assert "created_at" not in manifest["ledger_entry"]
+    assert re.fullmatch(r"clinic-\d{8}-[0-9a-f]{8}", manifest["release_id"])
+
+
+def test_same_input_under_another_dataset_id_is_refused(env: dict[str, Path | str]) -> None:
+    """Issue 11, defect 5: a new --dataset-id must not give the same bytes a fresh budget."""
+    ledger = str(env["ledger"])
+    assert CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger, "--dataset-id",
+                                     "clinic-copy", "--total-epsilon", "3"]).exit_code == 0
+    assert run_release(env, "b1", "--epsilon", "1", "--release-id", "r1")[0] == 0
+    code, _, err = run_release(env, "b2", "--epsilon", "1", "--release-id", "r2",
+                               "--dataset-id", "clinic-copy")
+    assert code == 4, err
+    assert "'clinic'" in err and "--allow-shared-input" in err
+    assert not (Path(env["dir"]) / "b2").exists()
+    assert charges(env) == [("r1", "released"), ("r2", "cancelled")]  # nothing measured
+    # the custodian states that the budgets are separate on purpose
+    code, _, err = run_release(env, "b3", "--epsilon", "1", "--release-id", "r3",
+                               "--dataset-id", "clinic-copy", "--allow-shared-input")
+    assert code == 0, err
+    assert "already charged under dataset id 'clinic'" in err
+    # the same dataset id is never refused for its own input
+    assert run_release(env, "b4", "--epsilon", "1", "--release-id", "r4")[0] == 0
+
+
+def test_a_ledger_next_to_or_inside_the_bundle_is_warned_about(env: dict[str, Path | str]) -> None:
+    from dpsynth.pipeline import ledger_placement_warning
+
+    d = Path(env["dir"])
+    code, _, err = run_release(env, "b1", "--epsilon", "0.5")  # env's ledger sits in d
+    assert code == 0 and "warning: the ledger file" in err and "next to" in err
+    assert "inside" in str(ledger_placement_warning(f"sqlite:///{d / 'b9' / 'l.db'}", d / "b9"))
+    assert ledger_placement_warning(f"sqlite:///{d / 'ledgers' / 'l.db'}", d / "out" / "b9") is None
+    assert ledger_placement_warning("postgresql://u@h/db", d / "b9") is None
+
+
+def test_release_needs_a_ledger(env: dict[str, Path | str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DPSYNTH_LEDGER", raising=False)
+    res = CliRunner().invoke(main, ["release", "--schema", str(env["schema"]), "--input",
+                                    str(env["input"]), "--out", str(Path(env["dir"]) / "b1"),
+                                    "--epsilon", "1", "--quiet"])
+    assert res.exit_code == 2 and "--ledger" in res.stderr
+    assert charges(env) == []
+
+
+def test_audit_dir_at_or_above_the_bundle_is_refused(env: dict[str, Path | str]) -> None:
+    d = Path(env["dir"])
+    for audit_dir in (d, d / "b1", d / "b1" / "audit"):
+        code, _, err = run_release(env, "b1", "--epsilon", "1", "--audit-dir", str(audit_dir))
+        assert code == 2 and "CONFIDENTIAL" in err, (audit_dir, err)
+    assert charges(env) == []

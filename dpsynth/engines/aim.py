@@ -19,9 +19,18 @@ candidates come from one tree walk per attribute
 stops at ``round_iters`` or when it stalls (``round_tol``).
 
 Budget: every round spends ``rho / max_rounds`` (0.9 measure, 0.1 select)
-until fewer than two rounds' worth remain or ``max_seconds`` has passed; that
-round then spends exactly the remainder, so the total equals the session's
-budget and never exceeds it.
+until fewer than two rounds' worth remain; that round then spends exactly the
+remainder, so the total equals the session's budget and never exceeds it.
+
+Every decision of the loop (how many rounds, which round is the last, each
+round's rho, the model-size limit) is a function of public quantities only: the
+round index, the budget, the domain sizes and earlier DP outputs. Nothing is
+decided by wall-clock time, which grows with the private row count (exact
+counting). ``max_seconds`` is a guard, not a stopping rule: when it passes the
+fit *fails* (:class:`~dpsynth.errors.ResourceLimitError`; the budget stays
+spent), so the time never silently changes what is released. The final
+estimate (post-processing of the noisy measurements) runs ``final_iters``
+iterations or until it converges, again independent of the clock.
 
 Must not: see data except through the session (scores with exact counts are
 computed inside ``session.select_marginal``).
@@ -40,7 +49,7 @@ import numpy as np
 from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike, to_observation
 from dpsynth.engines.estimation import EstimationResult, estimate
 from dpsynth.engines.junction_tree import triangulate
-from dpsynth.errors import UsageError
+from dpsynth.errors import ResourceLimitError, UsageError
 
 __all__ = ["AIMSettings", "fit_aim"]
 
@@ -49,7 +58,7 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class AIMSettings:
-    """Settings of the AIM engine (a documented size and time budget)."""
+    """Settings of the AIM engine (a documented model-size budget and an optional time guard)."""
 
     degree: int = 2
     """Workload: all marginals over this many columns (2 or 3)."""
@@ -57,12 +66,11 @@ class AIMSettings:
     """Most cells the junction tree may hold (memory and time grow with it)."""
     max_rounds: int | None = None
     """Planned rounds ``T``; default ``16 * n_columns`` (the paper's choice)."""
-    max_seconds: float = 300.0
-    """Soft time budget for the select/measure loop; when passed, the next round
-    is the last and spends the remaining budget. The final estimation adds at
-    most ``final_seconds``."""
-    final_seconds: float = 60.0
-    """Time budget of the final estimation."""
+    max_seconds: float | None = None
+    """Optional guard on the select/measure loop's wall-clock time. When passed,
+    the release *fails* (exit 7; the budget stays spent) instead of stopping
+    early: an early stop would make the released rounds depend on the run time,
+    which depends on the private row count. ``None``: no guard."""
     measure_share: float = 0.9
     """Share of each round's budget for measuring (the rest selects)."""
     round_iters: int = 100
@@ -80,10 +88,9 @@ class AIMSettings:
             raise UsageError(f"max_model_size ({self.max_model_size}) must be a positive integer")
         if self.max_rounds is not None and not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):
             raise UsageError(f"max_rounds ({self.max_rounds}) must be a positive integer")
-        for name in ("max_seconds", "final_seconds"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and v > 0):
-                raise UsageError(f"{name} ({v}) must be positive")
+        v = self.max_seconds
+        if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            raise UsageError(f"max_seconds ({v}) must be a positive number of seconds")
         if not (0 < self.measure_share < 1):
             raise UsageError(f"measure_share ({self.measure_share}) must be in (0, 1)")
         for name in ("round_iters", "final_iters"):
@@ -188,7 +195,12 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
     oracle: _SizeOracle | None = None
     while session.remaining.rho > 0 and len(candidates) > 0:
         remaining = session.remaining.rho
-        last = remaining < 2 * (rho_meas + rho_sel) or time.perf_counter() - t0 > s.max_seconds
+        if s.max_seconds is not None and time.perf_counter() - t0 > s.max_seconds:
+            raise ResourceLimitError(
+                f"AIM's select/measure loop passed max_seconds={s.max_seconds:g} after "
+                f"{n_rounds} rounds; the budget stays spent. Raise max_seconds, lower "
+                "max_model_size or use --engine mst")
+        last = remaining < 2 * (rho_meas + rho_sel)
         if last:
             rho_meas = s.measure_share * remaining
             rho_sel = remaining - rho_meas
@@ -265,7 +277,6 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         [index_of(x) for x in measurements],
         warm_start=est,
         max_iters=s.final_iters,
-        max_seconds=s.final_seconds,
     )
     info = {
         "engine": "aim",

@@ -834,6 +834,18 @@ class Ledger:
             charges = self._charges_of(tx, dataset_id)
         return self._summarise(ds, charges)
 
+    def datasets_with_input(self, input_hash: str) -> list[str]:
+        """Dataset ids with a counted charge whose input file had this SHA-256 (the
+        same bytes under another id would get a fresh budget)."""
+        _check_id("input hash", input_hash)
+        with self._tx(write=False) as tx:
+            rows = tx.execute(
+                "SELECT DISTINCT dataset_id FROM charges WHERE input_hash = ? "
+                "AND status <> 'cancelled' ORDER BY dataset_id",
+                (input_hash,),
+            )
+        return [r[0] for r in rows]
+
     def datasets(self) -> list[DatasetSummary]:
         """Summaries of every dataset in the ledger, by dataset id."""
         with self._tx(write=False) as tx:
