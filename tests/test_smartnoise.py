@@ -97,6 +97,19 @@ def test_mwem_refuses_a_huge_histogram_from_public_sizes() -> None:
     assert s.charges == ()
 
 
+def test_mwem_refuses_an_unchecked_smartnoise_version_before_any_charge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MWEM's public-domain fix overrides smartnoise-synth 1.0.8's internals; any other
+    # release is refused on public facts, before a budget is charged or a code is read
+    monkeypatch.setattr(sn, "_import_snsynth", lambda engine: None)
+    monkeypatch.setattr(sn, "_snsynth_version", lambda: "1.0.9")
+    s = _session()
+    with pytest.raises(UsageError, match=r"smartnoise-synth 1\.0\.8 exactly"):
+        sn.fit_smartnoise_mwem(s, None)
+    assert s.charges == ()
+
+
 def test_settings_are_validated() -> None:
     with pytest.raises(UsageError):
         sn.SmartnoiseMSTSettings(total_share=1.5)
@@ -128,10 +141,13 @@ def _need_snsynth() -> None:
     ],
     ids=["mst", "aim", "mwem"],
 )
-def test_adapter_fits_spends_exactly_and_samples_in_domain(fit, settings) -> None:
+def test_adapter_fits_spends_exactly_and_samples_in_domain(
+    fit, settings, capsys: pytest.CaptureFixture[str]
+) -> None:
     _need_snsynth()
     s = _session(rho=2.0)
     model = fit(s, settings)
+    assert capsys.readouterr().out == ""  # smartnoise's prints would corrupt `--json` output
     assert math.isclose(s.spent.rho, 2.0, rel_tol=1e-9)
     assert s.remaining.rho == 0
     steps = [c.step for c in s.charges]
@@ -152,3 +168,112 @@ def test_mst_and_aim_get_the_public_domain_not_the_data_domain() -> None:
     model = sn.fit_smartnoise_mst(_session(rho=2.0), None)
     # column c has 5 public categories but only 4 occur in the data
     assert list(model._synth._transformer.cardinality) == SIZES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fit", "settings", "uses_n", "selection"),
+    [
+        (sn.fit_smartnoise_mst, sn.SmartnoiseMSTSettings(), True, "numpy global RNG"),
+        (sn.fit_smartnoise_aim, sn.SmartnoiseAIMSettings(rounds=8), False, "numpy global RNG"),
+        (sn.fit_smartnoise_mwem, sn.SmartnoiseMWEMSettings(iterations=10), False, "Python random"),
+    ],
+    ids=["mst", "aim", "mwem"],
+)
+def test_info_flags_say_how_each_engine_uses_n_and_draws_noise(fit, settings, uses_n, selection) -> None:
+    """Issue 11: the flags must match what smartnoise-synth 1.0.8 does (module docstring)."""
+    _need_snsynth()
+    model = fit(_session(rho=0.5), settings)
+    info = model.info
+    assert info["uses_true_n_internally"] is uses_n
+    assert info["true_n_use"]
+    assert info["category_domain"].startswith("public")
+    noise = info["noise_source"]
+    assert selection in noise and "floating-point" in noise
+    assert "not dpsynth's OpenDP integer-count mechanisms" in noise
+    synth = model._synth
+    # no fitted object keeps the true row count as its default sample size
+    assert getattr(synth, "num_rows", None) is None
+    if fit is sn.fit_smartnoise_mst:  # known_total = len(data): the model is scaled to the true N
+        assert synth.synthesizer.total == N
+    elif fit is sn.fit_smartnoise_aim:  # the total is mbi's estimate from noisy 1-way measurements
+        assert synth.synthesizer.total != N
+    else:  # MWEM's synthetic histogram carries dpsynth's DP total
+        assert math.isclose(synth.synthetic_histograms[0][0].sum(), model.total, rel_tol=1e-9)
+
+
+# -- issue 11: MWEM on the public domain --------------------------------------------------
+#
+# D has no row with a = 3 (column a's public domain is {0, 1, 2, 3}); D' is D plus one row
+# with a = 3. smartnoise's MWEM sized its histograms from each column's min/max in the data,
+# so a release from D could never contain a = 3 and one from D' could: a neighbouring pair
+# with privacy loss infinity (the issue saw a = 3 in 0 of 15 releases from D, 9 of 15 from D').
+
+MWEM_SIZES = [4, 2]
+
+
+def _neighbours() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 3, 500)  # never 3
+    b = (a + rng.integers(0, 2, 500)) % 2
+    d = np.stack([a, b], 1)
+    return d, np.vstack([d, [[3, 0]]])
+
+
+def _mwem_release(codes: np.ndarray, rho: float = 0.5, iterations: int = 5) -> sn.ExternalModel:
+    s = MeasurementSession(codes, ["a", "b"], MWEM_SIZES, 1, Accountant(Budget(rho)))
+    return sn.fit_smartnoise_mwem(s, sn.SmartnoiseMWEMSettings(iterations=iterations))
+
+
+def _p_a3(model: sn.ExternalModel) -> float:
+    fake = model._synth.synthetic_histograms[0][0]
+    return float(fake[3].sum() / fake.sum()) if fake.shape[0] > 3 else 0.0
+
+
+def test_mwem_neighbouring_tables_get_the_same_public_histogram() -> None:
+    _need_snsynth()
+    d, d_prime = _neighbours()
+    models = [_mwem_release(d), _mwem_release(d_prime)]
+    for m in models:
+        # the fitted histogram's shape and sampler offsets are the schema's, not the data's
+        assert [f.shape for f, _, _ in m._synth.synthetic_histograms] == [tuple(MWEM_SIZES)]
+        assert m._synth.mins_maxes == {"0": (0, 3), "1": (0, 1)}
+        assert m._synth.max_retries_exp_mechanism == sn.MWEM_SELECTION_RETRIES == 0
+        # a = 3 has positive probability whichever neighbour was released
+        assert _p_a3(m) > 0
+        # and the fitted object holds no private rows or exact histograms
+        assert m._synth.data is None and m._synth.histograms == []
+        assert all(exact is None for _, exact, _ in m._synth.synthetic_histograms)
+
+
+def test_mwem_releases_from_d_can_contain_the_category_d_lacks() -> None:
+    """The issue's experiment: count the releases whose synthetic table contains a = 3."""
+    _need_snsynth()
+    d, d_prime = _neighbours()
+    runs = 10
+    hits = {}
+    for name, codes in (("D", d), ("D'", d_prime)):
+        hits[name] = sum(
+            bool((_mwem_release(codes).sample(500, np.random.default_rng(r))[:, 0] == 3).any())
+            for r in range(runs)
+        )
+    # before the fix hits["D"] was always 0; now a = 3 shows up in most releases of either
+    # table (about 9 in 10 at this budget, so all-zero has probability ~1e-10)
+    assert hits["D"] >= 1 and hits["D'"] >= 1, hits
+
+
+def test_mwem_starts_from_the_dp_total_not_the_true_n(monkeypatch: pytest.MonkeyPatch) -> None:
+    """smartnoise's MWEM started its synthetic histogram at np.sum(histogram) (the true N)
+    and kept that total through every multiplicative-weights update."""
+    _need_snsynth()
+    true_noisy_total = sn._noisy_total
+
+    def shifted(session, rho, engine):  # a DP total that cannot equal N by chance
+        _total, m = true_noisy_total(session, rho, engine)
+        return float(N + 37), m
+
+    monkeypatch.setattr(sn, "_noisy_total", shifted)
+    model = sn.fit_smartnoise_mwem(_session(rho=0.5), sn.SmartnoiseMWEMSettings(iterations=5))
+    assert model.total == N + 37
+    for fake, _, _ in model._synth.synthetic_histograms:
+        assert math.isclose(fake.sum(), N + 37, rel_tol=1e-9)

@@ -67,13 +67,15 @@ ENGINES: dict[str, EngineSpec] = {
     "mst": EngineSpec("mst", fit_mst, MSTSettings, "MST (McKenna et al. 2021)"),
     "smartnoise-mst": EngineSpec(
         "smartnoise-mst", fit_smartnoise_mst, SmartnoiseMSTSettings,
-        "smartnoise-synth 1.0.8 MST (optional extra; row-level unit only, true N internally)"),
+        "smartnoise-synth 1.0.8 MST (optional extra; row-level unit only, true N internally, "
+        "smartnoise's own noise)"),
     "smartnoise-aim": EngineSpec(
         "smartnoise-aim", fit_smartnoise_aim, SmartnoiseAIMSettings,
-        "smartnoise-synth 1.0.8 AIM (optional extra; row-level unit only, true N internally)"),
+        "smartnoise-synth 1.0.8 AIM (optional extra; row-level unit only, smartnoise's own noise)"),
     "smartnoise-mwem": EngineSpec(
         "smartnoise-mwem", fit_smartnoise_mwem, SmartnoiseMWEMSettings,
-        "smartnoise-synth 1.0.8 MWEM (optional extra; small domains, ranges learned from data)"),
+        "smartnoise-synth 1.0.8 MWEM (optional extra; row-level unit only, small domains, public "
+        "domain and DP total, smartnoise's own noise)"),
 }
 
 DEFAULT_ENGINE = "aim"

@@ -14,27 +14,55 @@ labelled with the engine and only then returns the codes. Before that, the
 adapter spends a small share (``total_share``) on a dpsynth-measured noisy
 1-way marginal whose sum is the model's DP ``total`` (the default synthetic row
 count), and checks everything that can be checked on public facts (k, package
-present, MWEM histogram size). The budget handed to smartnoise is the charged
-rho expressed as smartnoise expects it: ``(epsilon_for(rho, delta), delta)``
-for MST/AIM (they convert back to rho with OpenDP's zCDP map; the adapter
-checks the round trip does not exceed the charge) and pure
-``epsilon = sqrt(2 rho)`` for MWEM (epsilon-DP implies epsilon^2/2-zCDP).
+present, MWEM histogram size and smartnoise-synth version). The budget handed
+to smartnoise is the charged rho expressed as smartnoise expects it:
+``(epsilon_for(rho, delta), delta)`` for MST/AIM (they convert back to rho with
+OpenDP's zCDP map; the adapter checks the round trip does not exceed the charge)
+and pure ``epsilon = sqrt(2 rho)`` for MWEM (epsilon-DP implies
+epsilon^2/2-zCDP).
 
 Caveats (the privacy claim for the external charge rests on smartnoise-synth's
-own implementation, not on dpsynth's; design.md §4):
+own implementation, not on dpsynth's; design.md §4). Each fitted model's
+``info`` states them as flags (``uses_true_n_internally``, ``true_n_use``,
+``noise_source``, ``category_domain``):
 
 * Row-level unit only: refused with :class:`UsageError` when the session's
   contribution bound k > 1, before any budget is charged or data read.
-* It uses the true row count internally (MST/AIM ``known_total``; MWEM picks
-  its query width from it when not given). The *public* total of the returned
-  model is dpsynth's noisy estimate, never the true N, and MWEM's iterations
-  and query width are derived from that estimate.
-* MST/AIM get the public category domain through a transformer fitted on a
-  synthetic, public "domain frame", so they do not learn categories from the
-  data. MWEM ignores it and learns each column's min/max from the data
-  (categories absent from the data can never be sampled).
-* Exponential-mechanism choices are drawn with numpy, and OpenDP's float
-  samplers are called once per cell from Python (slow on large marginals).
+* Category domain: every engine gets the schema's public codes, never the
+  data's. MST/AIM through a transformer fitted on a synthetic, public "domain
+  frame"; MWEM through :func:`_public_domain_mwem`, a subclass that builds its
+  histograms over the public cardinalities (smartnoise's own MWEM sizes each
+  histogram from the column's min/max in the data, so a category absent from
+  the data could never be sampled and its presence was disclosed without
+  noise; issue 11).
+* True row count. MST uses it: its tree selection and final estimation pass
+  ``known_total = len(data)`` to mbi, so its model is scaled to the true N
+  (``uses_true_n_internally: True``). Under dpsynth's add/remove-one-row
+  relation that is a use of N outside any mechanism, which the charged rho
+  does not cover (under replace-one-row, where N is public, its Gaussian
+  measurements would have L2 sensitivity sqrt(2), not the 1 it calibrates
+  for); MST's charge is therefore not a proven bound. AIM's estimation takes its total from
+  the noisy 1-way measurements, and MWEM (as adapted here) starts from and
+  keeps dpsynth's DP total instead of smartnoise's ``np.sum(histogram)``; the
+  fitted objects' stored row count (``num_rows``) is cleared. The *public*
+  total of every returned model is dpsynth's noisy estimate, never the true N.
+* Noise is not dpsynth's. Selection (exponential mechanism) draws from numpy's
+  global RNG (MST/AIM) or Python's ``random`` module (MWEM); measurement noise
+  comes from OpenDP's *floating-point* Gaussian (MST/AIM) or Laplace (MWEM)
+  samplers, called once per cell from Python on 0.0 and added to the count in
+  float arithmetic. That is outside OpenDP's own guarantee and not the
+  integer-count samplers of design.md §2.4 (and slow on large marginals).
+* MWEM: pure epsilon-DP only with its selection retries off
+  (``max_retries_exp_mechanism=0``). smartnoise's default re-draws the
+  exponential mechanism up to 10 times while it picks an already measured
+  query, then picks uniformly; the chance of reaching each outcome then
+  involves powers of a data-dependent probability, and the pick can cost
+  several times the epsilon smartnoise books for it. With 0 retries a pick is
+  the exponential mechanism's choice plus a uniform choice with the mass the
+  mechanism gave the measured queries: both terms change by at most e^epsilon
+  between neighbouring tables, so the pick is epsilon-DP. The subclass relies
+  on private methods of smartnoise-synth 1.0.8, so any other installed
+  version is refused before any budget is charged.
 * mbi 1.1.0's ``synthetic_data()`` (MST/AIM sampling) is biased: ranks rows in
   parent groups and conditions on the wrong cliques (design.md §4).
 * Sampling uses numpy's *global* RNG; :meth:`ExternalModel.sample` seeds it from
@@ -46,6 +74,8 @@ level (the privacy-boundary test reads this file).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -70,7 +100,6 @@ __all__ = [
 ]
 
 
-
 class ExternalSessionLike(SessionLike, Protocol):
     """A session that can hand its codes to an external engine after charging all of
     its remaining budget (``MeasurementSession.spend_all_for_external``)."""
@@ -84,6 +113,17 @@ INSTALL_HINT = (
 )
 MWEM_MAX_CELLS = 10_000_000
 """Largest MWEM histogram (product of the public domain sizes of one split)."""
+SMARTNOISE_SYNTH_VERSION = "1.0.8"
+"""The smartnoise-synth release the adapters (and MWEM's overrides) were checked against."""
+MWEM_SELECTION_RETRIES = 0
+"""``max_retries_exp_mechanism`` passed to MWEM: 0 keeps each pick epsilon-DP (module docstring)."""
+_MWEM_HOOKS = ("_histogram_from_data_attributes", "_initialize_a", "_multiplicative_weights",
+               "_exponential_mechanism")
+"""MWEMSynthesizer internals the adapter overrides or relies on (checked before any charge)."""
+
+_SELECTION_NUMPY = "numpy global RNG (smartnoise-synth exponential mechanism)"
+_MEASURE_GAUSS = "OpenDP floating-point Gaussian per cell, added in float arithmetic (smartnoise-synth)"
+_NOT_DPSYNTH = "not dpsynth's OpenDP integer-count mechanisms"
 
 
 def _check_common(delta: float, total_share: float) -> None:
@@ -296,7 +336,8 @@ def _external_epsilon(rho: float, delta: float) -> float:
 
 
 def _fit_cube(
-    session: ExternalSessionLike, engine: str, make: Any, delta: float, total_share: float
+    session: ExternalSessionLike, engine: str, make: Any, delta: float, total_share: float,
+    true_n: dict[str, Any],
 ) -> ExternalModel:
     _preflight(session, engine)
     _import_snsynth(engine)
@@ -306,8 +347,12 @@ def _fit_cube(
     total, total_m = _noisy_total(session, rho_all * total_share, engine)
     rho = session.remaining.rho
     eps = _external_epsilon(rho, delta)
-    info = {"engine": engine, "external": "smartnoise-synth 1.0.8", "epsilon_passed": eps,
-            "delta_passed": delta, "rho_passed": rho, "uses_true_n_internally": True}
+    info = {"engine": engine, "external": f"smartnoise-synth {SMARTNOISE_SYNTH_VERSION}",
+            "epsilon_passed": eps, "delta_passed": delta, "rho_passed": rho,
+            "category_domain": "public (schema codes, through a transformer fitted on public codes)",
+            **true_n,
+            "noise_source": f"selection: {_SELECTION_NUMPY}; measurements: {_MEASURE_GAUSS}; "
+                            f"{_NOT_DPSYNTH}"}
     return _fit_external(session, engine, make(eps, delta), cols, sizes, total, total_m, info)
 
 
@@ -325,7 +370,10 @@ def fit_smartnoise_mst(
 
         return MSTSynthesizer(epsilon=eps, delta=delta)
 
-    return _fit_cube(session, "smartnoise-mst", make, s.delta, s.total_share)
+    true_n = {"uses_true_n_internally": True,
+              "true_n_use": "tree selection and final estimation use known_total = len(data) "
+                            "(the model is scaled to the true N)"}
+    return _fit_cube(session, "smartnoise-mst", make, s.delta, s.total_share, true_n)
 
 
 def fit_smartnoise_aim(
@@ -340,13 +388,103 @@ def fit_smartnoise_aim(
         return AIMSynthesizer(epsilon=eps, delta=delta, max_model_size=s.max_model_size,
                               degree=s.degree, max_cells=s.max_cells, rounds=s.rounds)
 
-    return _fit_cube(session, "smartnoise-aim", make, s.delta, s.total_share)
+    true_n = {"uses_true_n_internally": False,
+              "true_n_use": "none in the fit (mbi estimates the total from the noisy 1-way "
+                            "measurements); the fitted object's num_rows is cleared"}
+    return _fit_cube(session, "smartnoise-aim", make, s.delta, s.total_share, true_n)
+
+
+def _snsynth_version() -> str | None:
+    """The installed smartnoise-synth version (None when its metadata is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("smartnoise-synth")
+    except PackageNotFoundError:
+        return None
+
+
+def _check_mwem_internals(engine: str) -> Any:
+    """MWEMSynthesizer, once the installed release is the one whose internals the
+    overrides were checked against; a public-facts check, before any charge."""
+    found = _snsynth_version()
+    if found != SMARTNOISE_SYNTH_VERSION:
+        raise UsageError(
+            f"engine {engine} needs smartnoise-synth {SMARTNOISE_SYNTH_VERSION} exactly (found "
+            f"{found or 'no version metadata'}): its privacy fix overrides that release's internals. "
+            f"Install it with: {INSTALL_HINT}"
+        )
+    from snsynth.mwem import MWEMSynthesizer
+
+    missing = [h for h in _MWEM_HOOKS if not callable(getattr(MWEMSynthesizer, h, None))]
+    if missing:
+        raise UsageError(f"engine {engine}: snsynth.mwem.MWEMSynthesizer lacks {', '.join(missing)}; "
+                         f"reinstall smartnoise-synth {SMARTNOISE_SYNTH_VERSION}")
+    return MWEMSynthesizer
+
+
+def _public_domain_mwem(base: Any, sizes: Sequence[int], total: float, **kwargs: Any) -> Any:
+    """smartnoise's MWEM (``base``) on the schema's public domain and dpsynth's DP total.
+
+    Two steps of smartnoise-synth 1.0.8's MWEM are replaced; the algorithm (query
+    pool, exponential mechanism, Laplace measurements, multiplicative weights,
+    sampling) is smartnoise's:
+
+    * ``_histogram_from_data_attributes`` sized each histogram axis as
+      ``max - min + 1`` of the column *in the data* (a category absent from the
+      data had no cell). Here every axis has the column's public cardinality,
+      codes are counted exactly into it, and the sampler's offsets are 0.
+    * ``_initialize_a`` started the synthetic histogram at ``np.sum(histogram)``,
+      the true N, which the multiplicative-weights update then keeps as its
+      total (``sum_a``) and scales every update by. Here it starts at ``total``,
+      dpsynth's DP estimate, so no step reads N outside a mechanism (the caller
+      passes ``iterations`` and ``marginal_width`` so smartnoise does not derive
+      them from N either).
+
+    After ``fit`` the instance keeps only what ``sample`` needs: the private
+    rows and exact histograms it held are dropped.
+    """
+    from snsynth.mwem import Histogram
+
+    public_sizes = tuple(int(v) for v in sizes)
+    public_total = float(total)
+
+    class PublicDomainMWEM(base):
+        synthetic_histograms: list[tuple[Any, Any, Any]]
+        histograms: list[Any]
+        data: Any
+
+        def _histogram_from_data_attributes(self, data: Any, splits: Any = ()) -> list[Any]:
+            histograms = []
+            for split in splits:
+                idx = [int(i) for i in split]
+                dims = [public_sizes[i] for i in idx]
+                codes = np.asarray(data, dtype=np.int64)[:, idx]
+                counts = Histogram.histogramdd_indexes(codes, dims).astype(np.float64)
+                for i, size in zip(idx, dims, strict=True):
+                    self.mins_maxes[str(i)] = (0, size - 1)
+                    self.scale[str(i)] = 1
+                histograms.append(Histogram(counts, dims, [np.arange(d + 1) for d in dims], split))
+            return histograms
+
+        def _initialize_a(self, histogram: Any, dimensions: Any) -> np.ndarray:
+            return np.full(np.shape(histogram), public_total / math.prod(dimensions), dtype=np.float64)
+
+        def fit(self, data: Any, *args: Any, **kw: Any) -> None:
+            super().fit(data, *args, **kw)
+            self.synthetic_histograms = [(fake, None, split)
+                                         for fake, _exact, split in self.synthetic_histograms]
+            self.data = None
+            self.histograms = []
+
+    return PublicDomainMWEM(**kwargs)
 
 
 def fit_smartnoise_mwem(
     session: ExternalSessionLike, settings: SmartnoiseMWEMSettings | None = None
 ) -> ExternalModel:
-    """smartnoise-synth's MWEM (pure epsilon-DP) on the session's codes; small domains only."""
+    """smartnoise-synth's MWEM (pure epsilon-DP) on the session's codes, over the schema's
+    public domain and dpsynth's DP total; small domains only."""
     s = settings or SmartnoiseMWEMSettings()
     engine = "smartnoise-mwem"
     _preflight(session, engine)
@@ -361,21 +499,31 @@ def fit_smartnoise_mwem(
                 f"(at most {MWEM_MAX_CELLS}); set a smaller split_factor or use aim"
             )
     _import_snsynth(engine)
-    from snsynth.mwem import MWEMSynthesizer
+    base = _check_mwem_internals(engine)
 
     total, total_m = _noisy_total(session, session.remaining.rho * s.total_share, engine)
     rho = session.remaining.rho
     eps = math.sqrt(2.0 * rho) * (1 - 1e-12)  # epsilon-DP implies epsilon^2/2-zCDP
     iterations = s.iterations or max(1, math.ceil(math.log10(max(total, 10.0)))) * 10
-    synth = MWEMSynthesizer(
+    synth = _public_domain_mwem(
+        base, sizes, total,
         epsilon=eps,
         iterations=iterations,
         split_factor=s.split_factor,
         marginal_width=3 if total > 10_000 else 2,
         mult_weights_iterations=s.mult_weights_iterations,
+        max_retries_exp_mechanism=MWEM_SELECTION_RETRIES,
     )
-    info = {"engine": engine, "external": "smartnoise-synth 1.0.8", "epsilon_passed": eps,
-            "rho_passed": rho, "iterations": iterations, "uses_true_n_internally": False}
+    info = {"engine": engine, "external": f"smartnoise-synth {SMARTNOISE_SYNTH_VERSION}",
+            "epsilon_passed": eps, "rho_passed": rho, "iterations": iterations,
+            "selection_retries": MWEM_SELECTION_RETRIES,
+            "category_domain": "public (schema cardinalities; MWEM's data min/max step replaced)",
+            "uses_true_n_internally": False,
+            "true_n_use": "none: the synthetic histogram starts from and keeps dpsynth's DP total "
+                          "(MWEM's np.sum(histogram) start replaced)",
+            "noise_source": "selection: Python random module (smartnoise-synth exponential "
+                            "mechanism); measurements: OpenDP floating-point Laplace per cell, "
+                            f"added in float arithmetic (smartnoise-synth); {_NOT_DPSYNTH}"}
     return _fit_external(session, engine, synth, cols, sizes, total, total_m, info)
 
 
@@ -388,10 +536,12 @@ def _fit_external(session: ExternalSessionLike, engine: str, synth: Any,
     data, public = _frames(codes, cols, sizes)
     del codes
     transformer = _domain_transformer(public)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # and AIM prints to stdout (would break --json)
         synth.fit(data, transformer=transformer, categorical_columns=list(cols))
     del data
+    if hasattr(synth, "num_rows"):  # MST/AIM keep len(data) as their default sample size
+        synth.num_rows = None
     model = ExternalModel(cols, sizes, synth, total, info)
     model.measurements = [total_m]
     return model
