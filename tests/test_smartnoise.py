@@ -97,16 +97,18 @@ def test_mwem_refuses_a_huge_histogram_from_public_sizes() -> None:
     assert s.charges == ()
 
 
-def test_mwem_refuses_an_unchecked_smartnoise_version_before_any_charge(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("fit", [sn.fit_smartnoise_mst, sn.fit_smartnoise_mwem], ids=["mst", "mwem"])
+def test_refuses_an_unchecked_smartnoise_version_before_any_charge(
+    fit, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # MWEM's public-domain fix overrides smartnoise-synth 1.0.8's internals; any other
-    # release is refused on public facts, before a budget is charged or a code is read
+    # MST's DP-total fix and MWEM's public-domain fix override smartnoise-synth 1.0.8's
+    # internals; any other release is refused on public facts, before a budget is charged
+    # or a code is read
     monkeypatch.setattr(sn, "_import_snsynth", lambda engine: None)
     monkeypatch.setattr(sn, "_snsynth_version", lambda: "1.0.9")
     s = _session()
     with pytest.raises(UsageError, match=r"smartnoise-synth 1\.0\.8 exactly"):
-        sn.fit_smartnoise_mwem(s, None)
+        fit(s, None)
     assert s.charges == ()
 
 
@@ -174,7 +176,7 @@ def test_mst_and_aim_get_the_public_domain_not_the_data_domain() -> None:
 @pytest.mark.parametrize(
     ("fit", "settings", "uses_n", "selection"),
     [
-        (sn.fit_smartnoise_mst, sn.SmartnoiseMSTSettings(), True, "numpy global RNG"),
+        (sn.fit_smartnoise_mst, sn.SmartnoiseMSTSettings(), False, "numpy global RNG"),
         (sn.fit_smartnoise_aim, sn.SmartnoiseAIMSettings(rounds=8), False, "numpy global RNG"),
         (sn.fit_smartnoise_mwem, sn.SmartnoiseMWEMSettings(iterations=10), False, "Python random"),
     ],
@@ -187,6 +189,8 @@ def test_info_flags_say_how_each_engine_uses_n_and_draws_noise(fit, settings, us
     info = model.info
     assert info["uses_true_n_internally"] is uses_n
     assert info["true_n_use"]
+    if not uses_n:
+        assert info["true_n_use"].startswith("none")
     assert info["category_domain"].startswith("public")
     noise = info["noise_source"]
     assert selection in noise and "floating-point" in noise
@@ -194,8 +198,9 @@ def test_info_flags_say_how_each_engine_uses_n_and_draws_noise(fit, settings, us
     synth = model._synth
     # no fitted object keeps the true row count as its default sample size
     assert getattr(synth, "num_rows", None) is None
-    if fit is sn.fit_smartnoise_mst:  # known_total = len(data): the model is scaled to the true N
-        assert synth.synthesizer.total == N
+    if fit is sn.fit_smartnoise_mst:  # known_total is dpsynth's DP total, not len(data)
+        assert "DP total" in info["true_n_use"]
+        assert synth.synthesizer.total == model.total
     elif fit is sn.fit_smartnoise_aim:  # the total is mbi's estimate from noisy 1-way measurements
         assert synth.synthesizer.total != N
     else:  # MWEM's synthetic histogram carries dpsynth's DP total
@@ -277,3 +282,93 @@ def test_mwem_starts_from_the_dp_total_not_the_true_n(monkeypatch: pytest.Monkey
     assert model.total == N + 37
     for fake, _, _ in model._synth.synthetic_histograms:
         assert math.isclose(fake.sum(), N + 37, rel_tol=1e-9)
+
+
+# -- issue 11: MST on dpsynth's DP total ----------------------------------------------------
+#
+# smartnoise's MST set total = len(data) and passed it to mbi as known_total in its tree
+# selection and final estimation (snsynth/mst/mst.py:113, 122/191, 126): the model was
+# scaled to the true N, a use of N outside any mechanism under add/remove-one-row.
+
+
+def _codes_n(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 3, n)
+    b = (a + rng.integers(0, 2, n)) % 4
+    c = (b + rng.integers(0, 2, n)) % 4
+    d = rng.integers(0, 2, n)
+    return np.stack([a, b, c, d], 1)
+
+
+def _mst_on(codes: np.ndarray, rho: float = 0.5, total_share: float = 0.02) -> sn.ExternalModel:
+    s = MeasurementSession(codes, ["a", "b", "c", "d"], SIZES, 1, Accountant(Budget(rho)))
+    return sn.fit_smartnoise_mst(s, sn.SmartnoiseMSTSettings(total_share=total_share))
+
+
+@pytest.mark.slow
+def test_mst_model_total_is_the_dp_total_not_the_true_n() -> None:
+    _need_snsynth()
+    totals = []
+    for n in (700, 1500, 3000):
+        # a small share for the total, so its noise (sd about 30 rows) is plainly visible
+        model = _mst_on(_codes_n(n, seed=n), rho=0.5, total_share=0.002)
+        m = model.measurements[0]
+        sd = m.sigma * math.sqrt(m.counts.size)  # the DP total is a noisy marginal's sum
+        # mbi's model is scaled to dpsynth's DP total (smartnoise scaled it to n exactly)
+        assert model._synth.synthesizer.total == model.total
+        assert abs(model.total - n) <= 6 * sd, (n, model.total, sd)
+        assert model._synth.num_rows is None
+        totals.append((n, model.total))
+    # each total equals n with probability about 1%: all three only by a failure
+    assert any(total != n for n, total in totals), totals
+
+
+@pytest.mark.slow
+def test_mst_neighbouring_tables_give_mbi_the_dp_total_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On D and D + one row, every known_total MST hands mbi is dpsynth's DP total (pinned
+    here to the same value for both): nothing in the fit scales by len(data)."""
+    _need_snsynth()
+    from mbi import estimation
+
+    true_noisy_total = sn._noisy_total
+
+    def pinned(session, rho, engine):  # still measured and charged; its value fixed
+        _total, m = true_noisy_total(session, rho, engine)
+        return 1234.0, m
+
+    monkeypatch.setattr(sn, "_noisy_total", pinned)
+    seen: list[float] = []
+    real = estimation.mirror_descent
+
+    def spy(domain, measurements, *args, **kwargs):
+        seen.append(kwargs["known_total"])
+        return real(domain, measurements, *args, **kwargs)
+
+    monkeypatch.setattr(estimation, "mirror_descent", spy)
+    d = _codes_n(800, seed=3)
+    d_plus = np.vstack([d, [[2, 3, 4, 1]]])  # one more row (with the category c = 4 d lacks)
+    calls = {}
+    for name, codes in (("D", d), ("D+1", d_plus)):
+        seen.clear()
+        model = _mst_on(codes)
+        # the selection's estimate and the final estimate, both on the DP total
+        calls[name] = list(seen)
+        assert model.total == 1234.0
+        assert model._synth.synthesizer.total == 1234.0
+    assert calls == {"D": [1234.0, 1234.0], "D+1": [1234.0, 1234.0]}, calls
+
+
+def test_mst_refuses_a_changed_mst_method_before_any_charge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DP-total fix re-binds the name `estimation` inside smartnoise's MST; an MST that no
+    longer reaches mbi through that name would run unpinned, so it is refused up front."""
+    _need_snsynth()
+    from snsynth.mst import MSTSynthesizer
+
+    def other_mst(self, data, epsilon, delta):  # reaches mbi some other way
+        raise AssertionError("must not run")
+
+    monkeypatch.setattr(MSTSynthesizer, "MST", other_mst)
+    s = _session()
+    with pytest.raises(UsageError, match=r"MSTSynthesizer\.MST"):
+        sn.fit_smartnoise_mst(s, None)
+    assert s.charges == ()

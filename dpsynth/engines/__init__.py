@@ -67,8 +67,8 @@ ENGINES: dict[str, EngineSpec] = {
     "mst": EngineSpec("mst", fit_mst, MSTSettings, "MST (McKenna et al. 2021)"),
     "smartnoise-mst": EngineSpec(
         "smartnoise-mst", fit_smartnoise_mst, SmartnoiseMSTSettings,
-        "smartnoise-synth 1.0.8 MST (optional extra; row-level unit only, true N internally, "
-        "smartnoise's own noise)"),
+        "smartnoise-synth 1.0.8 MST (optional extra; row-level unit only, DP total instead of "
+        "the true N, smartnoise's own noise)"),
     "smartnoise-aim": EngineSpec(
         "smartnoise-aim", fit_smartnoise_aim, SmartnoiseAIMSettings,
         "smartnoise-synth 1.0.8 AIM (optional extra; row-level unit only, smartnoise's own noise)"),

@@ -35,17 +35,19 @@ own implementation, not on dpsynth's; design.md §4). Each fitted model's
   histogram from the column's min/max in the data, so a category absent from
   the data could never be sampled and its presence was disclosed without
   noise; issue 11).
-* True row count. MST uses it: its tree selection and final estimation pass
-  ``known_total = len(data)`` to mbi, so its model is scaled to the true N
-  (``uses_true_n_internally: True``). Under dpsynth's add/remove-one-row
-  relation that is a use of N outside any mechanism, which the charged rho
-  does not cover (under replace-one-row, where N is public, its Gaussian
-  measurements would have L2 sensitivity sqrt(2), not the 1 it calibrates
-  for); MST's charge is therefore not a proven bound. AIM's estimation takes its total from
-  the noisy 1-way measurements, and MWEM (as adapted here) starts from and
-  keeps dpsynth's DP total instead of smartnoise's ``np.sum(histogram)``; the
-  fitted objects' stored row count (``num_rows``) is cleared. The *public*
-  total of every returned model is dpsynth's noisy estimate, never the true N.
+* True row count. No engine's output depends on it. smartnoise's MST computes
+  ``total = len(data)`` and passes it to mbi as ``known_total`` in its tree
+  selection and its final estimation, which would scale the model to the true
+  N (a use of N outside any mechanism under dpsynth's add/remove-one-row
+  relation; the selection scores' sensitivity would also exceed the 1 it
+  calibrates for). :func:`_dp_total_mst` makes both estimations use dpsynth's DP total
+  instead (``select`` overridden; ``MST`` runs smartnoise's own code with
+  mbi's ``mirror_descent`` pinned to that total). AIM's estimation takes its
+  total from the noisy 1-way measurements, and MWEM (as adapted here) starts
+  from and keeps dpsynth's DP total instead of smartnoise's
+  ``np.sum(histogram)``; the fitted objects' stored row count (``num_rows``)
+  is cleared. The *public* total of every returned model is dpsynth's noisy
+  estimate, never the true N.
 * Noise is not dpsynth's. Selection (exponential mechanism) draws from numpy's
   global RNG (MST/AIM) or Python's ``random`` module (MWEM); measurement noise
   comes from OpenDP's *floating-point* Gaussian (MST/AIM) or Laplace (MWEM)
@@ -60,9 +62,10 @@ own implementation, not on dpsynth's; design.md §4). Each fitted model's
   several times the epsilon smartnoise books for it. With 0 retries a pick is
   the exponential mechanism's choice plus a uniform choice with the mass the
   mechanism gave the measured queries: both terms change by at most e^epsilon
-  between neighbouring tables, so the pick is epsilon-DP. The subclass relies
-  on private methods of smartnoise-synth 1.0.8, so any other installed
-  version is refused before any budget is charged.
+  between neighbouring tables, so the pick is epsilon-DP.
+* The MST and MWEM subclasses rely on internals of smartnoise-synth 1.0.8, so
+  for those engines any other installed version is refused before any budget
+  is charged.
 * mbi 1.1.0's ``synthetic_data()`` (MST/AIM sampling) is biased: ranks rows in
   parent groups and conditions on the wrong cliques (design.md §4).
 * Sampling uses numpy's *global* RNG; :meth:`ExternalModel.sample` seeds it from
@@ -77,6 +80,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import types
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,6 +124,8 @@ MWEM_SELECTION_RETRIES = 0
 _MWEM_HOOKS = ("_histogram_from_data_attributes", "_initialize_a", "_multiplicative_weights",
                "_exponential_mechanism")
 """MWEMSynthesizer internals the adapter overrides or relies on (checked before any charge)."""
+_MST_HOOKS = ("MST", "select")
+"""MSTSynthesizer methods the adapter overrides or re-binds (checked before any charge)."""
 
 _SELECTION_NUMPY = "numpy global RNG (smartnoise-synth exponential mechanism)"
 _MEASURE_GAUSS = "OpenDP floating-point Gaussian per cell, added in float arithmetic (smartnoise-synth)"
@@ -336,11 +342,14 @@ def _external_epsilon(rho: float, delta: float) -> float:
 
 
 def _fit_cube(
-    session: ExternalSessionLike, engine: str, make: Any, delta: float, total_share: float,
-    true_n: dict[str, Any],
+    session: ExternalSessionLike, engine: str, check: Any, make: Any, delta: float,
+    total_share: float, true_n: dict[str, Any],
 ) -> ExternalModel:
+    """``check(engine)`` returns the synthesizer class after the public-facts checks (before
+    any charge); ``make(base, eps, delta, total)`` builds the synthesizer."""
     _preflight(session, engine)
     _import_snsynth(engine)
+    base = check(engine)
     cols = tuple(session.columns)
     sizes = [session.domain[c] for c in cols]
     rho_all = session.remaining.rho
@@ -353,7 +362,8 @@ def _fit_cube(
             **true_n,
             "noise_source": f"selection: {_SELECTION_NUMPY}; measurements: {_MEASURE_GAUSS}; "
                             f"{_NOT_DPSYNTH}"}
-    return _fit_external(session, engine, make(eps, delta), cols, sizes, total, total_m, info)
+    synth = make(base, eps, delta, total)
+    return _fit_external(session, engine, synth, cols, sizes, total, total_m, info)
 
 
 # -- engines -------------------------------------------------------------------------------
@@ -362,18 +372,19 @@ def _fit_cube(
 def fit_smartnoise_mst(
     session: ExternalSessionLike, settings: SmartnoiseMSTSettings | None = None
 ) -> ExternalModel:
-    """smartnoise-synth's MST on the session's codes, spending the whole remaining budget."""
+    """smartnoise-synth's MST on the session's codes, spending the whole remaining budget;
+    its estimations use dpsynth's DP total, never the true N (:func:`_dp_total_mst`)."""
     s = settings or SmartnoiseMSTSettings()
 
-    def make(eps: float, delta: float) -> Any:
-        from snsynth.mst import MSTSynthesizer
+    def make(base: Any, eps: float, delta: float, total: float) -> Any:
+        return _dp_total_mst(base, total, epsilon=eps, delta=delta)
 
-        return MSTSynthesizer(epsilon=eps, delta=delta)
-
-    true_n = {"uses_true_n_internally": True,
-              "true_n_use": "tree selection and final estimation use known_total = len(data) "
-                            "(the model is scaled to the true N)"}
-    return _fit_cube(session, "smartnoise-mst", make, s.delta, s.total_share, true_n)
+    true_n = {"uses_true_n_internally": False,
+              "true_n_use": "none reaches the model: tree selection and final estimation get "
+                            "known_total = dpsynth's DP total (smartnoise's len(data) replaced); "
+                            "the fitted object's num_rows is cleared"}
+    return _fit_cube(session, "smartnoise-mst", _check_mst_internals, make, s.delta,
+                     s.total_share, true_n)
 
 
 def fit_smartnoise_aim(
@@ -382,16 +393,19 @@ def fit_smartnoise_aim(
     """smartnoise-synth's AIM on the session's codes, spending the whole remaining budget."""
     s = settings or SmartnoiseAIMSettings()
 
-    def make(eps: float, delta: float) -> Any:
+    def check(engine: str) -> Any:
         from snsynth.aim import AIMSynthesizer
 
-        return AIMSynthesizer(epsilon=eps, delta=delta, max_model_size=s.max_model_size,
-                              degree=s.degree, max_cells=s.max_cells, rounds=s.rounds)
+        return AIMSynthesizer
+
+    def make(base: Any, eps: float, delta: float, total: float) -> Any:
+        return base(epsilon=eps, delta=delta, max_model_size=s.max_model_size,
+                    degree=s.degree, max_cells=s.max_cells, rounds=s.rounds)
 
     true_n = {"uses_true_n_internally": False,
               "true_n_use": "none in the fit (mbi estimates the total from the noisy 1-way "
                             "measurements); the fitted object's num_rows is cleared"}
-    return _fit_cube(session, "smartnoise-aim", make, s.delta, s.total_share, true_n)
+    return _fit_cube(session, "smartnoise-aim", check, make, s.delta, s.total_share, true_n)
 
 
 def _snsynth_version() -> str | None:
@@ -404,9 +418,9 @@ def _snsynth_version() -> str | None:
         return None
 
 
-def _check_mwem_internals(engine: str) -> Any:
-    """MWEMSynthesizer, once the installed release is the one whose internals the
-    overrides were checked against; a public-facts check, before any charge."""
+def _check_version(engine: str) -> None:
+    """The installed smartnoise-synth must be the release whose internals the overrides
+    were checked against; a public-facts check, before any charge."""
     found = _snsynth_version()
     if found != SMARTNOISE_SYNTH_VERSION:
         raise UsageError(
@@ -414,13 +428,109 @@ def _check_mwem_internals(engine: str) -> Any:
             f"{found or 'no version metadata'}): its privacy fix overrides that release's internals. "
             f"Install it with: {INSTALL_HINT}"
         )
+
+
+def _check_hooks(engine: str, cls: Any, where: str, hooks: Sequence[str]) -> None:
+    missing = [h for h in hooks if not callable(getattr(cls, h, None))]
+    if missing:
+        raise UsageError(f"engine {engine}: {where} lacks {', '.join(missing)}; "
+                         f"reinstall smartnoise-synth {SMARTNOISE_SYNTH_VERSION}")
+
+
+def _check_mwem_internals(engine: str) -> Any:
+    """MWEMSynthesizer, once the installed release is the checked one (before any charge)."""
+    _check_version(engine)
     from snsynth.mwem import MWEMSynthesizer
 
-    missing = [h for h in _MWEM_HOOKS if not callable(getattr(MWEMSynthesizer, h, None))]
-    if missing:
-        raise UsageError(f"engine {engine}: snsynth.mwem.MWEMSynthesizer lacks {', '.join(missing)}; "
-                         f"reinstall smartnoise-synth {SMARTNOISE_SYNTH_VERSION}")
+    _check_hooks(engine, MWEMSynthesizer, "snsynth.mwem.MWEMSynthesizer", _MWEM_HOOKS)
     return MWEMSynthesizer
+
+
+def _check_mst_internals(engine: str) -> Any:
+    """MSTSynthesizer, once the installed release is the checked one and its ``MST`` still
+    reaches mbi's estimation through the module name ``estimation`` (before any charge)."""
+    _check_version(engine)
+    from snsynth.mst import MSTSynthesizer
+
+    _check_hooks(engine, MSTSynthesizer, "snsynth.mst.MSTSynthesizer", _MST_HOOKS)
+    fn = MSTSynthesizer.MST
+    names = set(getattr(getattr(fn, "__code__", None), "co_names", ()))
+    if getattr(fn, "__closure__", None) is not None or not {"estimation", "mirror_descent"} <= names:
+        raise UsageError(f"engine {engine}: snsynth.mst.MSTSynthesizer.MST is not the "
+                         f"smartnoise-synth {SMARTNOISE_SYNTH_VERSION} method the adapter checked; "
+                         f"reinstall that release")
+    return MSTSynthesizer
+
+
+class _DPTotalEstimation:
+    """Stands in for mbi's ``estimation`` module inside smartnoise's ``MST``: its one use,
+    ``mirror_descent(..., known_total=float(len(data)), ...)``, runs mbi's own
+    ``mirror_descent`` with ``known_total`` = dpsynth's DP total. Any other attribute is
+    missing, so a different ``MST`` fails instead of reaching mbi unpinned."""
+
+    def __init__(self, total: float) -> None:
+        self.total = float(total)
+        self.calls = 0
+
+    def mirror_descent(self, domain: Any, measurements: Any, *, known_total: float,
+                       **kwargs: Any) -> Any:
+        from mbi import estimation
+
+        del known_total  # smartnoise's len(data): never used
+        self.calls += 1
+        return estimation.mirror_descent(domain, measurements, known_total=self.total, **kwargs)
+
+
+def _dp_total_mst(base: Any, total: float, **kwargs: Any) -> Any:
+    """smartnoise's MST (``base``) whose estimations use dpsynth's DP total, not the true N.
+
+    smartnoise-synth 1.0.8's ``MSTSynthesizer.MST`` sets ``total = len(data.df)``
+    (snsynth/mst/mst.py:113) and passes it to mbi's ``estimation.mirror_descent``
+    as ``known_total`` twice: in ``select`` (line 122 -> 191, the estimate the
+    tree-selection scores compare the true 2-way marginals with) and in the final
+    estimation (line 126, the fitted model). Two hooks, no smartnoise code copied:
+
+    * ``select`` is overridden to call smartnoise's ``select`` with ``total``
+      (the only use of that argument is line 191's ``known_total``).
+    * ``MST`` is smartnoise's own function (same code object) with the global
+      name ``estimation`` bound, for this class only, to
+      :class:`_DPTotalEstimation`; line 113's ``len(data.df)`` is still
+      evaluated but flows only into the two replaced ``known_total`` arguments.
+
+    Everything else is unchanged and uses N only through counts inside
+    mechanisms: ``measure`` (Gaussian 1-/2-way marginals), ``compress_domain``
+    (noisy measurements only), the selection scores ``|x - xhat|_1`` (sensitivity
+    1 now that ``xhat`` is post-processing). ``fit`` stores ``num_rows =
+    len(data)`` (line 95, the default sample size); it is cleared here and
+    :meth:`ExternalModel.sample` always passes the row count. After ``fit`` the
+    pinned estimation must have run exactly once and ``select`` exactly once,
+    otherwise the model is refused.
+    """
+    public_total = float(total)
+    pinned = _DPTotalEstimation(public_total)
+    fn = base.MST
+    mst_on_dp_total = types.FunctionType(fn.__code__, {**fn.__globals__, "estimation": pinned},
+                                         fn.__name__, fn.__defaults__, fn.__closure__)
+
+    class DPTotalMST(base):
+        MST = mst_on_dp_total
+        selections = 0
+
+        def select(self, data: Any, rho: float, measurement_log: Any, total: float,
+                   cliques: Sequence[Any] = ()) -> Any:
+            del total  # smartnoise's len(data): never used
+            self.selections += 1
+            return super().select(data, rho, measurement_log, public_total, list(cliques))
+
+        def fit(self, data: Any, *args: Any, **kw: Any) -> None:
+            super().fit(data, *args, **kw)
+            self.num_rows = None
+            if pinned.calls != 1 or self.selections != 1:
+                raise InternalError("smartnoise-mst did not run its estimations on the DP total "
+                                    f"(pinned estimations {pinned.calls}, selections "
+                                    f"{self.selections}); the model is not used")
+
+    return DPTotalMST(**kwargs)
 
 
 def _public_domain_mwem(base: Any, sizes: Sequence[int], total: float, **kwargs: Any) -> Any:
