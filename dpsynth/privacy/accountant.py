@@ -20,6 +20,7 @@ from dpsynth.errors import BudgetError, UsageError
 
 __all__ = [
     "Accountant",
+    "ApproxDP",
     "Budget",
     "Charge",
     "delta_for",
@@ -126,8 +127,36 @@ class Budget:
         return Budget(self.rho * share)
 
     def covers(self, other: Budget) -> bool:
-        """True when ``other`` fits within this budget (up to float rounding)."""
+        """True when ``other`` fits within this budget (up to float rounding).
+
+        The one tolerance policy of the package: every "does this spend fit?"
+        question (accountant, ledger, reports) is asked through this method."""
         return other.rho <= self.rho * (1 + _REL_TOL)
+
+
+@dataclass(frozen=True)
+class ApproxDP:
+    """An (epsilon, delta) pair as people state budgets; ``rho`` is its zCDP
+    equivalent (the largest rho whose conversion fits the pair)."""
+
+    epsilon: float
+    delta: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epsilon, int | float) and math.isfinite(self.epsilon)
+                and self.epsilon > 0):
+            raise UsageError(f"epsilon ({self.epsilon}) must be a positive finite number")
+        if not (isinstance(self.delta, int | float) and 0 < self.delta < 1):
+            raise UsageError(f"delta ({self.delta}) must be in (0, 1)")
+
+    @property
+    def rho(self) -> Budget:
+        return Budget(rho_for(self.epsilon, self.delta))
+
+    @classmethod
+    def of(cls, budget: Budget, delta: float) -> ApproxDP:
+        """The (epsilon, delta) a rho budget gives at ``delta``."""
+        return cls(max(epsilon_for(budget.rho, delta), math.ulp(0.0)), delta)
 
 
 @dataclass(frozen=True)
