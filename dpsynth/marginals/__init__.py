@@ -115,7 +115,7 @@ class LoadedCounter:
 @contextlib.contextmanager
 def open_counter(path: str | Path, schema: Schema, *, backend: str = "polars",
                  spark_master: str | None = None,
-                 bounding_seed: int | None = None) -> Iterator[LoadedCounter]:
+                 bounding_secret: bytes | int | None = None) -> Iterator[LoadedCounter]:
     """Read, check, bound and encode the input with ``backend``; yield a counter.
 
     Use the counter (build the session, fit the engine) inside the ``with``: on
@@ -125,15 +125,18 @@ def open_counter(path: str | Path, schema: Schema, *, backend: str = "polars",
     ``spark_master``: Spark master URL for ``backend="spark"`` (``local[4]``,
     ``spark://...``, ``k8s://...``); ``None`` uses the active session or the
     ``spark-submit`` environment, else ``local[*]``. Ignored by ``polars``.
-    ``bounding_seed``: seed of the contribution-bounding permutation (both
-    backends keep the same rows for the same seed); ``None``: from the OS.
+    ``bounding_secret``: key of the contribution-bounding hash
+    (:func:`dpsynth.io.bound_contributions`; both backends keep the same rows for
+    the same secret); ``None``: 32 random bytes from the OS. A known secret is safe:
+    a patient's kept rows depend only on that patient's rows, so the DP guarantee
+    does not rely on the secret; it only makes the choice random.
     """
     from dpsynth.errors import UsageError
 
     if backend == "polars":
         from dpsynth.io import load_encoded
 
-        enc = load_encoded(path, schema, bounding_seed)
+        enc = load_encoded(path, schema, bounding_secret)
         counter = NumpyCounter(enc.codes, enc.columns, enc.sizes)
         loaded = LoadedCounter(counter, enc.columns, enc.sizes, enc.contribution_bound)
         del enc, counter
@@ -150,7 +153,7 @@ def open_counter(path: str | Path, schema: Schema, *, backend: str = "polars",
     session = sp.spark_session(spark_master)
     started = existing is None or session is not existing
     try:
-        enc_s = sp.spark_load(str(path), schema, bounding_seed, session)
+        enc_s = sp.spark_load(str(path), schema, bounding_secret, session)
         try:
             yield LoadedCounter(enc_s.counter, enc_s.columns, enc_s.sizes,
                                 enc_s.contribution_bound)

@@ -22,17 +22,21 @@ Same semantics as the polars path (``dpsynth.io.load_encoded``):
   row; the first violated rule raises :class:`InputDataError` with the column,
   the rule, a count and a row number -- never a value. Spark/py4j error text never
   reaches a message (it may quote a cell): failures are caught and replaced.
-* **Bounding randomness** is exactly the polars path's: data row ``i`` (0-based,
-  file order) gets the key ``numpy.random.default_rng(seed).permutation(n)[i]``
-  and each patient keeps its ``k`` rows with the smallest keys. Row numbers come
-  from the hidden ``_metadata`` column: for Parquet ``_metadata.row_index``; for
-  CSV the split start ``_metadata.file_block_start`` plus the position inside
-  the split (``monotonically_increasing_id`` is consecutive within a partition
-  and a split is read in order), turned into global numbers with one small
-  aggregate (rows per split). Files of a directory input are numbered in
-  lexicographic path order (the polars path reads single files only). The key
-  array (8 bytes per row) is built on the driver and joined on the row number:
-  fine to a few hundred million rows; see ``docs/scale.md``.
+* **Bounding** is exactly the polars path's (:func:`dpsynth.io.bound_contributions`):
+  each row's content hash (:func:`dpsynth.io.content_hashes`: the keyed hash of the
+  patient id's raw text, mixed with the row's codes) and key
+  (:func:`dpsynth.io.bounding_keys`) are computed by the same functions, run on the
+  executors with ``mapInPandas``; a window numbers a patient's identical rows and
+  another keeps each patient's ``k`` rows with the smallest (key, hash, number).
+  The rows a patient keeps depend only on that patient's rows and the secret, not
+  on row numbers, file order or partitioning.
+* **Row numbers** (0-based, file order) are only for the checks' "first at data
+  row" messages. They come from the hidden ``_metadata`` column: for Parquet
+  ``_metadata.row_index``; for CSV the split start ``_metadata.file_block_start``
+  plus the position inside the split (``monotonically_increasing_id`` is
+  consecutive within a partition and a split is read in order), turned into
+  global numbers with one small aggregate (rows per split). Files of a directory
+  input are numbered in lexicographic path order.
 * **Known differences** (inputs both paths reject, possibly under another rule,
   or rare forms): Java vs Rust regular expressions for a code column's
   ``pattern``; date formats are translated from ``strftime`` to Spark patterns
@@ -41,8 +45,8 @@ Same semantics as the polars path (``dpsynth.io.load_encoded``):
   is reported as ``encoding``.
 
 Memory: the bounded, encoded table (one int per released column) is cached in
-executor memory and disk; the driver holds the key array during bounding and
-one marginal at a time.
+executor memory and disk; the driver holds one marginal at a time. Executors
+need dpsynth and its Python dependencies (bounding runs Python there).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import datetime as dt
 import math
 import os
 import re
-import secrets
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,6 +83,8 @@ INSTALL_HINT = "pip install 'dpsynth[spark]' (and a Java 17 runtime)"
 _CORRUPT = "__dpsynth_corrupt"
 _RN = "__dpsynth_rn"
 _KEY = "__dpsynth_key"
+_HASH = "__dpsynth_hash"
+_NUM = "__dpsynth_num"
 _UID = "__dpsynth_uid"
 _BATCH = 32
 """Marginals counted per Spark job by :meth:`SparkCounter.count_many`."""
@@ -126,6 +132,8 @@ def spark_session(master: str | None = None, app_name: str = "dpsynth") -> Spark
         builder = builder.master(master)
         if master.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # bounding runs Python on the workers: this interpreter, with dpsynth
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             for k, v in _LOCAL_CONF.items():
                 builder = builder.config(k, v)
     try:
@@ -152,7 +160,7 @@ class SparkEncoded:
     contribution_bound: int
 
 
-def spark_load(path: str, schema: Schema, bounding_seed: int | None = None,
+def spark_load(path: str, schema: Schema, bounding_secret: bytes | int | None = None,
                spark: SparkSession | None = None) -> SparkEncoded:
     """Read, check, bound and encode ``path`` with Spark; return a cached counter.
 
@@ -160,8 +168,13 @@ def spark_load(path: str, schema: Schema, bounding_seed: int | None = None,
     Parquet/CSV part files, on any file system Spark reads (local, HDFS, S3, ...).
     Format: Parquet when the name ends in ``.parquet``/``.pq``, a directory
     holding Parquet parts, or a local file starting with ``PAR1``; CSV otherwise.
+    ``bounding_secret``: as :func:`dpsynth.io.load_encoded` (the same secret keeps
+    the same rows on both backends; ``None``: a fresh random one).
     """
+    from dpsynth.io import bounding_secret as secret_bytes
+
     F = _pyspark()
+    secret = secret_bytes(bounding_secret)
     spark = spark or spark_session()
     # Dates are parsed and compared as UTC wall-clock microseconds.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -171,14 +184,13 @@ def spark_load(path: str, schema: Schema, bounding_seed: int | None = None,
     with _spark_errors():
         raw, from_csv = _read(spark, path, schema)
         numbered = _number_rows(spark, raw, parquet=not from_csv)
-        n_rows = _check(numbered, schema, from_csv)
+        _check(numbered, schema, from_csv)
         encoded = numbered.select(
             *([F.col(f"`{unit.column}`").alias(_UID)] if unit.column is not None else []),
-            numbered[_RN],
             *[_encode(c).alias(f"c{j}") for j, c in enumerate(schema.measured_columns)],
         )
         if unit.column is not None:
-            encoded = _bound(spark, encoded, n_rows, unit.max_rows, bounding_seed)
+            encoded = _bound(encoded, len(columns), unit.max_rows, secret)
         codes = encoded.select(*[f"c{j}" for j in range(len(columns))])
         counter = SparkCounter(codes, columns, sizes)
     return SparkEncoded(counter=counter, columns=columns, sizes=sizes,
@@ -537,29 +549,40 @@ def _encode(col: Column) -> SparkColumn:
 # -- bounding -------------------------------------------------------------------------
 
 
-def _bound(spark: SparkSession, df: DataFrame, n_rows: int, k: int,
-           seed: int | None) -> DataFrame:
-    """Keep each patient's ``k`` rows with the smallest keys; key of row ``i`` is
-    ``default_rng(seed).permutation(n_rows)[i]`` (as ``dpsynth.io.bound_contributions``)."""
-    import pandas as pd
+def _bound(df: DataFrame, n_codes: int, k: int, secret: bytes) -> DataFrame:
+    """Keep each patient's ``k`` rows with the smallest bounding keys, exactly as
+    :func:`dpsynth.io.bound_contributions`: the content hash and the key come from
+    the same functions (:func:`dpsynth.io.content_hashes`,
+    :func:`dpsynth.io.bounding_keys`), run on the executors with ``mapInPandas``;
+    identical rows of a patient are numbered with a window (which copy gets which
+    number does not matter: they are identical); ties by (hash, number)."""
     from pyspark.sql import Window
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from dpsynth.io import bounding_keys, content_hashes
 
     F = _pyspark()
-    if seed is None:
-        seed = secrets.randbits(63)
-    perm = np.random.default_rng(seed).permutation(n_rows)
-    keys_pd = pd.DataFrame({_RN: np.arange(n_rows, dtype=np.int64), _KEY: perm.astype(np.int64)})
-    del perm
-    prev = spark.conf.get("spark.sql.execution.arrow.pyspark.enabled", "false")
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    try:
-        keys = spark.createDataFrame(keys_pd)
-    finally:
-        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", prev or "false")
-    del keys_pd
-    w = Window.partitionBy(_UID).orderBy(_KEY)
-    return (df.join(keys, _RN)
-            .withColumn("__dpsynth_rank", F.row_number().over(w))
+    codes = [f"c{j}" for j in range(n_codes)]
+
+    def add_hash(batches: Iterator[Any]) -> Iterator[Any]:
+        for b in batches:
+            cols = [b[c].to_numpy(dtype=np.int64) for c in codes]
+            yield b.assign(**{_HASH: content_hashes(secret, b[_UID].to_numpy(dtype=object), cols)})
+
+    def add_key(batches: Iterator[Any]) -> Iterator[Any]:
+        for b in batches:
+            yield b.assign(**{_KEY: bounding_keys(b[_HASH].to_numpy(dtype=np.int64),
+                                                  b[_NUM].to_numpy(dtype=np.int64))})
+
+    hashed = df.mapInPandas(add_hash, StructType(
+        [*df.schema.fields, StructField(_HASH, LongType(), False)]))
+    by_hash = Window.partitionBy(_UID).orderBy(_HASH)
+    numbered = hashed.withColumn(_NUM, (F.row_number().over(by_hash) - F.rank().over(by_hash))
+                                 .cast("long"))
+    keyed = numbered.mapInPandas(add_key, StructType(
+        [*numbered.schema.fields, StructField(_KEY, LongType(), False)]))
+    by_key = Window.partitionBy(_UID).orderBy(_KEY, _HASH, _NUM)
+    return (keyed.withColumn("__dpsynth_rank", F.row_number().over(by_key))
             .where(F.col("__dpsynth_rank") <= k))
 
 
