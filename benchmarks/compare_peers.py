@@ -67,7 +67,7 @@ def prepare(name: str, work: Path, data_path: Path | None) -> dict:
 
     schema_path, default_path = DATASETS[name]
     schema = load_schema(schema_path)
-    enc = load_encoded(data_path or default_path, schema, bounding_seed=BOUNDING_SEED)
+    enc = load_encoded(data_path or default_path, schema, bounding_secret=BOUNDING_SEED)
     codes = np.asarray(enc.codes, dtype=np.int64)
     meta: dict = {"dataset": name, "columns": list(enc.columns), "sizes": list(enc.sizes),
                   "k": enc.contribution_bound, "rows_bounded": int(codes.shape[0])}

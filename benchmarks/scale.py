@@ -43,7 +43,7 @@ def generate(n_rows: int, path: Path, seed: int = 0) -> None:
     from dpsynth.schema import load_schema
 
     schema = load_schema(SCHEMA)
-    enc = load_encoded(EXAMPLE, schema, bounding_seed=seed)
+    enc = load_encoded(EXAMPLE, schema, bounding_secret=seed)
     session = MeasurementSession(enc.codes, enc.columns, enc.sizes, enc.contribution_bound,
                                  Accountant(Budget(rho_for(10.0, 1e-9))))
     model = get_engine("mst").fit(session, None)

@@ -22,8 +22,9 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
 The public API is what ``__all__`` lists; everything else may change.
 """
 
-__version__ = "0.1.0"  # first: submodules import it
+import typing as _typing
 
+from dpsynth.config import ReleaseConfig
 from dpsynth.errors import (
     BudgetError,
     DpsynthError,
@@ -35,8 +36,28 @@ from dpsynth.errors import (
     StorageError,
     UsageError,
 )
-from dpsynth.pipeline import ReleaseConfig, ReleaseResult, check, release
 from dpsynth.schema import Schema, load_schema
+from dpsynth.version import __version__
+
+if _typing.TYPE_CHECKING:
+    from dpsynth.pipeline import ReleaseResult, check, release
+
+_LAZY = {"ReleaseResult", "check", "release"}
+"""Names from ``dpsynth.pipeline``, imported on first use: the pipeline pulls in every
+step (polars, OpenDP, great-expectations), which ``import dpsynth`` and
+``dpsynth --help`` should not pay for."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        from dpsynth import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'dpsynth' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)
 
 __all__ = [
     "BudgetError",

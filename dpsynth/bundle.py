@@ -40,14 +40,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import jsonschema
 import polars as pl
 import pyarrow.parquet as pq
 
-from dpsynth import __version__
 from dpsynth.errors import InternalError, StorageError
+from dpsynth.version import __version__
+
+if TYPE_CHECKING:
+    from dpsynth.record import ReleaseRecord
+    from dpsynth.report.builder import Reports
 
 __all__ = [
     "CSV_SIDECAR",
@@ -62,6 +66,8 @@ __all__ = [
     "manifest_schema_json",
     "parquet_writer",
     "release_date",
+    "release_files",
+    "release_manifest",
     "synthetic_table_files",
     "verify_bundle",
     "write_bundle",
@@ -167,6 +173,56 @@ def synthetic_table_files(df: pl.DataFrame, release_id: str) -> dict[str, Conten
         PARQUET: parquet_writer(df, release_id),
         CSV: csv_writer(df),
         CSV_SIDECAR: write_synthetic_csv_sidecar(df, release_id),
+    }
+
+
+# --------------------------------------------------------------------------- layout
+
+PRIVACY_JSON = "privacy-report.json"
+PRIVACY_HTML = "privacy-report.html"
+QUALITY_HTML = "quality-report.html"
+SCHEMA = "schema.yaml"
+DATASHEET = "DATASHEET.md"
+SUITE = "validation/suite.json"
+RESULTS = "validation/results.json"
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, indent=2, default=str).encode("utf-8")
+
+
+def release_files(record: ReleaseRecord, reports: Reports) -> dict[str, Content]:
+    """Every file of a release bundle but the manifest, by relative path (see
+    ``docs/bundle-format.md``)."""
+    return {
+        **synthetic_table_files(record.table, record.release_id),
+        SCHEMA: record.schema.text.encode("utf-8"),
+        PRIVACY_JSON: _json(reports.privacy),
+        PRIVACY_HTML: reports.privacy_html.encode("utf-8"),
+        QUALITY_HTML: reports.quality_html.encode("utf-8"),
+        SUITE: _json(record.validation.suite_json),
+        RESULTS: _json(record.validation.results_json),
+        DATASHEET: reports.datasheet.encode("utf-8"),
+    }
+
+
+def release_manifest(record: ReleaseRecord) -> dict[str, Any]:
+    """The provenance fields of a release's manifest (``write_bundle`` adds the
+    format, date, versions and the file list)."""
+    return {
+        "release_id": record.release_id,
+        "dataset_id": record.dataset_id,
+        "engine": {"name": record.engine, "settings": dict(record.engine_settings)},
+        "sampler_seed": record.sampler_seed,
+        "rows": record.rows,
+        "columns": list(record.domain.names),
+        "privacy": {"epsilon": record.budget.epsilon, "delta": record.budget.delta,
+                    "rho": record.rho.rho, "unit": record.schema.privacy_unit.description},
+        "schema_sha256": record.schema.sha256,
+        # the charge is released by the rename; the ledger records when
+        "ledger_entry": {"release_id": record.release_id, "dataset_id": record.dataset_id,
+                         "rho": record.rho.rho, "epsilon": record.budget.epsilon,
+                         "delta": record.budget.delta, "status_at_bundle_time": "spent"},
     }
 
 

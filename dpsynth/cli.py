@@ -8,20 +8,28 @@ only place where exceptions become messages and exit codes (see
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from dpsynth import __version__
+from dpsynth.config import (
+    BACKENDS,
+    DEFAULT_DELTA,
+    Option,
+    ReleaseConfig,
+    load_config_file,
+    parse_engine_options,
+)
 from dpsynth.errors import EXIT_CODES, DpsynthError, UsageError
-from dpsynth.pipeline import DEFAULT_DELTA
+from dpsynth.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,64 +141,61 @@ def _ledger_url(url: str | None) -> str:
     return url
 
 
+def _click_type(f: dataclasses.Field[Any], opt: Option) -> Any:
+    if opt.choices == "engines":
+        from dpsynth.engines import ENGINES
+
+        return click.Choice(list(ENGINES))
+    if opt.choices == "backends":
+        return click.Choice(list(BACKENDS))
+    hint = str(f.type)
+    if "Path" in hint and "str" not in hint:
+        return click.Path(path_type=Path)
+    return {"float": float, "int": int}.get(hint.split(" |")[0], str)
+
+
+def release_options(fn: F) -> F:
+    """The ``release`` options, built from :class:`ReleaseConfig`'s declarations."""
+    for f in reversed(dataclasses.fields(ReleaseConfig)):
+        opt: Option = f.metadata["option"]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        extra = ""
+        if opt.required and f.name != "ledger_url":
+            extra = " [required]"
+        elif default not in (None, False) and not isinstance(default, Mapping):
+            extra = f" [default: {default:g}]" if isinstance(default, float) else \
+                f" [default: {default}]"
+        if isinstance(default, bool):
+            fn = click.option(opt.flag, f.name, is_flag=True, help=opt.help)(fn)
+        elif f.name == "engine_options":
+            fn = click.option(opt.flag, f.name, multiple=True, metavar=opt.metavar,
+                              help=opt.help)(fn)
+        else:
+            fn = click.option(opt.flag, f.name, type=_click_type(f, opt), envvar=opt.envvar,
+                              metavar=opt.metavar, help=opt.help + extra)(fn)
+    return click.option("--config", "config_path", type=click.Path(path_type=Path),
+                        help="YAML file of release settings by name (epsilon, engine, "
+                             "engine_options: {KEY: VALUE}, ...); options given on the "
+                             "command line win.")(fn)
+
+
 @main.command("release")
-@click.option("--schema", "schema_path", required=True, type=click.Path(path_type=Path),
-              help="Table schema file (YAML).")
-@click.option("--input", "input_path", required=True,
-              help="The private table: CSV, gzip CSV or Parquet (with --backend spark also a "
-                   "directory or a URL such as s3a://...).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Bundle directory to create (must not exist or be empty).")
-@click.option("--epsilon", required=True, type=float, help="Epsilon of this release.")
-@click.option("--delta", default=DEFAULT_DELTA, show_default=True, type=float,
-              help="Delta of this release.")
-@click.option("--engine", default="aim", show_default=True,
-              type=click.Choice(["aim", "mst", "smartnoise-aim", "smartnoise-mst",
-                                 "smartnoise-mwem"]),
-              help="Synthesis engine.")
-@click.option("--rows", type=int, help="Synthetic rows (default: the DP estimate of the row count).")
-@click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER",
-              help="Ledger URL: sqlite:///path or postgresql://... (env DPSYNTH_LEDGER); "
-                   "required. Keep a SQLite ledger away from the bundle's directory.")
-@click.option("--dataset-id", help="Ledger dataset id (default: the schema's name).")
-@click.option("--release-id", help="Release id; a release id that already has a charge is "
-                                   "refused, so a retried job never spends twice.")
-@click.option("--audit-dir", type=click.Path(path_type=Path),
-              help="Write the CONFIDENTIAL internal audit report (utility against the real "
-                   "table) here; never inside the bundle.")
-@click.option("--seed", type=int, help="Seed of the post-processing sampler (not the DP noise).")
-@click.option("--backend", type=click.Choice(["polars", "spark"]), default="polars",
-              show_default=True,
-              help="Where the private steps (read, check, bound, count) run: polars on this "
-                   "machine, or Spark (needs dpsynth[spark]).")
-@click.option("--spark-master", help="Spark master URL for --backend spark (local[4], "
-              "spark://host:7077, k8s://...). Default: the spark-submit environment or the "
-              "active session, else local[*].")
-@click.option("--allow-shared-input", is_flag=True,
-              help="Release an input file whose exact bytes were already charged in this "
-                   "ledger under another dataset id, with a separate budget (only when the two "
-                   "budgets are separate on purpose; refused with exit 4 otherwise).")
+@release_options
 @click.option("--quiet", is_flag=True, help="No progress output on stderr.")
 @json_option
 @handle_errors
-def release_cmd(schema_path: Path, input_path: str, out_dir: Path, epsilon: float, delta: float,
-                engine: str, rows: int | None, ledger_url: str | None, dataset_id: str | None,
-                release_id: str | None, audit_dir: Path | None, seed: int | None,
-                backend: str, spark_master: str | None, allow_shared_input: bool, quiet: bool,
-                as_json: bool) -> None:
+def release_cmd(config_path: Path | None, quiet: bool, as_json: bool, **options: Any) -> None:
     """Release a differentially private synthetic copy of a table as a bundle.
 
     The budget is reserved in the ledger before the input is read; once the input
     has been read the budget stays spent even if the release then fails.
     """
-    from dpsynth.pipeline import ReleaseConfig, release
+    from dpsynth.pipeline import release
 
-    cfg = ReleaseConfig(schema_path=schema_path,
-                        input_path=Path(input_path) if backend == "polars" else input_path,
-                        out_dir=out_dir, epsilon=epsilon, delta=delta, engine=engine, rows=rows,
-                        ledger_url=ledger_url, dataset_id=dataset_id, release_id=release_id,
-                        audit_dir=audit_dir, seed=seed, backend=backend,
-                        spark_master=spark_master, allow_shared_input=allow_shared_input)
+    file = load_config_file(config_path) if config_path is not None else {}
+    options["engine_options"] = {**file.pop("engine_options", {}),
+                                 **parse_engine_options(options["engine_options"])}
+    cfg = ReleaseConfig.from_values(options, file)
     result = release(cfg, progress=_Progress(quiet or as_json), warn=_warn)
     if as_json:
         _emit_json({"ok": True, **result.to_dict()})
@@ -224,10 +229,11 @@ def ledger() -> None:
 def ledger_init(ledger_url: str | None, dataset_id: str, total_epsilon: float, total_delta: float,
                 as_json: bool) -> None:
     """Set a dataset's total budget (once; repeating the same totals is a no-op)."""
+    from dpsynth.privacy.accountant import ApproxDP
     from dpsynth.privacy.ledger import open_ledger
 
     with open_ledger(_ledger_url(ledger_url)) as led:
-        summary = led.init_dataset(dataset_id, total_epsilon, total_delta)
+        summary = led.init_dataset(dataset_id, ApproxDP(total_epsilon, total_delta))
     if as_json:
         _emit_json({"ok": True, **summary.to_dict()})
     else:

@@ -5,6 +5,7 @@ Regenerate with: python tests/test_cli_docs.py
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from pathlib import Path
 
@@ -53,10 +54,22 @@ def test_cli_reference_is_current() -> None:
     assert DOC.read_text() == render(), "docs/cli.md is stale: run python tests/test_cli_docs.py"
 
 
+def test_readme_release_synopsis_is_generated_from_the_declarations() -> None:
+    """The README's `dpsynth release` block comes from ReleaseConfig's declarations
+    (regenerate it from dpsynth.config.release_synopsis())."""
+    from dpsynth.config import ReleaseConfig, release_synopsis
+
+    readme = (DOC.parents[1] / "README.md").read_text()
+    assert release_synopsis() in readme
+    for f in dataclasses.fields(ReleaseConfig):  # every setting is in the block
+        assert f.metadata["option"].flag in release_synopsis()
+
+
 def test_public_api_is_exact() -> None:
     """__all__ lists exactly the public names (submodules aside), and nothing stale."""
-    public = {n for n, v in vars(dpsynth).items()
-              if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    public = {n for n in dir(dpsynth)  # dir(): the pipeline's names are loaded lazily
+              if not n.startswith("_")
+              and not isinstance(getattr(dpsynth, n), types.ModuleType)}
     assert set(dpsynth.__all__) - {"__version__"} == public
 
 

@@ -168,7 +168,7 @@ def test_failure_after_data_access_spends_the_budget_and_leaves_no_bundle(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected failure after the private half")
 
-    monkeypatch.setattr(dpsynth.pipeline, "_public_half", boom)
+    monkeypatch.setattr(dpsynth.pipeline, "_public_record", boom)
     code, _, err = run_release(env, "b1", "--epsilon", "1", "--release-id", "r-fail")
     assert code == 1, err
     assert "injected" not in err  # foreign messages are never echoed

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dpsynth.engines.aim import AIMSettings, fit_aim
-from dpsynth.engines.base import Engine, FittedModel, SessionLike
+from dpsynth.engines.base import Engine, FittedModel, Model, SessionLike
 from dpsynth.engines.mst import MSTSettings, fit_mst
 from dpsynth.engines.smartnoise import (
-    ExternalModel,
     SmartnoiseAIMSettings,
     SmartnoiseMSTSettings,
     SmartnoiseMWEMSettings,
@@ -38,6 +37,7 @@ __all__ = [
     "EngineSpec",
     "FittedModel",
     "MSTSettings",
+    "Model",
     "get_engine",
 ]
 
@@ -47,11 +47,11 @@ class EngineSpec:
     """A registered engine: its ``fit`` function and settings type."""
 
     name: str
-    fit_fn: Callable[[Any, Any], FittedModel | ExternalModel]
+    fit_fn: Callable[[Any, Any], Model]
     settings: type
     summary: str
 
-    def fit(self, session: SessionLike, settings: Any = None) -> FittedModel | ExternalModel:
+    def fit(self, session: SessionLike, settings: Any = None) -> Model:
         if settings is None:
             settings = self.settings()
         if not isinstance(settings, self.settings):

@@ -24,7 +24,7 @@ from dpsynth.engines.sampler import code_dtype, draw_rows
 from dpsynth.engines.sampler import sample as _sample
 from dpsynth.errors import UsageError
 
-__all__ = ["Engine", "FittedModel", "NoisyMarginalLike", "SessionLike", "to_observation"]
+__all__ = ["Engine", "FittedModel", "Model", "NoisyMarginalLike", "SessionLike", "to_observation"]
 
 
 @runtime_checkable
@@ -177,6 +177,27 @@ class FittedModel:
                 if ex is not None:
                     codes[:, j] = draw_rows(ex, codes[:, j], rng)
         return codes
+
+
+class Model(Protocol):
+    """What every engine returns (:class:`FittedModel`, or a smartnoise
+    ``ExternalModel``): DP outputs and post-processing of them only."""
+
+    columns: tuple[str, ...]
+    sizes: tuple[int, ...]
+    measurements: list[Any]
+    """The noisy marginals the model was fitted to (empty for external engines)."""
+    info: dict[str, Any]
+    """Public facts about the fit (rounds, iterations, flags) for the privacy report."""
+
+    @property
+    def total(self) -> float:
+        """The DP estimate of the number of rows."""
+        ...
+
+    def sample(self, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n_rows, len(columns))`` integer codes drawn from the model."""
+        ...
 
 
 class Engine(Protocol):
