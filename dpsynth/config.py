@@ -152,8 +152,13 @@ class ReleaseConfig:
         self.settings()  # validate engine options before anything else happens
 
     def settings(self) -> Any:
-        """The engine's frozen settings object built from ``engine_options``."""
-        return engine_settings(self.engine, self.engine_options)
+        """The engine's frozen settings object built from ``engine_options``. An engine
+        setting named ``delta`` (the smartnoise adapters express the charged rho as
+        an (epsilon, delta) pair) defaults to this release's ``delta``."""
+        options = dict(self.engine_options)
+        if "delta" in {f.name for f in dataclasses.fields(engine_settings(self.engine, {}))}:
+            options.setdefault("delta", float(self.delta))
+        return engine_settings(self.engine, options)
 
     @classmethod
     def from_values(cls, cli: Mapping[str, Any], file: Mapping[str, Any] | None = None

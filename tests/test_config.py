@@ -70,3 +70,13 @@ def test_bad_engine_option_is_refused_before_the_budget(env: dict[str, Path | st
     assert code == 2 and "nope" in err
     res = CliRunner().invoke(main, ["ledger", "show", "--ledger", str(env["ledger"]), "--json"])
     assert json.loads(res.stdout)["datasets"][0]["charges"] == []
+
+
+def test_smartnoise_adapters_get_the_release_delta() -> None:
+    """Issue 16: the smartnoise adapters expressed rho with a fixed delta of 1e-9."""
+    cfg = ReleaseConfig(**{**BASE, "engine": "smartnoise-mst", "delta": 1e-6})  # type: ignore[arg-type]
+    assert cfg.settings().delta == 1e-6
+    cfg = ReleaseConfig(**{**BASE, "engine": "smartnoise-aim", "delta": 1e-6,  # type: ignore[arg-type]
+                           "engine_options": {"delta": 1e-7}})
+    assert cfg.settings().delta == 1e-7  # an explicit engine option wins
+    assert not hasattr(ReleaseConfig(**BASE).settings(), "delta")  # type: ignore[arg-type]

@@ -145,7 +145,8 @@ class SmartnoiseMSTSettings:
 
     delta: float = 1e-9
     """delta used only to express the charged rho as the (epsilon, delta) pair
-    smartnoise takes; the accounted budget is rho."""
+    smartnoise takes; the accounted budget is rho. ``dpsynth release`` sets it to
+    the release's ``--delta``."""
     total_share: float = 0.02
     """Share of the budget for dpsynth's noisy total (the model's row count)."""
 
