@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from test_release import CANARY_ID, CANARY_TEXT, SCHEMA, make_table
 
-from dpsynth.audit import auc_score, fit_logistic
+from dpsynth.audit.utility import auc_score, fit_logistic
 from dpsynth.cli import main
 
 

@@ -1,9 +1,12 @@
-"""The privacy boundary, checked on the source: engines never reach private data.
+"""The privacy boundary, checked on the source: engines and public reports never reach
+private data.
 
 Nothing in ``dpsynth/engines/`` may import (directly or through another dpsynth
 module) the private-table modules ``dpsynth.io``, ``dpsynth.check``,
-``dpsynth.marginals`` or the measurement session; only ``dpsynth/privacy/``
-imports opendp.
+``dpsynth.marginals`` or the measurement session; nothing in ``dpsynth/report/``
+(the public reports) may import those nor the CONFIDENTIAL audit package
+``dpsynth.audit``, which reads the real table; only ``dpsynth/privacy/`` imports
+opendp.
 """
 
 from __future__ import annotations
@@ -90,6 +93,21 @@ def test_engines_do_not_reach_private_modules(path: Path) -> None:
     reached = _closure(path)
     assert _hits(reached, FORBIDDEN) == []
     assert _hits(reached, ("opendp",)) == []
+
+
+REPORT_FILES = sorted((ROOT / "report").rglob("*.py"))
+AUDIT_FILES = sorted((ROOT / "audit").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", REPORT_FILES, ids=lambda p: p.name)
+def test_public_reports_do_not_reach_private_modules(path: Path) -> None:
+    assert _hits(_closure(path), (*FORBIDDEN, "dpsynth.audit")) == []
+
+
+def test_audit_package_is_on_the_private_side() -> None:
+    assert {"__init__.py", "utility.py", "disclosure.py", "render.py"} <= {p.name for p in AUDIT_FILES}
+    # it reads the real table itself: the check above is what keeps it out of public code
+    assert _hits(_closure(ROOT / "audit" / "__init__.py"), ("dpsynth.io",))
 
 
 def test_only_privacy_package_imports_opendp() -> None:

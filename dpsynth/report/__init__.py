@@ -10,10 +10,18 @@ Modules:
   *noisy* measured marginals, with intervals from the noise scale, and subgroups.
 - :mod:`dpsynth.report.datasheet` — ``DATASHEET.md`` for the synthetic dataset.
 
+Shared helpers (also used by the CONFIDENTIAL audit, :mod:`dpsynth.audit`):
+
+- :mod:`dpsynth.report.metrics` — the one total variation distance of the package.
+- :mod:`dpsynth.report.plotting` — a matplotlib Figure as a base64 PNG, unmarked unless
+  the caller passes a watermark (the audit marks every plot CONFIDENTIAL).
+- :mod:`dpsynth.report.page` — the page shell (CSS, document) of the public HTML reports.
+
 Everything here is post-processing of DP outputs (design.md §2.6): these modules never
 receive the private table, exact counts or the true row count, and must not import
-``dpsynth.io`` or ``dpsynth.privacy.session``. The internal audit report (utility against
-the real table) is not part of this package's public outputs.
+``dpsynth.io``, ``dpsynth.privacy.session`` or ``dpsynth.audit`` (the boundary test
+checks). The internal audit report (utility against the real table) is not part of this
+package's public outputs.
 """
 
 from dpsynth.report.datasheet import datasheet_markdown

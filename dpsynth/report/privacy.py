@@ -5,7 +5,7 @@ Owns ``privacy-report.json`` (:func:`privacy_report`) and ``privacy-report.html`
 neighbouring relation, every DP step with its zCDP cost (rho) and noise scale,
 the totals for this release and for the dataset so far (from the ledger), the
 (epsilon, delta) statement in plain words, and what the guarantee does not cover.
-Also owns the shared page shell of the HTML reports (:func:`html_page`).
+The page shell (CSS, document) is :mod:`dpsynth.report.page`.
 
 Must not: receive or show anything computed on the private table (true row
 count, exact counts, input validation results, the input file's hash); it gets
@@ -20,26 +20,59 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from dpsynth.errors import InternalError
-from dpsynth.privacy.accountant import epsilon_for
-from dpsynth.schema import Schema
+from dpsynth.errors import InternalError, UsageError
+from dpsynth.privacy.accountant import Budget, epsilon_for
+from dpsynth.report.page import html_page
+from dpsynth.schema import PrivacyUnit, Schema
 
-__all__ = ["REPORT_FORMAT", "ChargeLike", "html_page", "privacy_report", "render_privacy_html"]
+__all__ = ["REPORT_FORMAT", "ChargeLike", "privacy_report", "render_privacy_html"]
 
 REPORT_FORMAT = "dpsynth.privacy-report/v1"
 _DATASET_KEYS = ("dataset_id", "total_epsilon", "total_delta", "spent_epsilon",
                  "remaining_epsilon", "releases")
+_DATASET_LABELS = {
+    "total_epsilon": "Total budget ε", "total_delta": "Total budget δ",
+    "spent_epsilon": "Spent ε (all releases, this one included)",
+    "remaining_epsilon": "Remaining ε", "releases": "Releases charged",
+}
+_ACCOUNTING = (
+    "Each step is measured in zero-concentrated differential privacy (zCDP); costs "
+    "(rho) add up across steps and across releases, and the total is converted to "
+    "(epsilon, delta) with the conversion of Canonne, Kamath and Steinke (2020). Noise "
+    "comes from OpenDP's samplers on integer counts."
+)
+_NOT_COVERED = (
+    "The schema is public: column names, category lists, bounds, bins and code groupings "
+    "were written from documentation and are released as they are, not protected.",
+    "The existence of the dataset, the fact that a release was made, and its settings "
+    "(epsilon, delta, engine, synthetic row count) are public.",
+    "Population-level inference is not prevented: conclusions about groups of people "
+    "(for example a disease being common among older patients) are what the data is for, "
+    "and may affect individuals who share those traits whether or not they are in the table.",
+    "Small groups are noisy: counts for rare categories or small subgroups are dominated "
+    "by the added noise; see the quality report before relying on them.",
+    "Rows are not real patients: each synthetic row is drawn from a model fitted to noisy "
+    "statistics; do not use rows to identify, contact or make decisions about anyone.",
+    "The guarantee is per dataset and across releases only as recorded in the ledger; "
+    "other releases of the same patients from other systems consume separate budgets.",
+)
 
 
 class ChargeLike(Protocol):
-    """One accounted DP step (:class:`dpsynth.privacy.accountant.Charge` fits)."""
+    """One accounted DP step (:class:`dpsynth.privacy.accountant.Charge` fits; read only)."""
 
-    step: str
-    mechanism: str
-    rho: float
-    columns: tuple[str, ...]
-    noise_scale: float | None
-    sensitivity: float | None
+    @property
+    def step(self) -> str: ...
+    @property
+    def mechanism(self) -> str: ...
+    @property
+    def rho(self) -> float: ...
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+    @property
+    def noise_scale(self) -> float | None: ...
+    @property
+    def sensitivity(self) -> float | None: ...
 
 
 def _num(x: Any) -> float | None:
@@ -74,6 +107,58 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def _spent_rho(charges: Sequence[ChargeLike], rho: float) -> float:
+    """The rho the charges spend; an internal error if it does not fit ``rho``."""
+    spent = math.fsum(float(c.rho) for c in charges)
+    try:
+        fits = Budget(rho).covers(Budget(spent))
+    except UsageError as exc:  # a negative or non-finite rho here is our bug
+        raise InternalError(f"the release's budget or charges are invalid: {exc}") from None
+    if not fits:
+        raise InternalError(f"charges spend rho {spent:.6g}, more than the budget {rho:.6g}")
+    return spent
+
+
+def _steps(charges: Sequence[ChargeLike], spent_rho: float) -> list[dict[str, Any]]:
+    return [{
+        "index": i,
+        "step": c.step,
+        "mechanism": c.mechanism,
+        "columns": list(c.columns),
+        "rho": float(c.rho),
+        "noise_scale": _num(c.noise_scale),
+        "sensitivity": _num(c.sensitivity),
+        "share_of_release": float(c.rho) / spent_rho if spent_rho > 0 else 0.0,
+    } for i, c in enumerate(charges, start=1)]
+
+
+def _statement(unit: PrivacyUnit, epsilon: float, delta: float) -> str:
+    """The guarantee in plain words."""
+    k = unit.max_rows
+    who = "one patient" if unit.column is not None else "one person (one row)"
+    return (
+        f"This release is ({epsilon:.4g}, {delta:.3g})-differentially private for "
+        f"{who}: adding or removing all of one {'patient' if unit.column else 'person'}'s "
+        f"records (at most {k} row{'s' if k != 1 else ''}) changes the probability of any "
+        f"result of this release by at most a factor of e^{epsilon:.4g} "
+        f"(about {math.exp(min(epsilon, 50)):.3g}), except with probability at most "
+        f"{delta:.3g}."
+    )
+
+
+def _neighbouring(unit: PrivacyUnit) -> str:
+    if unit.column is None:
+        return ("Two input tables are neighbours when one is the other with one row (one person) "
+                "added or removed; the schema declares one row per person (k = 1).")
+    k = unit.max_rows
+    return (
+        f"Two input tables are neighbours when one is the other with all rows of one "
+        f"{'patient' if unit.column else 'person'} added or removed. Each patient keeps at most "
+        f"k = {k} row(s) (rows beyond k are dropped at random before anything is measured), so "
+        f"one patient changes any count by at most {k}."
+    )
+
+
 def privacy_report(
     *,
     schema: Schema,
@@ -98,58 +183,10 @@ def privacy_report(
     """
     if not 0 < delta < 1:
         raise InternalError(f"delta ({delta}) must be in (0, 1)")
-    spent_rho = math.fsum(float(c.rho) for c in charges)
-    if spent_rho > rho * (1 + 1e-9) + 1e-15:
-        raise InternalError(f"charges spend rho {spent_rho:.6g}, more than the budget {rho:.6g}")
+    spent_rho = _spent_rho(charges, rho)
     guarantee_eps = epsilon_for(spent_rho, delta)
-    budget_eps = epsilon_for(rho, delta)
     unit = schema.privacy_unit
-    k = unit.max_rows
-    who = "one patient" if unit.column is not None else "one person (one row)"
-    steps = []
-    for i, c in enumerate(charges, start=1):
-        steps.append({
-            "index": i,
-            "step": c.step,
-            "mechanism": c.mechanism,
-            "columns": list(c.columns),
-            "rho": float(c.rho),
-            "noise_scale": _num(c.noise_scale),
-            "sensitivity": _num(c.sensitivity),
-            "share_of_release": float(c.rho) / spent_rho if spent_rho > 0 else 0.0,
-        })
-    statement = (
-        f"This release is ({guarantee_eps:.4g}, {delta:.3g})-differentially private for "
-        f"{who}: adding or removing all of one {'patient' if unit.column else 'person'}'s "
-        f"records (at most {k} row{'s' if k != 1 else ''}) changes the probability of any "
-        f"result of this release by at most a factor of e^{guarantee_eps:.4g} "
-        f"(about {math.exp(min(guarantee_eps, 50)):.3g}), except with probability at most "
-        f"{delta:.3g}."
-    )
-    neighbouring = (
-        f"Two input tables are neighbours when one is the other with all rows of one "
-        f"{'patient' if unit.column else 'person'} added or removed. Each patient keeps at most "
-        f"k = {k} row(s) (rows beyond k are dropped at random before anything is measured), so "
-        f"one patient changes any count by at most {k}."
-        if unit.column is not None else
-        "Two input tables are neighbours when one is the other with one row (one person) "
-        "added or removed; the schema declares one row per person (k = 1)."
-    )
-    not_covered = [
-        "The schema is public: column names, category lists, bounds, bins and code groupings "
-        "were written from documentation and are released as they are, not protected.",
-        "The existence of the dataset, the fact that a release was made, and its settings "
-        "(epsilon, delta, engine, synthetic row count) are public.",
-        "Population-level inference is not prevented: conclusions about groups of people "
-        "(for example a disease being common among older patients) are what the data is for, "
-        "and may affect individuals who share those traits whether or not they are in the table.",
-        "Small groups are noisy: counts for rare categories or small subgroups are dominated "
-        "by the added noise; see the quality report before relying on them.",
-        "Rows are not real patients: each synthetic row is drawn from a model fitted to noisy "
-        "statistics; do not use rows to identify, contact or make decisions about anyone.",
-        "The guarantee is per dataset and across releases only as recorded in the ledger; "
-        "other releases of the same patients from other systems consume separate budgets.",
-    ]
+    steps = _steps(charges, spent_rho)
     return {
         "format": REPORT_FORMAT,
         "release_id": release_id,
@@ -158,91 +195,39 @@ def privacy_report(
         "privacy_unit": {
             "description": unit.description,
             "column": unit.column,
-            "max_rows": k,
+            "max_rows": unit.max_rows,
         },
-        "neighbouring_relation": neighbouring,
-        "accounting": (
-            "Each step is measured in zero-concentrated differential privacy (zCDP); costs "
-            "(rho) add up across steps and across releases, and the total is converted to "
-            "(epsilon, delta) with the conversion of Canonne, Kamath and Steinke (2020). Noise "
-            "comes from OpenDP's samplers on integer counts."
-        ),
+        "neighbouring_relation": _neighbouring(unit),
+        "accounting": _ACCOUNTING,
         "engine": {"name": engine, "settings": dict(engine_settings)},
         "steps": steps,
         "release": {
             "requested_epsilon": float(epsilon),
             "requested_delta": float(delta),
             "budget_rho": float(rho),
-            "budget_epsilon": budget_eps,
+            "budget_epsilon": epsilon_for(rho, delta),
             "spent_rho": spent_rho,
             "epsilon": guarantee_eps,
             "delta": float(delta),
             "steps": len(steps),
         },
         "dataset": _dataset_block(dataset_summary),
-        "statement": statement,
-        "not_covered": not_covered,
+        "statement": _statement(unit, guarantee_eps, delta),
+        "not_covered": list(_NOT_COVERED),
     }
 
 
 # --------------------------------------------------------------------------- HTML
-
-_CSS = """
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       margin: 0; background: #f6f7f9; color: #1d2330; line-height: 1.45; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; background: #fff;
-       min-height: 100vh; box-shadow: 0 0 12px rgba(0,0,0,.06); }
-h1 { font-size: 1.6rem; margin: .2em 0 .1em; }
-h2 { font-size: 1.2rem; margin-top: 1.8em; border-bottom: 2px solid #e3e6eb; padding-bottom: .2em; }
-h3 { font-size: 1rem; margin: 1.2em 0 .4em; }
-.sub { color: #5a6473; margin-top: 0; }
-.banner { background: #fff4e0; border-left: 5px solid #e08a00; padding: 10px 14px;
-          margin: 14px 0; }
-.statement { background: #eaf3ff; border-left: 5px solid #2b6cb0; padding: 12px 16px;
-             font-size: 1.05rem; }
-table { border-collapse: collapse; margin: 8px 0 12px; font-size: .9rem; }
-th, td { border: 1px solid #d9dde3; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f2f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.thin td { background: #fff0f0; }
-dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; }
-dl.kv dt { font-weight: 600; color: #3a4352; }
-dl.kv dd { margin: 0; }
-.plots { display: flex; flex-wrap: wrap; gap: 10px; }
-figure { margin: 0; border: 1px solid #e3e6eb; padding: 6px; background: #fff; }
-figure img { display: block; max-width: 100%; height: auto; }
-figcaption { font-size: .8rem; color: #5a6473; }
-code { background: #f0f2f5; padding: 0 3px; border-radius: 3px; }
-.muted { color: #6b7483; font-size: .85rem; }
-.swatch { display: inline-block; width: .8em; height: .8em; vertical-align: middle;
-          border-radius: 2px; }
-details { margin: 4px 0; }
-summary { cursor: pointer; }
-"""
-
-
-def html_page(title: str, body: str) -> str:
-    """A self-contained HTML document (inline CSS; no scripts, fonts or remote resources)."""
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "img-src data:; style-src 'unsafe-inline'\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
-    )
 
 
 def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def render_privacy_html(report: Mapping[str, Any]) -> str:
-    """``privacy-report.html`` from the dict made by :func:`privacy_report`."""
+def _guarantee_html(report: Mapping[str, Any]) -> list[str]:
     rel = report["release"]
     unit = report["privacy_unit"]
-    parts = [
+    return [
         f"<h1>Privacy report</h1><p class=\"sub\">Release <code>{_e(report['release_id'])}"
         f"</code> of dataset <code>{_e(report['dataset_id'])}</code> — schema "
         f"<code>{_e(report['schema']['name'])}</code> version "
@@ -270,17 +255,22 @@ def render_privacy_html(report: Mapping[str, Any]) -> str:
         f"{_fmt(rel['epsilon'])}</td></tr>",
         "</tbody></table>",
     ]
-    settings = report["engine"].get("settings") or {}
-    if settings:
-        parts.append("<h3>Engine settings</h3><table><tbody>")
-        for k, v in sorted(settings.items()):
-            parts.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
-        parts.append("</tbody></table>")
-    parts.append("<h2>Differentially private steps</h2>")
-    parts.append("<table><thead><tr><th>#</th><th>Step</th><th>Mechanism</th><th>Columns</th>"
-                 "<th>ρ</th><th>Share</th><th>Noise scale</th><th>Sensitivity</th></tr>"
-                 "</thead><tbody>")
-    for s in report["steps"]:
+
+
+def _settings_html(settings: Mapping[str, Any]) -> list[str]:
+    if not settings:
+        return []
+    return ["<h3>Engine settings</h3><table><tbody>",
+            *(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in sorted(settings.items())),
+            "</tbody></table>"]
+
+
+def _steps_html(steps: Sequence[Mapping[str, Any]]) -> list[str]:
+    parts = ["<h2>Differentially private steps</h2>",
+             "<table><thead><tr><th>#</th><th>Step</th><th>Mechanism</th><th>Columns</th>"
+             "<th>ρ</th><th>Share</th><th>Noise scale</th><th>Sensitivity</th></tr>"
+             "</thead><tbody>"]
+    for s in steps:
         cols = ", ".join(s["columns"]) if s["columns"] else "—"
         parts.append(
             f"<tr><td class=\"num\">{s['index']}</td><td>{_e(s['step'])}</td>"
@@ -289,30 +279,38 @@ def render_privacy_html(report: Mapping[str, Any]) -> str:
             f"<td class=\"num\">{100 * s['share_of_release']:.1f}%</td>"
             f"<td class=\"num\">{_fmt(s['noise_scale'])}</td>"
             f"<td class=\"num\">{_fmt(s['sensitivity'])}</td></tr>")
-    if not report["steps"]:
+    if not steps:
         parts.append("<tr><td colspan=\"8\">No DP step was recorded.</td></tr>")
     parts.append("</tbody></table>")
     parts.append("<p class=\"muted\">Noise scale: the standard deviation σ of the Gaussian "
                  "noise added to each count (for noisy-max selection, the scale of the "
                  "selection noise).</p>")
-    ds = report.get("dataset")
-    parts.append("<h2>The dataset so far</h2>")
-    if ds:
-        parts.append("<table><tbody>")
-        labels = {
-            "total_epsilon": "Total budget ε", "total_delta": "Total budget δ",
-            "spent_epsilon": "Spent ε (all releases, this one included)",
-            "remaining_epsilon": "Remaining ε", "releases": "Releases charged",
-        }
-        for key, label in labels.items():
-            if key in ds:
-                val = ds[key]
-                shown = _fmt(val) if isinstance(val, float) else _e(val)
-                parts.append(f"<tr><th>{label}</th><td class=\"num\">{shown}</td></tr>")
-        parts.append("</tbody></table>")
-    else:
-        parts.append("<p>No ledger totals were recorded for this release.</p>")
-    parts.append("<h2>What the guarantee does not cover</h2><ul>")
-    parts.extend(f"<li>{_e(x)}</li>" for x in report["not_covered"])
-    parts.append("</ul>")
+    return parts
+
+
+def _dataset_html(ds: Mapping[str, Any] | None) -> list[str]:
+    parts = ["<h2>The dataset so far</h2>"]
+    if not ds:
+        return [*parts, "<p>No ledger totals were recorded for this release.</p>"]
+    parts.append("<table><tbody>")
+    for key, label in _DATASET_LABELS.items():
+        if key in ds:
+            val = ds[key]
+            shown = _fmt(val) if isinstance(val, float) else _e(val)
+            parts.append(f"<tr><th>{label}</th><td class=\"num\">{shown}</td></tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
+def render_privacy_html(report: Mapping[str, Any]) -> str:
+    """``privacy-report.html`` from the dict made by :func:`privacy_report`."""
+    parts = [
+        *_guarantee_html(report),
+        *_settings_html(report["engine"].get("settings") or {}),
+        *_steps_html(report["steps"]),
+        *_dataset_html(report.get("dataset")),
+        "<h2>What the guarantee does not cover</h2><ul>",
+        *(f"<li>{_e(x)}</li>" for x in report["not_covered"]),
+        "</ul>",
+    ]
     return html_page(f"Privacy report — {report['release_id']}", "\n".join(parts))

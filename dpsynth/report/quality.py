@@ -12,28 +12,28 @@ Must not: receive or compute anything on the real table (exact counts, the true
 row count, utility against the real data belong to the internal audit report).
 Its inputs are DP measurements (public once released) and synthetic codes,
 so everything here is post-processing. The HTML is self-contained: inline CSS,
-PNGs embedded as data URIs, no scripts, fonts or remote resources. Plots use
-matplotlib's Agg canvas directly (no pyplot, no global backend change).
+PNGs embedded as data URIs, no scripts, fonts or remote resources (page shell:
+:mod:`dpsynth.report.page`; PNG encoding, unmarked: :mod:`dpsynth.report.plotting`;
+TVD: :mod:`dpsynth.report.metrics`).
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dpsynth.domain import level_labels
 from dpsynth.errors import InternalError
-from dpsynth.report.privacy import html_page
-from dpsynth.schema import Schema
+from dpsynth.report.metrics import distribution, tvd
+from dpsynth.report.page import html_page
+from dpsynth.report.plotting import png_base64
+from dpsynth.schema import Column, Schema
 
 __all__ = ["MAX_HEATMAPS", "MAX_ONE_WAY_PLOTS", "MeasurementLike", "quality_report_html"]
 
@@ -53,10 +53,12 @@ _MEAS_COLOR = "#e08a00"
 
 
 class MeasurementLike(Protocol):
-    """A noisy marginal: ``columns``, noisy counts (``noisy`` or ``counts``), ``sigma``."""
+    """A noisy marginal: ``columns``, noisy counts (``noisy`` or ``counts``), ``sigma`` (read only)."""
 
-    columns: tuple[str, ...]
-    sigma: float
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+    @property
+    def sigma(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,28 @@ class _Marginal:
     @property
     def cells(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def tvd(self) -> float:
+        """TVD between the synthetic shares and the measured distribution."""
+        return tvd(distribution(self.synthetic), distribution(self.noisy))
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What every section of the page needs to know."""
+
+    columns: tuple[str, ...]
+    by_name: dict[str, Column]
+    n_syn: int  # synthetic rows
+    total: float  # the DP estimate of the table's size
+
+    def share(self, count: float) -> float:
+        return count / self.total if self.total > 0 else float("nan")
+
+    def half_width(self, sigma: float) -> float:
+        """Half the 95% interval of a measured share."""
+        return _Z95 * sigma / self.total if self.total > 0 else float("nan")
 
 
 def _noisy_array(m: Any) -> np.ndarray:
@@ -89,31 +113,11 @@ def _synthetic_counts(codes: np.ndarray, idx: list[int], shape: tuple[int, ...])
     return np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape).astype(float)
 
 
-def _measured_distribution(noisy: np.ndarray) -> np.ndarray:
-    """Noisy counts -> a distribution (negative counts clipped to 0, then normalised)."""
-    pos = np.clip(noisy, 0, None)
-    s = pos.sum()
-    return pos / s if s > 0 else np.full(noisy.shape, 1.0 / noisy.size)
-
-
-def _tvd(syn: np.ndarray, noisy: np.ndarray) -> float:
-    n = syn.sum()
-    p = syn / n if n > 0 else np.full(syn.shape, 1.0 / syn.size)
-    return float(0.5 * np.abs(p - _measured_distribution(noisy)).sum())
-
-
 def _noise_floor(cells: int, sigma: float, total: float) -> float:
     """Expected TVD of the measured shares from the truth due to noise alone (approx.)."""
     if total <= 0:
         return float("nan")
     return min(1.0, 0.5 * cells * sigma * math.sqrt(2 / math.pi) / total)
-
-
-def _png(fig: Figure) -> str:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _img(b64: str, alt: str, caption: str) -> str:
@@ -154,7 +158,7 @@ def _bar_plot(name: str, labels: list[str], syn: np.ndarray, meas: np.ndarray,
     # fixed margins (tight_layout would cost one more full draw per plot)
     fig.subplots_adjust(left=0.17 if n <= 12 else 0.085, right=0.98, top=0.9,
                         bottom=0.32 if n <= 40 else 0.14)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _heatmap(m: _Marginal, labels: tuple[list[str], list[str]], total: float) -> str:
@@ -185,7 +189,7 @@ def _heatmap(m: _Marginal, labels: tuple[list[str], list[str]], total: float) ->
     ax1.tick_params(labelleft=False)
     if im is not None:
         fig.colorbar(im, ax=[ax0, ax1], shrink=0.85, label="share").ax.tick_params(labelsize=6)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _fmt_share(x: float) -> str:
@@ -197,6 +201,192 @@ def _rel_noise(sigma: float, count: float) -> tuple[str, float]:
         return "≥ 100% (count at or below noise)", math.inf
     r = sigma / count
     return (f"{100 * r:.1f}%" if r < 10 else "> 1000%"), r
+
+
+# --------------------------------------------------------------------------- marginals
+
+
+def _marginals(measurements: Sequence[Any], codes: np.ndarray, columns: tuple[str, ...],
+               sizes: tuple[int, ...]) -> list[_Marginal]:
+    """Each measurement next to the synthetic counts of the same cells."""
+    pos = {c: i for i, c in enumerate(columns)}
+    out: list[_Marginal] = []
+    for m in measurements:
+        cols = tuple(m.columns)
+        if any(c not in pos for c in cols):
+            raise InternalError("a measurement names a column that is not released")
+        shape = tuple(sizes[pos[c]] for c in cols)
+        noisy = _noisy_array(m).reshape(shape)
+        out.append(_Marginal(cols, shape, noisy, float(m.sigma),
+                             _synthetic_counts(codes, [pos[c] for c in cols], shape)))
+    return out
+
+
+def _one_way_views(marginals: list[_Marginal], columns: tuple[str, ...]) -> dict[str, _Marginal]:
+    """One 1-way view per released column: measured directly, or summed (post-processing)
+    from the smallest measurement that contains it (noise std grows with sqrt(cells summed))."""
+    one_way: dict[str, _Marginal] = {m.columns[0]: m for m in marginals if len(m.columns) == 1}
+    for c in columns:
+        if c in one_way:
+            continue
+        holders = [m for m in marginals if c in m.columns]
+        if not holders:
+            continue
+        src = min(holders, key=lambda m: m.cells)
+        axis = src.columns.index(c)
+        others = tuple(i for i in range(len(src.shape)) if i != axis)
+        summed = src.cells // src.shape[axis]
+        one_way[c] = _Marginal((c,), (src.shape[axis],), src.noisy.sum(axis=others),
+                               src.sigma * math.sqrt(summed),
+                               src.synthetic.sum(axis=others), derived=True)
+    return one_way
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _intro(schema: Schema, p: _Page, n_measurements: int) -> list[str]:
+    return [
+        "<h1>Quality report</h1>",
+        f"<p class=\"sub\">Schema <code>{html.escape(schema.name)}</code> version "
+        f"{html.escape(schema.version)} — {p.n_syn:,} synthetic rows, {len(p.columns)} columns, "
+        f"{n_measurements} noisy measurements</p>",
+        "<div class=\"banner\"><strong>Synthetic data.</strong> Rows are not real patients. "
+        "Everything on this page compares the synthetic table with the <em>noisy</em> "
+        "(differentially private) measurements the model was fitted to; nothing here was "
+        "computed on the real table.</div>",
+        "<h2>How to read this report</h2>",
+        "<ul><li><strong>Synthetic share</strong>: fraction of synthetic rows in a cell.</li>"
+        "<li><strong>Measured share</strong>: noisy count / estimated total "
+        f"(N̂ ≈ {p.total:,.0f}); it may be negative for empty cells. The 95% interval is "
+        "± 1.96·σ / N̂, from the Gaussian noise std σ of that measurement.</li>"
+        "<li><strong>TVD</strong>: total variation distance between the synthetic "
+        "distribution and the measured one (negative counts set to 0, then normalised); "
+        "0 is identical, 1 disjoint. The <em>noise floor</em> is the TVD expected from the "
+        "measurement noise alone: a TVD near the floor is as close as the noise allows.</li>"
+        "<li><strong>Relative noise</strong> of a group: σ / noisy count. Above "
+        f"{100 * THIN_RELATIVE_NOISE:.0f}% the group is thin (highlighted): treat its figures "
+        "with care; near or above 100% they are mostly noise."
+        "</li></ul>",
+    ]
+
+
+def _tvd_table(ranked: list[_Marginal], total: float) -> list[str]:
+    parts = ["<h2>Measured marginals</h2>",
+             "<table id=\"marginals\"><thead><tr><th>Columns</th><th>Cells</th>"
+             "<th>σ (per cell)</th><th>95% interval ± (share)</th><th>TVD</th>"
+             "<th>Noise floor</th></tr></thead><tbody>"]
+    for m in ranked:
+        parts.append(
+            f"<tr><td>{html.escape(' × '.join(m.columns))}</td>"
+            f"<td class=\"num\">{m.cells:,}</td><td class=\"num\">{m.sigma:.3g}</td>"
+            f"<td class=\"num\">{_fmt_share(_Z95 * m.sigma / total) if total > 0 else '—'}</td>"
+            f"<td class=\"num\">{m.tvd:.4f}</td>"
+            f"<td class=\"num\">{_noise_floor(m.cells, m.sigma, total):.4f}</td></tr>")
+    if not ranked:
+        parts.append("<tr><td colspan=\"6\">No measurements were recorded.</td></tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
+def _one_way_plots(p: _Page, one_way: dict[str, _Marginal]) -> list[str]:
+    parts = ["<h2>One-way marginals</h2>",
+             f"<p class=\"muted\"><span class=\"swatch\" style=\"background:{_SYN_COLOR}\">"
+             "</span> synthetic share &nbsp; <span class=\"swatch\" "
+             f"style=\"background:{_MEAS_COLOR}\"></span> noisy measured share with its 95% "
+             "interval. Columns marked “summed” come from a larger measurement (noise adds "
+             "up over the summed cells).</p><div class=\"plots\">"]
+    plotted = 0
+    for c in p.columns:
+        if c not in one_way or plotted >= MAX_ONE_WAY_PLOTS:
+            continue
+        m = one_way[c]
+        labels = (level_labels(p.by_name[c]) if c in p.by_name
+                  else [str(i) for i in range(m.cells)])
+        syn = m.synthetic / max(p.n_syn, 1)
+        meas = m.noisy / p.total if p.total > 0 else np.zeros(m.shape)
+        half = _Z95 * m.sigma / p.total if p.total > 0 else 0.0
+        b64 = _bar_plot(c, labels, syn, meas, half)
+        note = " (summed)" if m.derived else ""
+        parts.append(_img(b64, f"one-way marginal of {c}", f"{c}{note}: TVD {m.tvd:.3f}"))
+        plotted += 1
+    parts.append("</div>")
+    if len(one_way) > plotted:
+        parts.append(f"<p class=\"muted\">{len(one_way) - plotted} more one-way marginals are "
+                     "not plotted (limit reached).</p>")
+    return parts
+
+
+def _heatmaps(p: _Page, ranked: list[_Marginal]) -> list[str]:
+    pairs = [m for m in ranked if len(m.columns) == 2 and m.cells <= _MAX_HEATMAP_CELLS]
+    if not pairs:
+        return []
+    parts = ["<h2>Two-way marginals with the largest TVD</h2><div class=\"plots\">"]
+    for m in pairs[:MAX_HEATMAPS]:
+        labels2 = tuple(level_labels(p.by_name[c]) for c in m.columns)
+        b64 = _heatmap(m, (labels2[0], labels2[1]), p.total)
+        parts.append(_img(b64, f"two-way marginal of {m.columns[0]} and {m.columns[1]}",
+                          f"{m.columns[0]} × {m.columns[1]}: TVD {m.tvd:.3f}"))
+    parts.append("</div>")
+    return parts
+
+
+def _subgroup_table(p: _Page, name: str, m: _Marginal) -> list[str]:
+    parts = [f"<h3>{html.escape(name)}</h3>",
+             "<table class=\"subgroup\"><thead><tr><th>Group</th>"
+             "<th>Synthetic share</th><th>Measured share (95% interval)</th>"
+             "<th>Noisy count</th><th>Relative noise</th></tr></thead><tbody>"]
+    half = p.half_width(m.sigma)
+    for i, lb in enumerate(level_labels(p.by_name[name])[: m.cells]):
+        cnt = float(m.noisy[i])
+        text, r = _rel_noise(m.sigma, cnt)
+        share = p.share(cnt)
+        cls = " class=\"thin\"" if r > THIN_RELATIVE_NOISE else ""
+        parts.append(
+            f"<tr{cls}><td>{html.escape(lb)}</td>"
+            f"<td class=\"num\">{_fmt_share(m.synthetic[i] / max(p.n_syn, 1))}</td>"
+            f"<td class=\"num\">{_fmt_share(share)} "
+            f"({_fmt_share(share - half)} … {_fmt_share(share + half)})</td>"
+            f"<td class=\"num\">{cnt:,.0f} ± {_Z95 * m.sigma:,.0f}</td>"
+            f"<td class=\"num\">{text}</td></tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
+def _subgroups(schema: Schema, p: _Page, one_way: dict[str, _Marginal]) -> list[str]:
+    parts = ["<h2>Declared subgroups</h2>"]
+    subgroups = [s for s in schema.subgroups if s in one_way]
+    if not subgroups:
+        parts.append("<p>The schema declares no subgroup with a measurement.</p>")
+    for s in subgroups:
+        parts.extend(_subgroup_table(p, s, one_way[s]))
+    return parts
+
+
+def _details(p: _Page, one_way: dict[str, _Marginal]) -> list[str]:
+    """Per-cell tables of the 1-way marginals (folded)."""
+    parts = ["<h2>One-way marginals in detail</h2>"]
+    for c in p.columns:
+        if c not in one_way:
+            continue
+        m = one_way[c]
+        half = p.half_width(m.sigma)
+        parts.append(f"<details><summary>{html.escape(c)} ({m.cells} levels)</summary>"
+                     "<table><thead><tr><th>Level</th><th>Synthetic share</th>"
+                     "<th>Measured share</th><th>95% interval</th></tr></thead><tbody>")
+        for i, lb in enumerate(level_labels(p.by_name[c])[: min(m.cells, _MAX_DETAIL_ROWS)]):
+            share = p.share(float(m.noisy[i]))
+            parts.append(
+                f"<tr><td>{html.escape(lb)}</td>"
+                f"<td class=\"num\">{_fmt_share(m.synthetic[i] / max(p.n_syn, 1))}</td>"
+                f"<td class=\"num\">{_fmt_share(share)}</td>"
+                f"<td class=\"num\">{_fmt_share(share - half)} … {_fmt_share(share + half)}"
+                "</td></tr>")
+        if m.cells > _MAX_DETAIL_ROWS:
+            parts.append(f"<tr><td colspan=\"4\">… {m.cells - _MAX_DETAIL_ROWS} more levels"
+                         "</td></tr>")
+        parts.append("</tbody></table></details>")
+    return parts
 
 
 def quality_report_html(
@@ -217,165 +407,17 @@ def quality_report_html(
     codes = np.asarray(synthetic_codes)
     if codes.ndim != 2 or codes.shape[1] != len(columns) or len(columns) != len(sizes):
         raise InternalError("synthetic codes, columns and sizes do not agree")
-    pos = {c: i for i, c in enumerate(columns)}
-    total = float(total_estimate)
-    n_syn = int(codes.shape[0])
-
-    marginals: list[_Marginal] = []
-    for m in measurements:
-        cols = tuple(m.columns)
-        if any(c not in pos for c in cols):
-            raise InternalError("a measurement names a column that is not released")
-        shape = tuple(sizes[pos[c]] for c in cols)
-        noisy = _noisy_array(m).reshape(shape)
-        marginals.append(_Marginal(cols, shape, noisy, float(m.sigma),
-                                   _synthetic_counts(codes, [pos[c] for c in cols], shape)))
-
-    # one 1-way view per released column: measured directly, or summed (post-processing)
-    # from the smallest measurement that contains it (noise std grows with sqrt(cells summed))
-    one_way: dict[str, _Marginal] = {m.columns[0]: m for m in marginals if len(m.columns) == 1}
-    for c in columns:
-        if c in one_way:
-            continue
-        holders = [m for m in marginals if c in m.columns]
-        if not holders:
-            continue
-        src = min(holders, key=lambda m: m.cells)
-        axis = src.columns.index(c)
-        others = tuple(i for i in range(len(src.shape)) if i != axis)
-        summed = src.cells // src.shape[axis]
-        one_way[c] = _Marginal((c,), (src.shape[axis],), src.noisy.sum(axis=others),
-                               src.sigma * math.sqrt(summed),
-                               src.synthetic.sum(axis=others), derived=True)
-
-    by_name = {c.name: c for c in schema.columns}
-    parts: list[str] = [
-        "<h1>Quality report</h1>",
-        f"<p class=\"sub\">Schema <code>{html.escape(schema.name)}</code> version "
-        f"{html.escape(schema.version)} — {n_syn:,} synthetic rows, {len(columns)} columns, "
-        f"{len(marginals)} noisy measurements</p>",
-        "<div class=\"banner\"><strong>Synthetic data.</strong> Rows are not real patients. "
-        "Everything on this page compares the synthetic table with the <em>noisy</em> "
-        "(differentially private) measurements the model was fitted to; nothing here was "
-        "computed on the real table.</div>",
-        "<h2>How to read this report</h2>",
-        "<ul><li><strong>Synthetic share</strong>: fraction of synthetic rows in a cell.</li>"
-        "<li><strong>Measured share</strong>: noisy count / estimated total "
-        f"(N̂ ≈ {total:,.0f}); it may be negative for empty cells. The 95% interval is "
-        "± 1.96·σ / N̂, from the Gaussian noise std σ of that measurement.</li>"
-        "<li><strong>TVD</strong>: total variation distance between the synthetic "
-        "distribution and the measured one (negative counts set to 0, then normalised); "
-        "0 is identical, 1 disjoint. The <em>noise floor</em> is the TVD expected from the "
-        "measurement noise alone: a TVD near the floor is as close as the noise allows.</li>"
-        "<li><strong>Relative noise</strong> of a group: σ / noisy count. Above "
-        f"{100 * THIN_RELATIVE_NOISE:.0f}% the group is thin (highlighted): treat its figures "
-        "with care; near or above 100% they are mostly noise."
-        "</li></ul>",
+    marginals = _marginals(measurements, codes, columns, sizes)
+    one_way = _one_way_views(marginals, columns)
+    p = _Page(columns, {c.name: c for c in schema.columns}, int(codes.shape[0]),
+              float(total_estimate))
+    ranked = sorted(marginals, key=lambda m: -m.tvd)
+    parts = [
+        *_intro(schema, p, len(marginals)),
+        *_tvd_table(ranked, p.total),
+        *_one_way_plots(p, one_way),
+        *_heatmaps(p, ranked),
+        *_subgroups(schema, p, one_way),
+        *_details(p, one_way),
     ]
-
-    # ---- TVD table
-    rows = sorted(marginals, key=lambda m: -_tvd(m.synthetic, m.noisy))
-    parts.append("<h2>Measured marginals</h2>")
-    parts.append("<table id=\"marginals\"><thead><tr><th>Columns</th><th>Cells</th>"
-                 "<th>σ (per cell)</th><th>95% interval ± (share)</th><th>TVD</th>"
-                 "<th>Noise floor</th></tr></thead><tbody>")
-    for m in rows:
-        parts.append(
-            f"<tr><td>{html.escape(' × '.join(m.columns))}</td>"
-            f"<td class=\"num\">{m.cells:,}</td><td class=\"num\">{m.sigma:.3g}</td>"
-            f"<td class=\"num\">{_fmt_share(_Z95 * m.sigma / total) if total > 0 else '—'}</td>"
-            f"<td class=\"num\">{_tvd(m.synthetic, m.noisy):.4f}</td>"
-            f"<td class=\"num\">{_noise_floor(m.cells, m.sigma, total):.4f}</td></tr>")
-    if not rows:
-        parts.append("<tr><td colspan=\"6\">No measurements were recorded.</td></tr>")
-    parts.append("</tbody></table>")
-
-    # ---- 1-way plots
-    parts.append("<h2>One-way marginals</h2>")
-    parts.append(f"<p class=\"muted\"><span class=\"swatch\" style=\"background:{_SYN_COLOR}\">"
-                 "</span> synthetic share &nbsp; <span class=\"swatch\" "
-                 f"style=\"background:{_MEAS_COLOR}\"></span> noisy measured share with its 95% "
-                 "interval. Columns marked “summed” come from a larger measurement (noise adds "
-                 "up over the summed cells).</p><div class=\"plots\">")
-    plotted = 0
-    for c in columns:
-        if c not in one_way or plotted >= MAX_ONE_WAY_PLOTS:
-            continue
-        m = one_way[c]
-        labels = level_labels(by_name[c]) if c in by_name else [str(i) for i in range(m.cells)]
-        syn = m.synthetic / max(n_syn, 1)
-        meas = m.noisy / total if total > 0 else np.zeros(m.shape)
-        half = _Z95 * m.sigma / total if total > 0 else 0.0
-        b64 = _bar_plot(c, labels, syn, meas, half)
-        note = " (summed)" if m.derived else ""
-        parts.append(_img(b64, f"one-way marginal of {c}",
-                          f"{c}{note}: TVD {_tvd(m.synthetic, m.noisy):.3f}"))
-        plotted += 1
-    parts.append("</div>")
-    if len(one_way) > plotted:
-        parts.append(f"<p class=\"muted\">{len(one_way) - plotted} more one-way marginals are "
-                     "not plotted (limit reached).</p>")
-
-    # ---- 2-way heatmaps
-    pairs = [m for m in rows if len(m.columns) == 2 and m.cells <= _MAX_HEATMAP_CELLS]
-    if pairs:
-        parts.append("<h2>Two-way marginals with the largest TVD</h2><div class=\"plots\">")
-        for m in pairs[:MAX_HEATMAPS]:
-            labels2 = tuple(level_labels(by_name[c]) for c in m.columns)
-            b64 = _heatmap(m, (labels2[0], labels2[1]), total)
-            parts.append(_img(b64, f"two-way marginal of {m.columns[0]} and {m.columns[1]}",
-                              f"{m.columns[0]} × {m.columns[1]}: TVD "
-                              f"{_tvd(m.synthetic, m.noisy):.3f}"))
-        parts.append("</div>")
-
-    # ---- subgroups
-    parts.append("<h2>Declared subgroups</h2>")
-    subgroups = [s for s in schema.subgroups if s in one_way]
-    if not subgroups:
-        parts.append("<p>The schema declares no subgroup with a measurement.</p>")
-    for s in subgroups:
-        m = one_way[s]
-        labels = level_labels(by_name[s])
-        parts.append(f"<h3>{html.escape(s)}</h3>")
-        parts.append("<table class=\"subgroup\"><thead><tr><th>Group</th>"
-                     "<th>Synthetic share</th><th>Measured share (95% interval)</th>"
-                     "<th>Noisy count</th><th>Relative noise</th></tr></thead><tbody>")
-        for i, lb in enumerate(labels[: m.cells]):
-            cnt = float(m.noisy[i])
-            text, r = _rel_noise(m.sigma, cnt)
-            share = cnt / total if total > 0 else float("nan")
-            half = _Z95 * m.sigma / total if total > 0 else float("nan")
-            cls = " class=\"thin\"" if r > THIN_RELATIVE_NOISE else ""
-            parts.append(
-                f"<tr{cls}><td>{html.escape(lb)}</td>"
-                f"<td class=\"num\">{_fmt_share(m.synthetic[i] / max(n_syn, 1))}</td>"
-                f"<td class=\"num\">{_fmt_share(share)} "
-                f"({_fmt_share(share - half)} … {_fmt_share(share + half)})</td>"
-                f"<td class=\"num\">{cnt:,.0f} ± {_Z95 * m.sigma:,.0f}</td>"
-                f"<td class=\"num\">{text}</td></tr>")
-        parts.append("</tbody></table>")
-
-    # ---- per-cell detail of the 1-way marginals
-    parts.append("<h2>One-way marginals in detail</h2>")
-    for c in columns:
-        if c not in one_way:
-            continue
-        m = one_way[c]
-        labels = level_labels(by_name[c])
-        half = _Z95 * m.sigma / total if total > 0 else float("nan")
-        parts.append(f"<details><summary>{html.escape(c)} ({m.cells} levels)</summary>"
-                     "<table><thead><tr><th>Level</th><th>Synthetic share</th>"
-                     "<th>Measured share</th><th>95% interval</th></tr></thead><tbody>")
-        for i, lb in enumerate(labels[: min(m.cells, _MAX_DETAIL_ROWS)]):
-            share = float(m.noisy[i]) / total if total > 0 else float("nan")
-            parts.append(
-                f"<tr><td>{html.escape(lb)}</td>"
-                f"<td class=\"num\">{_fmt_share(m.synthetic[i] / max(n_syn, 1))}</td>"
-                f"<td class=\"num\">{_fmt_share(share)}</td>"
-                f"<td class=\"num\">{_fmt_share(share - half)} … {_fmt_share(share + half)}"
-                "</td></tr>")
-        if m.cells > _MAX_DETAIL_ROWS:
-            parts.append(f"<tr><td colspan=\"4\">… {m.cells - _MAX_DETAIL_ROWS} more levels"
-                         "</td></tr>")
-        parts.append("</tbody></table></details>")
     return html_page(f"Quality report — {schema.name}", "\n".join(parts))
