@@ -74,7 +74,7 @@ class PgServer:
         import psycopg
 
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
 
 def _run(cmd: list[str], as_postgres: bool) -> subprocess.CompletedProcess[str]:
