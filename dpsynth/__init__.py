@@ -1,23 +1,29 @@
 """dpsynth: differentially private synthetic copies of patient tables.
 
-Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/errors)::
+Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/errors;
+``docs/architecture.md`` has the data flow and where new things go)::
 
+    cli.py           click commands; the one place errors become messages
+    config.py        ReleaseConfig: every release setting declared once
+    pipeline.py      check() and release(): the straight-line sequence
     errors.py        exception tree and exit codes
     schema.py        schema file -> validated, frozen Schema (public information only)
     domain.py        public discretisation: value <-> integer code
     io.py            PRIVATE: read, check, bound and encode the input table
+    marginals/       PRIVATE: exact marginal counters (numpy, Spark)
     privacy/
-      accountant.py  zCDP budgets, (epsilon, delta) conversions
+      accountant.py  zCDP Budget, ApproxDP, conversions, the Accountant
       mechanisms.py  the only caller of OpenDP's samplers
       session.py     PRIVATE: MeasurementSession, the only holder of encoded data
-      ledger.py      per-dataset budget ledger (SQLite / PostgreSQL)
-    engines/         AIM, MST, estimation, junction tree, the sampler (public side)
+      ledger/        per-dataset budget ledger (core, SQLite, PostgreSQL)
+    engines/         AIM, MST, smartnoise adapters, estimation, sampler (public side)
     validate.py      great-expectations suite for the synthetic table
+    record.py        ReleaseRecord: the public facts of one release
     report/          privacy report, quality report, datasheet (public side)
-    audit.py         PRIVATE: the confidential internal audit report
     bundle.py        bundle layout, manifest, atomic write, verification
-    pipeline.py      check() and release(): the straight-line sequence
-    cli.py           click commands; the one place errors become messages
+    confidential.py  where custodian-only files go, written 0600
+    audit/           PRIVATE: the confidential internal audit report
+    version.py       the installed version (package metadata)
 
 The public API is what ``__all__`` lists; everything else may change.
 """
