@@ -3,7 +3,7 @@
 Every error a user can cause is a subclass of :class:`DpsynthError` and carries
 an ``exit_code``; the CLI (``dpsynth/cli.py``) is the single place where these
 become a one-line message and a process exit status. Messages name columns and
-rules, never cell values of the private table (design.md §2.7).
+rules, never cell values of the private table (docs/privacy-model.md).
 
 ::
 

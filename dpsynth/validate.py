@@ -1,6 +1,6 @@
 """The great-expectations suite for the *synthetic* table, built from the public schema.
 
-This module owns the output check of a release (design.md §3, after the privacy
+This module owns the output check of a release (docs/architecture.md, after the privacy
 boundary): :func:`build_suite` turns a :class:`~dpsynth.schema.Schema` into an
 expectation suite (exactly the released columns, in order; their types,
 category sets, bounds and date ranges; nullability; the row count within the

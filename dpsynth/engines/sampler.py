@@ -8,7 +8,7 @@ per-row Python loop). Because the tree's tables agree on separators, the rows
 follow the model's distribution exactly, for every clique.
 
 We do not use mbi's ``synthetic_data()``: it ranks rows inside parent groups
-and conditions on the wrong cliques (design.md §4).
+and conditions on the wrong cliques (benchmarks/README.md compares the two).
 
 Must not: touch private data, or use any randomness but the caller's seeded
 :class:`numpy.random.Generator`.

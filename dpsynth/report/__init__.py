@@ -17,7 +17,7 @@ Shared helpers (also used by the CONFIDENTIAL audit, :mod:`dpsynth.audit`):
   the caller passes a watermark (the audit marks every plot CONFIDENTIAL).
 - :mod:`dpsynth.report.page` — the page shell (CSS, document) of the public HTML reports.
 
-Everything here is post-processing of DP outputs (design.md §2.6): these modules never
+Everything here is post-processing of DP outputs (docs/privacy-model.md): these modules never
 receive the private table, exact counts or the true row count, and must not import
 ``dpsynth.io``, ``dpsynth.privacy.session`` or ``dpsynth.audit`` (the boundary test
 checks). The internal audit report (utility against the real table) is not part of this

@@ -4,7 +4,7 @@ append-only list of charges against it, kept in SQLite or PostgreSQL.
 Open one with :func:`open_ledger`; budgets go in and come out as
 :class:`~dpsynth.privacy.accountant.ApproxDP` and
 :class:`~dpsynth.privacy.accountant.Budget` values. The order a release must
-follow (design.md §2 rule 5, "budget before data") is ``reserve`` before the
+follow ("budget before data", docs/privacy-model.md) is ``reserve`` before the
 input is opened, ``mark_spent`` immediately before its first read, then
 ``mark_released`` or ``mark_failed``. ``reserve`` checks and inserts in one
 serialised transaction, so parallel releases can never exceed the total.
@@ -22,7 +22,7 @@ What the ledger must not do
 ---------------------------
 * Never read, receive or store private data. It sees only ids, budgets,
   versions and hashes; ``detail`` is a short error text the caller must keep
-  free of cell values (design.md §2 rule 7).
+  free of cell values (docs/privacy-model.md).
 * Never delete or rewrite a charge, never move a status backwards, never change
   a dataset's total once set, and never let a retried release id spend twice.
 * Never put a database password in an error message (URLs are redacted).
