@@ -1,8 +1,102 @@
-"""Shared fixtures: a throwaway PostgreSQL server (tests/pg_fixture.py)."""
+"""Shared fixtures: a throwaway PostgreSQL server (tests/pg_fixture.py) and test noise.
+
+Noise backends for ``MeasurementSession(..., _noise=...)``, the session's test-only
+argument (no setting, command or pipeline step reaches it; tests/test_session.py
+checks that). The session builds, charges and records the same OpenDP mechanism as in
+a release; only the draw is replaced, so tests need not monkeypatch mechanisms.
+
+  zero_noise    ZeroNoise(): exact counts, the index of the highest score.
+  seeded_noise  SeededNoise(seed=0): noise of the mechanism's own scale from numpy
+                (rounded Gaussian for counts, Gumbel for noisy max), reproducible;
+                NOT OpenDP's samplers, so never evidence of a privacy property.
+  make_session  factory: MeasurementSession over codes with column names c0, c1, ...,
+                a fresh Accountant, and the given noise backend.
+
+Both doubles record ``calls``: (mechanism name, scale) of each mechanism they ran.
+"""
+
+from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+if TYPE_CHECKING:  # imported when used: collecting the tests should not load OpenDP
+    from dpsynth.privacy.accountant import Accountant
+    from dpsynth.privacy.mechanisms import NoiseBackend, PreparedMechanism
+    from dpsynth.privacy.session import MeasurementSession
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from pg_fixture import pg_server, pg_url  # noqa: F401
+
+
+class ZeroNoise:
+    """Runs every mechanism without noise: exact counts, the highest score's index."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float]] = []
+
+    def __call__(self, mechanism: PreparedMechanism, data: Any, /) -> Any:
+        self.calls.append((mechanism.name, mechanism.scale))
+        if mechanism.name == "discrete_gaussian":
+            return np.asarray(data, dtype=np.float64)
+        if mechanism.name == "noisy_max":
+            return int(np.argmax(data))
+        raise AssertionError(f"ZeroNoise does not know mechanism {mechanism.name!r}")
+
+
+class SeededNoise:
+    """Noise of each mechanism's scale from ``numpy.random.default_rng(seed)``."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.calls: list[tuple[str, float]] = []
+
+    def __call__(self, mechanism: PreparedMechanism, data: Any, /) -> Any:
+        self.calls.append((mechanism.name, mechanism.scale))
+        values = np.asarray(data, dtype=np.float64)
+        if mechanism.name == "discrete_gaussian":
+            return values + np.rint(self.rng.normal(0.0, mechanism.scale, values.shape))
+        if mechanism.name == "noisy_max":
+            return int(np.argmax(values + self.rng.gumbel(0.0, mechanism.scale, values.shape)))
+        raise AssertionError(f"SeededNoise does not know mechanism {mechanism.name!r}")
+
+
+@pytest.fixture
+def zero_noise() -> ZeroNoise:
+    return ZeroNoise()
+
+
+@pytest.fixture
+def seeded_noise() -> SeededNoise:
+    return SeededNoise(seed=0)
+
+
+SessionFactory = Callable[..., "MeasurementSession"]
+
+
+@pytest.fixture
+def make_session() -> SessionFactory:
+    """``make_session(codes, sizes, noise, rho=1.0, k=1, accountant=None)``."""
+
+    def make(
+        codes: np.ndarray,
+        sizes: Sequence[int],
+        noise: NoiseBackend,
+        rho: float = 1.0,
+        k: int = 1,
+        accountant: Accountant | None = None,
+    ) -> MeasurementSession:
+        from dpsynth.privacy.accountant import Accountant, Budget
+        from dpsynth.privacy.session import MeasurementSession
+
+        cols = [f"c{j}" for j in range(np.asarray(codes).shape[1])]
+        acc = accountant if accountant is not None else Accountant(Budget(rho))
+        return MeasurementSession(codes, cols, sizes, k, acc, _noise=noise)
+
+    return make

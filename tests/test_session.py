@@ -1,20 +1,32 @@
-"""MeasurementSession: budget refusal, charge-before-return, noise scale, privacy unit."""
+"""MeasurementSession: budget refusal, charge-before-return, noise scale, privacy unit, and
+the test-only noise backend (same charges, never reachable from a release)."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SeededNoise, SessionFactory, ZeroNoise
 from scipy import stats
 
-from dpsynth.errors import BudgetError, InputDataError, UsageError
-from dpsynth.privacy import mechanisms
+import dpsynth
+from dpsynth.config import ReleaseConfig, engine_settings
+from dpsynth.engines import ENGINES
+from dpsynth.errors import BudgetError, InputDataError, InternalError, UsageError
 from dpsynth.privacy.accountant import Accountant, Budget, Charge
+from dpsynth.privacy.mechanisms import PreparedMechanism, run_opendp
 from dpsynth.privacy.session import MeasurementSession, NoisyMarginal
 
-rng = np.random.default_rng(12345)  # data only; noise comes from OpenDP, unseeded
+DPSYNTH = Path(dpsynth.__file__).parent
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+rng = np.random.default_rng(12345)  # data only; noise comes from OpenDP, unseeded, unless a
+# test hands the session a test noise backend (tests/conftest.py)
 
 
 def _session(
@@ -33,6 +45,7 @@ def _exact(codes: np.ndarray, cols: list[int], sizes: list[int]) -> np.ndarray:
 
 CODES = np.stack([rng.integers(0, 3, 500), rng.integers(0, 4, 500)], axis=1)
 SIZES = [3, 4]
+GROUPS = {"c1": np.array([0, 0, 1, 1])}
 
 
 def test_measure_returns_noisy_marginal_and_charges() -> None:
@@ -60,7 +73,7 @@ def test_refuses_to_overspend() -> None:
     assert acc.spent.rho == pytest.approx(1.0, rel=1e-12)
 
 
-def test_charges_before_the_result_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_charges_before_the_result_exists() -> None:
     events: list[str] = []
 
     class SpyAccountant(Accountant):
@@ -68,15 +81,12 @@ def test_charges_before_the_result_exists(monkeypatch: pytest.MonkeyPatch) -> No
             events.append("spend")
             super().spend(charge)
 
-    real_run = mechanisms.PreparedMechanism.run
-
-    def spy_run(self: mechanisms.PreparedMechanism, data: object) -> object:
+    def spy_noise(mech: PreparedMechanism, data: object, /) -> object:
         events.append("noise")
-        return real_run(self, data)
+        return run_opendp(mech, data)
 
-    monkeypatch.setattr(mechanisms.PreparedMechanism, "run", spy_run)
     acc = SpyAccountant(Budget(1.0))
-    s = MeasurementSession(CODES, ["a", "b"], SIZES, 1, acc)
+    s = MeasurementSession(CODES, ["a", "b"], SIZES, 1, acc, _noise=spy_noise)
     s.measure(("a",), 0.1, "m")
     s.select_marginal([("a",), ("b",)], [np.zeros(3), np.zeros(4)], [1, 1], [0, 0], 0.1, "s")
     assert events == ["spend", "noise", "spend", "noise"]
@@ -84,6 +94,87 @@ def test_charges_before_the_result_exists(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(BudgetError):
         s.measure(("a",), 5.0, "too much")
     assert events[-1] == "spend"
+
+
+def test_test_noise_changes_the_draw_only(zero_noise: ZeroNoise, seeded_noise: SeededNoise) -> None:
+    """A session with a test noise backend builds and charges exactly the mechanisms
+    of an OpenDP session; only the numbers drawn differ."""
+
+    def steps(s: MeasurementSession) -> tuple[list[NoisyMarginal], int]:
+        ms = [s.measure(("c0",), 0.1, "one"), s.measure(("c1", "c0"), 0.2, "two", groups=GROUPS)]
+        pick = s.select_marginal([("c0",), ("c1",)], [np.zeros(3), np.zeros(4)], [1, 1], [0, 0],
+                                 0.05, "pick")
+        return ms, pick
+
+    real, _ = _session(CODES, SIZES, k=2)
+    real_ms, _ = steps(real)
+    for noise in (zero_noise, seeded_noise):
+        s = MeasurementSession(CODES, ["c0", "c1"], SIZES, 2, Accountant(Budget(1.0)), _noise=noise)
+        ms, _ = steps(s)
+        assert s.charges == real.charges and s.remaining == real.remaining
+        assert [(m.columns, m.shape, m.sigma) for m in ms] == [
+            (m.columns, m.shape, m.sigma) for m in real_ms]
+        assert noise.calls == [(c.mechanism, c.noise_scale) for c in real.charges]
+        assert all(not m.counts.flags.writeable for m in ms)
+
+
+def test_zero_noise_returns_the_exact_answers(zero_noise: ZeroNoise, make_session: SessionFactory) -> None:
+    s = make_session(CODES, SIZES, zero_noise)
+    m = s.measure(("c1", "c0"), 0.1, "m")
+    np.testing.assert_array_equal(m.counts, _exact(CODES, [1, 0], SIZES))
+    grouped = s.measure(("c1", "c0"), 0.1, "g", groups=GROUPS)
+    np.testing.assert_array_equal(grouped.counts, _exact(CODES, [1, 0], SIZES).reshape(2, 2, 3).sum(1))
+    assert s.select([("c0",), ("c1",), ("c0", "c1")], [3.0, -1.0, 7.0], 1.0, 0.1, "p") == 2
+
+
+def test_seeded_noise_is_reproducible(make_session: SessionFactory) -> None:
+    def draw(seed: int) -> np.ndarray:
+        s = make_session(CODES, SIZES, SeededNoise(seed))
+        return s.measure(("c0", "c1"), 0.01, "m").counts
+
+    np.testing.assert_array_equal(draw(7), draw(7))
+    assert not np.array_equal(draw(7), draw(8))
+    noise = draw(7) - _exact(CODES, [0, 1], SIZES)
+    assert np.all(noise == np.round(noise)) and np.any(noise != 0)
+
+
+def test_a_bad_noise_backend_is_caught(make_session: SessionFactory) -> None:
+    with pytest.raises(UsageError, match="_noise must be a noise backend"):
+        MeasurementSession(CODES, ["a", "b"], SIZES, 1, Accountant(Budget(1.0)),
+                           _noise="zero")  # type: ignore[arg-type]
+    s = make_session(CODES, SIZES, lambda mech, data: 5)
+    with pytest.raises(InternalError, match="picked candidate 5 of 2"):
+        s.select([("c0",), ("c1",)], [0.0, 1.0], 1.0, 0.1, "p")
+
+
+def test_no_release_path_can_reach_the_test_noise() -> None:
+    """Only tests pass ``_noise``: no code in dpsynth/ or benchmarks/ passes that
+    keyword to anything, no call of MeasurementSession there forwards ``*args`` or
+    ``**kwargs``, and neither a release setting, a config-file key nor an engine option
+    reaches it."""
+    calls = 0
+    for path in [*DPSYNTH.rglob("*.py"), *BENCHMARKS.rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path}:{getattr(node, 'lineno', '?')}"
+            assert not (isinstance(node, ast.keyword) and node.arg == "_noise"), where
+            if isinstance(node, ast.Call) and _called_name(node.func) == "MeasurementSession":
+                calls += 1
+                assert None not in [k.arg for k in node.keywords], where
+                assert not any(isinstance(a, ast.Starred) for a in node.args), where
+    assert calls >= 1  # the pipeline's own session is among them
+    assert "MeasurementSession(" in (DPSYNTH / "pipeline.py").read_text(encoding="utf-8")
+    assert not [f.name for f in dataclasses.fields(ReleaseConfig) if "noise" in f.name]
+    with pytest.raises(UsageError, match="unknown setting '_noise'"):
+        ReleaseConfig.from_values({}, {"_noise": "zero"})
+    for engine in ENGINES:
+        with pytest.raises(UsageError, match="'_noise' is not a setting"):
+            engine_settings(engine, {"_noise": "zero"})
+
+
+def _called_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    return func.attr if isinstance(func, ast.Attribute) else None
 
 
 def test_charge_is_opendp_map_and_records_scale() -> None:
@@ -122,21 +213,36 @@ def test_sensitivity_scales_with_contribution_bound() -> None:
         assert s.charges[-1].sensitivity == 2 * k
 
 
-def test_select_marginal_finds_the_worst_fit_at_large_budget() -> None:
-    s, _ = _session(CODES, SIZES, rho=1e6)
+def test_select_marginal_scores_the_worst_fit_highest(zero_noise: ZeroNoise,
+                                                     make_session: SessionFactory) -> None:
+    s = make_session(CODES, SIZES, zero_noise)
     good0 = _exact(CODES, [0], SIZES).astype(float)
     good1 = _exact(CODES, [1], SIZES).astype(float)
     bad = np.full((3, 4), 500 / 12)
     cands = [("c0",), ("c1",), ("c0", "c1")]
-    pick = s.select_marginal(cands, [good0, good1, bad], [1, 1, 1], [0, 0, 0], 1e3, "s")
-    assert pick == 2
+    assert s.select_marginal(cands, [good0, good1, bad], [1, 1, 1], [0, 0, 0], 0.1, "s") == 2
+    # a penalty above the error, or a small weight, moves the pick
+    err = float(np.abs(bad - _exact(CODES, [0, 1], SIZES)).sum())
+    assert s.select_marginal(cands, [good0, good1, bad], [1, 1, 1], [-1, 0, err + 2], 0.1, "s") == 0
+    assert s.select_marginal(cands, [good0 + 1, good1, bad], [1, 1, 0.01], [0, 0, 0], 0.1, "s") == 0
     with pytest.raises(UsageError):  # wrong shape for a candidate
         s.select_marginal(cands, [good0, good1, np.zeros(3)], [1, 1, 1], [0, 0, 0], 1.0, "s")
+    assert [c.sensitivity for c in s.charges] == [1.0, 1.0, 1.0]
 
 
-def test_select_with_public_scores() -> None:
+def test_select_marginal_finds_the_worst_fit_with_opendp_noise() -> None:
     s, _ = _session(CODES, SIZES, rho=1e6)
-    assert s.select([("c0",), ("c1",)], [0.0, 1e4], 1.0, 1e3, "pick") == 1
+    good0 = _exact(CODES, [0], SIZES).astype(float)
+    bad = np.full((3, 4), 500 / 12)
+    assert s.select_marginal([("c0",), ("c0", "c1")], [good0, bad], [1, 1], [0, 0], 1e3, "s") == 1
+
+
+def test_select_with_public_scores(zero_noise: ZeroNoise, make_session: SessionFactory) -> None:
+    s = make_session(CODES, SIZES, zero_noise)
+    assert s.select([("c0",), ("c1",)], [0.0, 1e-9], 1.0, 0.1, "pick") == 1
+    assert s.charges[-1].sensitivity == 1.0 and s.charges[-1].columns == ("c0", "c1")
+    real, _ = _session(CODES, SIZES, rho=1e6)
+    assert real.select([("c0",), ("c1",)], [0.0, 1e4], 1.0, 1e3, "pick") == 1
 
 
 def test_does_not_expose_private_data() -> None:

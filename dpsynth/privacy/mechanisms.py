@@ -1,22 +1,27 @@
 """The OpenDP noise mechanisms dpsynth uses, and nothing else.
 
 Owns: building OpenDP measurements (vectorised discrete Gaussian on integer
-counts; Gumbel noisy max for selection) at a requested zCDP cost, and reporting
-the rho *OpenDP's own* ``map`` says each one costs, so accounting cannot drift
-from the mechanism.
+counts; Gumbel noisy max for selection) at a requested zCDP cost, reporting the
+rho *OpenDP's own* ``map`` says each one costs, so accounting cannot drift from
+the mechanism, and the noise backend that runs them (:func:`run_opendp`; the
+:class:`NoiseBackend` protocol lets tests hand the session a seeded or
+zero-noise double instead).
 
 Must not: read private tables, charge an accountant (``session.py`` does, before
-it runs a prepared mechanism), or draw noise from anywhere but OpenDP. This is
-the only module that calls OpenDP samplers; only ``dpsynth/privacy/`` imports
-opendp (a test checks it).
+it runs a prepared mechanism), draw noise from anywhere but OpenDP, or offer
+noise that no one charged for: it returns prepared mechanisms, never noisy
+answers, and only the session runs them. This is the only module that calls
+OpenDP samplers; only ``dpsynth/privacy/`` imports opendp, and engines and
+reports import neither this module nor the session (tests check both).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import opendp.prelude as dp
@@ -24,11 +29,13 @@ import opendp.prelude as dp
 from dpsynth.errors import InternalError, UsageError
 
 __all__ = [
+    "NoiseBackend",
     "PreparedMechanism",
+    "as_counts",
+    "as_scores",
     "gaussian_counts",
-    "noisy_counts",
-    "noisy_max",
     "noisy_max_selector",
+    "run_opendp",
 ]
 
 dp.enable_features("contrib")
@@ -56,11 +63,29 @@ class PreparedMechanism:
         return self._convert(self._measurement(data))
 
 
+class NoiseBackend(Protocol):
+    """Runs a prepared mechanism on validated data: ``(mechanism, data) -> output``.
+
+    The output has the type :meth:`PreparedMechanism.run` gives: float64 noisy
+    counts of ``data``'s length, or the chosen index. Releases always use
+    :func:`run_opendp`; another backend exists only in the tests, handed to the
+    session's test-only ``_noise`` argument, and the session builds, charges and
+    records the same :class:`PreparedMechanism` whichever backend runs it.
+    """
+
+    def __call__(self, mechanism: PreparedMechanism, data: Any, /) -> Any: ...
+
+
+def run_opendp(mechanism: PreparedMechanism, data: Any, /) -> Any:
+    """The noise backend of every release: OpenDP's own sampler for ``mechanism``."""
+    return mechanism.run(data)
+
+
 def _check(sensitivity: float, rho: float) -> None:
-    if not (math.isfinite(rho) and rho > 0):
-        raise UsageError(f"rho ({rho}) must be a positive finite number")
-    if not (math.isfinite(sensitivity) and sensitivity > 0):
-        raise UsageError(f"sensitivity ({sensitivity}) must be a positive finite number")
+    for name, value in (("rho", rho), ("sensitivity", sensitivity)):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not (math.isfinite(value) and value > 0)):
+            raise UsageError(f"{name} ({value}) must be a positive finite number")
 
 
 def _calibrate(build: Callable[[float], Any], d_in: Any, scale: float, rho: float) -> tuple[Any, float]:
@@ -79,9 +104,9 @@ def gaussian_counts(sensitivity_l2: int, rho: float) -> PreparedMechanism:
     ``sensitivity_l2`` is the L2 distance between neighbouring count vectors
     (k when one patient contributes up to k rows).
     """
+    _check(sensitivity_l2, rho)
     if int(sensitivity_l2) != sensitivity_l2:
         raise UsageError(f"sensitivity ({sensitivity_l2}) must be an integer for counts")
-    _check(sensitivity_l2, rho)
     d_in = int(sensitivity_l2)
     space = (dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64"))
 
@@ -117,23 +142,8 @@ def noisy_max_selector(sensitivity_linf: float, rho: float) -> PreparedMechanism
     return PreparedMechanism("noisy_max", scale, d_in, float(meas.map(d_in)), meas, int)
 
 
-def noisy_counts(counts: np.ndarray, sensitivity_l2: int, rho: float) -> tuple[np.ndarray, float, float]:
-    """Add discrete Gaussian noise to integer ``counts``.
-
-    Returns ``(noisy counts as float64, sigma, rho charged by OpenDP's map)``.
-    Callers that must account first use :func:`gaussian_counts` and ``run``.
-    """
-    mech = gaussian_counts(sensitivity_l2, rho)
-    return mech.run(_as_i64(counts)), mech.scale, mech.rho
-
-
-def noisy_max(scores: Sequence[float] | np.ndarray, sensitivity_linf: float, rho: float) -> tuple[int, float]:
-    """Index of the (noisily) largest score; returns ``(index, rho charged)``."""
-    mech = noisy_max_selector(sensitivity_linf, rho)
-    return mech.run(as_scores(scores)), mech.rho
-
-
-def _as_i64(counts: np.ndarray) -> np.ndarray:
+def as_counts(counts: np.ndarray) -> np.ndarray:
+    """Validate and convert exact counts for :meth:`PreparedMechanism.run`."""
     arr = np.asarray(counts)
     if arr.dtype.kind not in "iu":
         raise InternalError("counts must be an integer array")
@@ -143,12 +153,8 @@ def _as_i64(counts: np.ndarray) -> np.ndarray:
 
 
 def as_scores(scores: Sequence[float] | np.ndarray) -> list[float]:
+    """Validate and convert selection scores for :meth:`PreparedMechanism.run`."""
     arr = np.asarray(scores, dtype=np.float64).ravel()
     if arr.size == 0 or not np.all(np.isfinite(arr)):
         raise InternalError("scores must be a non-empty vector of finite numbers")
     return [float(v) for v in arr]
-
-
-def as_counts(counts: np.ndarray) -> np.ndarray:
-    """Validate and convert exact counts for :meth:`PreparedMechanism.run`."""
-    return _as_i64(counts)

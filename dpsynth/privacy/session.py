@@ -86,9 +86,17 @@ class MeasurementSession:
         ``k``, rows one patient may contribute (the histogram sensitivity).
     accountant:
         Spent before each result is returned.
+    _noise:
+        TESTS ONLY: the :class:`~dpsynth.privacy.mechanisms.NoiseBackend` that
+        runs each prepared mechanism instead of OpenDP's sampler
+        (:func:`~dpsynth.privacy.mechanisms.run_opendp`), e.g. a seeded or
+        zero-noise double from ``tests/conftest.py``. Mechanisms, charges and
+        recorded scales are exactly those of a release. Nothing in ``dpsynth``
+        passes it and no setting reaches it (a test checks both).
     """
 
-    __slots__ = ("__accountant", "__cache", "__columns", "__counter", "__domain", "__index", "__k")
+    __slots__ = ("__accountant", "__cache", "__columns", "__counter", "__domain", "__index", "__k",
+                 "__noise")
 
     def __init__(
         self,
@@ -97,6 +105,8 @@ class MeasurementSession:
         sizes: Sequence[int],
         contribution_bound: int,
         accountant: Accountant,
+        *,
+        _noise: mechanisms.NoiseBackend | None = None,
     ) -> None:
         cols = tuple(str(c) for c in columns)
         if len(set(cols)) != len(cols):
@@ -122,6 +132,9 @@ class MeasurementSession:
         self.__k = int(contribution_bound)
         self.__accountant = accountant
         self.__cache: dict[tuple[str, ...], np.ndarray] = {}
+        if _noise is not None and not callable(_noise):
+            raise UsageError("_noise must be a noise backend (a callable)")
+        self.__noise: mechanisms.NoiseBackend = mechanisms.run_opendp if _noise is None else _noise
 
     # -- public, non-private facts ---------------------------------------------------
     def __repr__(self) -> str:
@@ -188,7 +201,7 @@ class MeasurementSession:
         if any(g is not None for g in maps):
             exact = self._regroup(exact, self.shape(cols), maps, shape)
         self._charge(step, mech, cols, float(self.__k))
-        noisy = mech.run(mechanisms.as_counts(exact)).reshape(shape)
+        noisy = np.asarray(self.__noise(mech, mechanisms.as_counts(exact)), dtype=np.float64).reshape(shape)
         noisy.setflags(write=False)
         return NoisyMarginal(
             columns=cols,
@@ -321,7 +334,10 @@ class MeasurementSession:
         mech = mechanisms.noisy_max_selector(sensitivity, rho)
         cols = tuple(sorted({c for cl in candidates for c in cl}))
         self._charge(step, mech, cols, sensitivity)
-        return int(mech.run(scores))
+        pick = int(self.__noise(mech, scores))
+        if not 0 <= pick < len(scores):
+            raise InternalError(f"the noise backend picked candidate {pick} of {len(scores)}")
+        return pick
 
     def _charge(self, step: str, mech: Any, cols: tuple[str, ...], sensitivity: float) -> None:
         """Charge the accountant for ``mech`` (its rho from OpenDP's map) before it runs."""
