@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from dpsynth.engines import smartnoise as sn
+from dpsynth.engines.smartnoise import adapter, patches
 from dpsynth.errors import BudgetError, UsageError
 from dpsynth.privacy.accountant import Accountant, Budget
 from dpsynth.privacy.session import MeasurementSession
@@ -104,12 +105,34 @@ def test_refuses_an_unchecked_smartnoise_version_before_any_charge(
     # MST's DP-total fix and MWEM's public-domain fix override smartnoise-synth 1.0.8's
     # internals; any other release is refused on public facts, before a budget is charged
     # or a code is read
-    monkeypatch.setattr(sn, "_import_snsynth", lambda engine: None)
-    monkeypatch.setattr(sn, "_snsynth_version", lambda: "1.0.9")
+    monkeypatch.setattr(adapter, "_import_snsynth", lambda engine: None)
+    monkeypatch.setattr(patches, "_snsynth_version", lambda: "1.0.9")
     s = _session()
     with pytest.raises(UsageError, match=r"smartnoise-synth 1\.0\.8 exactly"):
         fit(s, None)
     assert s.charges == ()
+
+
+def test_mwem_checks_the_histogram_size_before_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the public-facts checks keep their order: MWEM's size limit comes before `import snsynth`
+    monkeypatch.setitem(sys.modules, "snsynth", None)
+    s = MeasurementSession(np.zeros((10, 3), dtype=np.int64), ["x", "y", "z"], [1000, 1000, 1000], 1,
+                           Accountant(Budget(1.0)))
+    with pytest.raises(UsageError, match="split_factor"):
+        sn.fit_smartnoise_mwem(s, None)
+    assert s.charges == ()
+
+
+def test_package_public_names() -> None:
+    """Issue 16 split the module into a package; its public names are unchanged."""
+    assert sorted(sn.__all__) == [
+        "ExternalModel", "ExternalSessionLike", "SmartnoiseAIMSettings", "SmartnoiseMSTSettings",
+        "SmartnoiseMWEMSettings", "fit_smartnoise_aim", "fit_smartnoise_mst", "fit_smartnoise_mwem",
+    ]
+    for name in sn.__all__:
+        assert getattr(sn, name) is not None
+    assert sn.SMARTNOISE_SYNTH_VERSION == "1.0.8" and "smartnoise-synth==1.0.8" in sn.INSTALL_HINT
+    assert sn.MWEM_MAX_CELLS == 10_000_000 and sn.MWEM_SELECTION_RETRIES == 0
 
 
 def test_settings_are_validated() -> None:
@@ -126,7 +149,7 @@ def test_settings_are_validated() -> None:
 
 def _need_snsynth() -> None:
     try:
-        sn._import_snsynth("test")
+        adapter._import_snsynth("test")
     except UsageError:
         if os.environ.get("DPSYNTH_REQUIRE_SMARTNOISE") == "1":
             pytest.fail("DPSYNTH_REQUIRE_SMARTNOISE=1 but the smartnoise extra is not installed")
@@ -271,13 +294,13 @@ def test_mwem_starts_from_the_dp_total_not_the_true_n(monkeypatch: pytest.Monkey
     """smartnoise's MWEM started its synthetic histogram at np.sum(histogram) (the true N)
     and kept that total through every multiplicative-weights update."""
     _need_snsynth()
-    true_noisy_total = sn._noisy_total
+    true_noisy_total = adapter._noisy_total
 
     def shifted(session, rho, engine):  # a DP total that cannot equal N by chance
         _total, m = true_noisy_total(session, rho, engine)
         return float(N + 37), m
 
-    monkeypatch.setattr(sn, "_noisy_total", shifted)
+    monkeypatch.setattr(adapter, "_noisy_total", shifted)
     model = sn.fit_smartnoise_mwem(_session(rho=0.5), sn.SmartnoiseMWEMSettings(iterations=5))
     assert model.total == N + 37
     for fake, _, _ in model._synth.synthetic_histograms:
@@ -330,13 +353,13 @@ def test_mst_neighbouring_tables_give_mbi_the_dp_total_only(monkeypatch: pytest.
     _need_snsynth()
     from mbi import estimation
 
-    true_noisy_total = sn._noisy_total
+    true_noisy_total = adapter._noisy_total
 
     def pinned(session, rho, engine):  # still measured and charged; its value fixed
         _total, m = true_noisy_total(session, rho, engine)
         return 1234.0, m
 
-    monkeypatch.setattr(sn, "_noisy_total", pinned)
+    monkeypatch.setattr(adapter, "_noisy_total", pinned)
     seen: list[float] = []
     real = estimation.mirror_descent
 
