@@ -31,7 +31,7 @@ and pure ``epsilon = sqrt(2 rho)`` for MWEM (epsilon-DP implies
 epsilon^2/2-zCDP).
 
 Caveats (the privacy claim for the external charge rests on smartnoise-synth's
-own implementation, not on dpsynth's; design.md §4). Each fitted model's
+own implementation, not on dpsynth's; docs/privacy-model.md). Each fitted model's
 ``info`` states them as flags (``uses_true_n_internally``, ``true_n_use``,
 ``noise_source``, ``category_domain``):
 
@@ -62,7 +62,7 @@ own implementation, not on dpsynth's; design.md §4). Each fitted model's
   comes from OpenDP's *floating-point* Gaussian (MST/AIM) or Laplace (MWEM)
   samplers, called once per cell from Python on 0.0 and added to the count in
   float arithmetic. That is outside OpenDP's own guarantee and not the
-  integer-count samplers of design.md §2.4 (and slow on large marginals).
+  integer-count samplers of docs/privacy-model.md (and slow on large marginals).
 * MWEM: pure epsilon-DP only with its selection retries off
   (``max_retries_exp_mechanism=0``, :data:`MWEM_SELECTION_RETRIES`). smartnoise's
   default re-draws the exponential mechanism up to 10 times while it picks an
@@ -76,7 +76,7 @@ own implementation, not on dpsynth's; design.md §4). Each fitted model's
   for those engines any other installed version is refused before any budget
   is charged.
 * mbi 1.1.0's ``synthetic_data()`` (MST/AIM sampling) is biased: ranks rows in
-  parent groups and conditions on the wrong cliques (design.md §4).
+  parent groups and conditions on the wrong cliques (benchmarks/README.md compares the two).
 * Sampling uses numpy's *global* RNG; :meth:`ExternalModel.sample` seeds it from
   the caller's generator for the duration of the call and restores it.
 
