@@ -1,11 +1,18 @@
-"""Public discretisation: each released column's domain, value -> code, code -> value.
+"""Public discretisation: what each code of a released column means, value -> code, code -> value.
 
 A column's domain comes only from its schema: category lists, bin edges, date
-units and code groups. Codes are ``0 .. size-1``; a nullable column's last code
-means null. Encoding is expressed as polars expressions (applied to the private
-table by ``dpsynth.io``); decoding maps integer codes from the fitted model back
-to values, drawing numbers and dates uniformly inside their bin with a seeded
-generator (post-processing, so seeding is allowed).
+units and code groups (the schema resolves the bins and so knows the number of
+codes, :attr:`~dpsynth.schema.Column.domain_size`). Codes are ``0 .. size-1``; a
+nullable column's last code means null. Owns:
+
+* :func:`levels` / :func:`level_labels`: the public value (or bin) behind each code;
+* :func:`column_exprs`: the polars compiler of the input rules
+  (:mod:`dpsynth.input_rules`): check and encode expressions over one raw text
+  column, applied to the private table by :mod:`dpsynth.io`;
+* decoding (:meth:`Domain.decode`): integer codes from the fitted model back to
+  values, numbers and dates drawn uniformly inside their bin with a seeded
+  generator (post-processing, so seeding is allowed), and :func:`recode`, its
+  inverse.
 
 This module holds no data and must not import ``dpsynth.io``.
 """
@@ -19,6 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from dpsynth.input_rules import ColumnRules, column_rules
 from dpsynth.schema import Column, Schema
 
 __all__ = [
@@ -26,41 +34,10 @@ __all__ = [
     "Domain",
     "column_exprs",
     "decode_column",
-    "domain_size",
+    "level_labels",
     "levels",
+    "recode",
 ]
-
-
-def _date_edges(col: Column) -> list[dt.datetime]:
-    assert col.date_bounds is not None
-    b0, b1 = col.date_bounds
-    unit = col.bin_unit
-
-    def floor(d: dt.datetime) -> dt.datetime:
-        d = d.replace(hour=0, minute=0, second=0, microsecond=0)
-        if unit == "week":
-            return d - dt.timedelta(days=d.weekday())
-        if unit == "month":
-            return d.replace(day=1)
-        if unit == "quarter":
-            return d.replace(day=1, month=3 * ((d.month - 1) // 3) + 1)
-        if unit == "year":
-            return d.replace(day=1, month=1)
-        return d
-
-    def step(d: dt.datetime) -> dt.datetime:
-        if unit == "day":
-            return d + dt.timedelta(days=1)
-        if unit == "week":
-            return d + dt.timedelta(days=7)
-        months = {"month": 1, "quarter": 3, "year": 12}[unit]
-        m = d.month - 1 + months
-        return d.replace(year=d.year + m // 12, month=m % 12 + 1)
-
-    edges = [floor(b0)]
-    while edges[-1] <= b1:
-        edges.append(step(edges[-1]))
-    return edges
 
 
 def levels(col: Column) -> list[object]:
@@ -75,14 +52,9 @@ def levels(col: Column) -> list[object]:
         e = col.bin_edges
         return [(e[i], e[i + 1]) for i in range(len(e) - 1)]
     if col.kind in ("date", "datetime"):
-        d = _date_edges(col)
+        d = col.date_edges
         return [(d[i], d[i + 1]) for i in range(len(d) - 1)]
     raise ValueError(f"column {col.name!r} of kind {col.kind} has no domain")
-
-
-def domain_size(col: Column) -> int:
-    """Number of codes, the null code included."""
-    return len(levels(col)) + (1 if col.nullable else 0)
 
 
 def level_labels(col: Column) -> list[str]:
@@ -120,7 +92,7 @@ class Domain:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        return tuple(domain_size(c) for c in self.columns)
+        return tuple(c.domain_size for c in self.columns)
 
     def decode(self, codes: np.ndarray, rng: np.random.Generator) -> pl.DataFrame:
         """Codes (rows x columns) -> a typed synthetic table (text columns as
@@ -132,10 +104,11 @@ class Domain:
 
 @dataclass(frozen=True)
 class ColumnExprs:
-    """Polars expressions over one raw (text) input column.
+    """Polars expressions over one raw (text) input column, compiled from its
+    :class:`~dpsynth.input_rules.ColumnRules`.
 
     ``missing``: the cell is missing; ``malformed``: not missing but cannot be
-    parsed as the column's kind; ``out_of_domain``: parsed but outside the public
+    read as the column's kind; ``out_of_domain``: read but outside the public
     domain; ``code``: the integer code (valid only where the checks pass or the
     out-of-domain policy maps the value to null or clamps it).
     """
@@ -144,8 +117,6 @@ class ColumnExprs:
     malformed: pl.Expr
     out_of_domain: pl.Expr
     code: pl.Expr
-    malformed_rule: str
-    domain_rule: str
 
 
 def _parsed(col: Column, raw: pl.Expr) -> pl.Expr:
@@ -157,94 +128,90 @@ def _parsed(col: Column, raw: pl.Expr) -> pl.Expr:
         return pl.when(v.is_finite()).then(v)
     if col.kind == "date":
         return s.str.to_date(col.date_format, strict=False).cast(pl.Datetime("us"))
-    if col.kind == "datetime":
-        return s.str.to_datetime(col.date_format, strict=False, time_unit="us")
-    if col.kind == "boolean":
-        return (
-            pl.when(raw.is_in(list(col.true_tokens))).then(True)
-            .when(raw.is_in(list(col.false_tokens))).then(False)
-        )
-    return raw
-
-
-def _edges_series(col: Column) -> pl.Series:
-    if col.kind in ("date", "datetime"):
-        return pl.Series(_date_edges(col), dtype=pl.Datetime("us"))
-    return pl.Series([float(e) for e in col.bin_edges], dtype=pl.Float64)
+    return s.str.to_datetime(col.date_format, strict=False, time_unit="us")
 
 
 def column_exprs(col: Column) -> ColumnExprs:
     """Build the check and encode expressions for one released column."""
+    r = column_rules(col)
     raw = pl.col(col.name)
     missing = raw.is_null() | raw.is_in(list(col.missing_tokens))
-    value = _parsed(col, raw)
-    n = len(levels(col))
-    null_code = pl.lit(n if col.nullable else None, dtype=pl.Int64)
-
-    if col.kind == "categorical":
-        malformed = pl.lit(False)
-        in_domain = raw.is_in(list(col.categories))
-        # an Enum cast streams (replace_strict makes polars hold the whole column)
-        code = raw.cast(pl.Enum(list(col.categories)), strict=False).to_physical().cast(pl.Int64)
-        rule_m, rule_d = "", "category"
-    elif col.kind == "code":
-        stripped = raw.str.strip_chars()
-        malformed = (
-            ~stripped.str.contains(f"^(?:{col.pattern})$") if col.pattern else pl.lit(False)
-        )
-        number = stripped.str.extract(r"^(\d+)", 1).cast(pl.Int64, strict=False)
-        chain: Any = None
-        for i, g in enumerate(col.groups):
-            cond = pl.lit(False)
-            for p in g.prefixes:
-                cond = cond | stripped.str.starts_with(p)
-            for lo, hi in g.ranges:
-                cond = cond | ((number >= lo) & (number <= hi))
-            chain = pl.when(cond).then(i) if chain is None else chain.when(cond).then(i)
-        assert chain is not None
-        code = chain.otherwise(None).cast(pl.Int64)
-        in_domain = code.is_not_null()
-        rule_m, rule_d = "code-format", "code-group"
-    elif col.kind == "boolean":
-        malformed = value.is_null()
-        in_domain = pl.lit(True)
-        code = value.cast(pl.Int64)
-        rule_m, rule_d = "boolean-token", "boolean"
-    else:  # integer, float, date, datetime
-        malformed = value.is_null()
-        if col.kind in ("date", "datetime"):
-            assert col.date_bounds is not None
-            lo_v, hi_v = (pl.lit(b, dtype=pl.Datetime("us")) for b in col.date_bounds)
-        else:
-            assert col.bounds is not None
-            lo_v, hi_v = pl.lit(col.bounds[0]), pl.lit(col.bounds[1])
-        in_domain = (value >= lo_v) & (value <= hi_v)
-        v = value.clip(lo_v, hi_v) if col.on_out_of_domain == "clamp" else value
-        if col.kind in ("integer", "float"):
-            v = v.cast(pl.Float64)
-        edges = _edges_series(col)
-        if len(edges) <= 65:
-            # elementwise (so polars can stream it): count the inner edges at or below v
-            idx = pl.sum_horizontal([(v >= pl.lit(e, dtype=edges.dtype)).cast(pl.Int64)
-                                     for e in edges[1:-1]]) if n > 1 else pl.lit(0, pl.Int64)
-        else:
-            idx = pl.lit(edges).search_sorted(v, side="right").cast(pl.Int64) - 1
-        code = idx.clip(0, n - 1)
-        rule_m = {"integer": "parse-integer", "float": "parse-float",
-                  "date": "parse-date", "datetime": "parse-datetime"}[col.kind]
-        rule_d = "bounds"
-
+    compile_kind = {"categorical": _categorical, "code": _code, "boolean": _boolean}.get(
+        col.kind, _binned)
+    malformed, in_domain, code = compile_kind(r, raw)
     out_of_domain = pl.lit(False) if col.on_out_of_domain == "clamp" else ~in_domain
     bad = missing | malformed | (out_of_domain if col.on_out_of_domain == "null" else pl.lit(False))
+    null_code = pl.lit(r.null_code, dtype=pl.Int64)
     final = pl.when(bad).then(null_code).otherwise(code).cast(pl.Int32).alias(col.name)
     return ColumnExprs(
         missing=missing,
         malformed=~missing & malformed.fill_null(True),
         out_of_domain=~missing & ~malformed.fill_null(True) & out_of_domain.fill_null(True),
         code=final,
-        malformed_rule=rule_m,
-        domain_rule=rule_d,
     )
+
+
+_Compiled = tuple[pl.Expr, pl.Expr, pl.Expr]
+"""(malformed, in the domain, code) of a present cell."""
+
+
+def _categorical(r: ColumnRules, raw: pl.Expr) -> _Compiled:
+    cats = list(r.column.categories)
+    # an Enum cast streams (replace_strict makes polars hold the whole column)
+    code = raw.cast(pl.Enum(cats), strict=False).to_physical().cast(pl.Int64)
+    return pl.lit(False), raw.is_in(cats), code
+
+
+def _code(r: ColumnRules, raw: pl.Expr) -> _Compiled:
+    col = r.column
+    stripped = raw.str.strip_chars()
+    malformed = ~stripped.str.contains(f"^(?:{col.pattern})$") if col.pattern else pl.lit(False)
+    number = stripped.str.extract(r"^(\d+)", 1).cast(pl.Int64, strict=False)
+    chain: Any = None
+    for i, g in enumerate(col.groups):
+        cond = pl.lit(False)
+        for p in g.prefixes:
+            cond = cond | stripped.str.starts_with(p)
+        for lo, hi in g.ranges:
+            cond = cond | ((number >= lo) & (number <= hi))
+        chain = pl.when(cond).then(i) if chain is None else chain.when(cond).then(i)
+    if chain is None:  # pragma: no cover - the JSON Schema requires a group
+        raise ValueError(f"code column {col.name!r} has no groups")
+    code = chain.otherwise(None).cast(pl.Int64)
+    return malformed, code.is_not_null(), code
+
+
+def _boolean(r: ColumnRules, raw: pl.Expr) -> _Compiled:
+    col = r.column
+    value = (pl.when(raw.is_in(list(col.true_tokens))).then(True)
+             .when(raw.is_in(list(col.false_tokens))).then(False))
+    return value.is_null(), pl.lit(True), value.cast(pl.Int64)
+
+
+def _binned(r: ColumnRules, raw: pl.Expr) -> _Compiled:
+    """integer, float, date, datetime: parse, compare with the bounds, find the bin."""
+    col = r.column
+    value = _parsed(col, raw)
+    if r.bounds is None:  # pragma: no cover - the schema sets bounds for these kinds
+        raise ValueError(f"column {col.name!r} has no bounds")
+    if col.kind in ("date", "datetime"):
+        lo_v, hi_v = (pl.lit(b, dtype=pl.Datetime("us")) for b in r.bounds)
+        edges = pl.Series(r.edges, dtype=pl.Datetime("us"))
+    else:
+        lo_v, hi_v = pl.lit(r.bounds[0]), pl.lit(r.bounds[1])
+        edges = pl.Series(r.edges, dtype=pl.Float64)
+    in_domain = (value >= lo_v) & (value <= hi_v)
+    v = value.clip(lo_v, hi_v) if col.on_out_of_domain == "clamp" else value
+    if col.kind in ("integer", "float"):
+        v = v.cast(pl.Float64)
+    n = r.n_levels
+    if len(edges) <= 65:
+        # elementwise (so polars can stream it): count the inner edges at or below v
+        idx = pl.sum_horizontal([(v >= pl.lit(e, dtype=edges.dtype)).cast(pl.Int64)
+                                 for e in edges[1:-1]]) if n > 1 else pl.lit(0, pl.Int64)
+    else:
+        idx = pl.lit(edges).search_sorted(v, side="right").cast(pl.Int64) - 1
+    return value.is_null(), in_domain, idx.clip(0, n - 1)
 
 
 def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> pl.Series:
@@ -281,7 +248,7 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
         return s.set(pl.Series(is_null), None)
     # date / datetime: uniform inside the bin, clipped to the bounds
     assert col.date_bounds is not None
-    edges = _date_edges(col)
+    edges = col.date_edges
     b0, b1 = col.date_bounds
     start = np.array([max(edges[i], b0) for i in range(n)], dtype="datetime64[us]")
     end = np.array([min(edges[i + 1], b1 + dt.timedelta(microseconds=1)) for i in range(n)],

@@ -12,7 +12,12 @@ Loading runs two checks, in order, and fails with :class:`SchemaError` (exit 2):
    bounds inside the edges, the privacy unit is an identifier column, rules and
    subgroups name real columns, ...
 
-This module never reads the private table; everything here is public.
+Owns the schema types (:class:`Schema`, :class:`Column`, ...) and each column's
+bins: numeric ``bin_width`` and date ``bin_unit`` are resolved to edges here, so a
+column knows its number of codes (:attr:`Column.domain_size`); what each code
+means (levels, encoding, decoding) is :mod:`dpsynth.domain`'s. This module imports
+no other part of dpsynth but the errors, and never reads the private table;
+everything here is public.
 """
 
 from __future__ import annotations
@@ -103,6 +108,64 @@ class Column:
     def measured(self) -> bool:
         """True when the column is part of the synthetic table."""
         return self.kind in MEASURED_KINDS
+
+    @property
+    def date_edges(self) -> tuple[dt.datetime, ...]:
+        """A date or datetime column's bin edges: from the start of the first bound's
+        ``bin_unit`` (day, week from Monday, month, quarter, year) in steps of one unit,
+        until an edge passes the last bound. Empty for other kinds."""
+        if self.date_bounds is None:
+            return ()
+        return _date_edges(*self.date_bounds, self.bin_unit)
+
+    @property
+    def n_levels(self) -> int:
+        """Codes for values, ``0 .. n_levels-1``: one per category, code group, boolean
+        value or bin. ``ValueError`` for identifier and text columns (not released)."""
+        if self.kind == "categorical":
+            return len(self.categories)
+        if self.kind == "code":
+            return len(self.groups)
+        if self.kind == "boolean":
+            return 2
+        if self.kind in ("integer", "float"):
+            return len(self.bin_edges) - 1
+        if self.kind in ("date", "datetime"):
+            return len(self.date_edges) - 1
+        raise ValueError(f"column {self.name!r} of kind {self.kind} has no domain")
+
+    @property
+    def domain_size(self) -> int:
+        """Number of codes, the null code (``n_levels``, if nullable) included."""
+        return self.n_levels + (1 if self.nullable else 0)
+
+
+def _date_edges(b0: dt.datetime, b1: dt.datetime, unit: str) -> tuple[dt.datetime, ...]:
+    def floor(d: dt.datetime) -> dt.datetime:
+        d = d.replace(hour=0, minute=0, second=0, microsecond=0)
+        if unit == "week":
+            return d - dt.timedelta(days=d.weekday())
+        if unit == "month":
+            return d.replace(day=1)
+        if unit == "quarter":
+            return d.replace(day=1, month=3 * ((d.month - 1) // 3) + 1)
+        if unit == "year":
+            return d.replace(day=1, month=1)
+        return d
+
+    def step(d: dt.datetime) -> dt.datetime:
+        if unit == "day":
+            return d + dt.timedelta(days=1)
+        if unit == "week":
+            return d + dt.timedelta(days=7)
+        months = {"month": 1, "quarter": 3, "year": 12}[unit]
+        m = d.month - 1 + months
+        return d.replace(year=d.year + m // 12, month=m % 12 + 1)
+
+    edges = [floor(b0)]
+    while edges[-1] <= b1:
+        edges.append(step(edges[-1]))
+    return tuple(edges)
 
 
 @dataclass(frozen=True)
@@ -273,87 +336,96 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
         )
     if ood == "null" and not common["nullable"]:
         raise SchemaError("on_out_of_domain (null) needs nullable: true", where)
+    build = _KIND_BUILDERS.get(kind)
+    return build(c, common, where) if build is not None else Column(**common)  # identifier, text
 
-    if kind == "categorical":
-        cats = tuple(_category_text(v) for v in c["categories"])
-        dupes = sorted({x for x in cats if cats.count(x) > 1})
-        if dupes:
-            raise SchemaError(f"categories must be unique; repeated: {', '.join(dupes)}", where)
-        clash = sorted(set(cats) & set(common["missing_tokens"]))
-        if clash:
+
+def _categorical(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
+    cats = tuple(_category_text(v) for v in c["categories"])
+    dupes = sorted({x for x in cats if cats.count(x) > 1})
+    if dupes:
+        raise SchemaError(f"categories must be unique; repeated: {', '.join(dupes)}", where)
+    clash = sorted(set(cats) & set(common["missing_tokens"]))
+    if clash:
+        raise SchemaError(
+            f"category {clash[0]!r} is also a missing token; a value cannot be both", where
+        )
+    labels = tuple((str(k), str(v)) for k, v in c.get("labels", {}).items())
+    unknown = [k for k, _ in labels if k not in cats]
+    if unknown:
+        raise SchemaError(f"labels name unknown category {unknown[0]!r}", where)
+    return Column(**common, categories=cats, labels=labels, ordered=bool(c.get("ordered")))
+
+
+def _numeric(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
+    lo, hi = (float(x) for x in c["bounds"])
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise SchemaError(f"bounds ({lo:g}, {hi:g}) must be finite and increasing", where)
+    integer = common["kind"] == "integer"
+    if integer and not (lo.is_integer() and hi.is_integer()):
+        raise SchemaError("bounds of an integer column must be whole numbers", where)
+    if "bin_edges" in c:
+        edges = tuple(float(x) for x in c["bin_edges"])
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise SchemaError("bin_edges must be strictly increasing", where)
+        if integer and not all(e.is_integer() for e in edges):
+            raise SchemaError("bin_edges of an integer column must be whole numbers", where)
+        if not (edges[0] <= lo and hi <= edges[-1]):
             raise SchemaError(
-                f"category {clash[0]!r} is also a missing token; a value cannot be both", where
+                f"bounds ({lo:g}, {hi:g}) must lie inside the bin edges "
+                f"({edges[0]:g} .. {edges[-1]:g})",
+                where,
             )
-        labels = tuple((str(k), str(v)) for k, v in c.get("labels", {}).items())
-        unknown = [k for k, _ in labels if k not in cats]
-        if unknown:
-            raise SchemaError(f"labels name unknown category {unknown[0]!r}", where)
-        return Column(**common, categories=cats, labels=labels, ordered=bool(c.get("ordered")))
+        if not (edges[1] > lo and edges[-2] <= hi):
+            raise SchemaError("every bin must overlap the bounds; drop bins outside them", where)
+    else:
+        width = float(c["bin_width"])
+        if integer and not width.is_integer():
+            raise SchemaError("bin_width of an integer column must be a whole number", where)
+        edges = _edges_from_width(lo, hi, width, integer)
+    return Column(**common, bounds=(lo, hi), bin_edges=edges)
 
-    if kind in ("integer", "float"):
-        lo, hi = (float(x) for x in c["bounds"])
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
-            raise SchemaError(f"bounds ({lo:g}, {hi:g}) must be finite and increasing", where)
-        integer = kind == "integer"
-        if integer and not (lo.is_integer() and hi.is_integer()):
-            raise SchemaError("bounds of an integer column must be whole numbers", where)
-        if "bin_edges" in c:
-            edges = tuple(float(x) for x in c["bin_edges"])
-            if any(b <= a for a, b in itertools.pairwise(edges)):
-                raise SchemaError("bin_edges must be strictly increasing", where)
-            if integer and not all(e.is_integer() for e in edges):
-                raise SchemaError("bin_edges of an integer column must be whole numbers", where)
-            if not (edges[0] <= lo and hi <= edges[-1]):
-                raise SchemaError(
-                    f"bounds ({lo:g}, {hi:g}) must lie inside the bin edges "
-                    f"({edges[0]:g} .. {edges[-1]:g})",
-                    where,
-                )
-            if not (edges[1] > lo and edges[-2] <= hi):
-                raise SchemaError("every bin must overlap the bounds; drop bins outside them", where)
-        else:
-            width = float(c["bin_width"])
-            if integer and not width.is_integer():
-                raise SchemaError("bin_width of an integer column must be a whole number", where)
-            edges = _edges_from_width(lo, hi, width, integer)
-        return Column(**common, bounds=(lo, hi), bin_edges=edges)
 
-    if kind in ("date", "datetime"):
-        b0, b1 = (_parse_date(str(x), where) for x in c["bounds"])
-        if b0 >= b1:
-            raise SchemaError("date bounds must be increasing", where)
-        return Column(**common, date_bounds=(b0, b1), bin_unit=c["bin_unit"],
-                      date_format=c.get("format"))
+def _date(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
+    b0, b1 = (_parse_date(str(x), where) for x in c["bounds"])
+    if b0 >= b1:
+        raise SchemaError("date bounds must be increasing", where)
+    return Column(**common, date_bounds=(b0, b1), bin_unit=c["bin_unit"],
+                  date_format=c.get("format"))
 
-    if kind == "boolean":
-        t = _tokens(c.get("true_tokens", DEFAULT_TRUE_TOKENS))
-        f = _tokens(c.get("false_tokens", DEFAULT_FALSE_TOKENS))
-        both = set(t) & set(f) | (set(t) | set(f)) & set(common["missing_tokens"])
-        if both:
-            raise SchemaError(f"token {sorted(both)[0]!r} has two meanings", where)
-        return Column(**common, true_tokens=t, false_tokens=f)
 
-    if kind == "code":
-        pattern = c.get("pattern")
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error:
-                raise SchemaError("pattern is not a valid regular expression", where) from None
-        groups = []
-        for g in c["groups"]:
-            ranges = tuple((float(r[0]), float(r[1])) for r in g.get("ranges", []))
-            if not ranges and not g.get("prefixes"):
-                raise SchemaError(f"group {g['label']!r} needs prefixes or ranges", where)
-            if any(a > b for a, b in ranges):
-                raise SchemaError(f"group {g['label']!r} has a range with lo > hi", where)
-            groups.append(CodeGroup(g["label"], _tokens(g.get("prefixes", [])), ranges))
-        labels_ = [g.label for g in groups]
-        if len(set(labels_)) != len(labels_):
-            raise SchemaError("group labels must be unique", where)
-        return Column(**common, system=c["system"], pattern=pattern, groups=tuple(groups))
+def _boolean(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
+    t = _tokens(c.get("true_tokens", DEFAULT_TRUE_TOKENS))
+    f = _tokens(c.get("false_tokens", DEFAULT_FALSE_TOKENS))
+    both = set(t) & set(f) | (set(t) | set(f)) & set(common["missing_tokens"])
+    if both:
+        raise SchemaError(f"token {sorted(both)[0]!r} has two meanings", where)
+    return Column(**common, true_tokens=t, false_tokens=f)
 
-    return Column(**common)  # identifier, text
+
+def _code(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
+    pattern = c.get("pattern")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise SchemaError("pattern is not a valid regular expression", where) from None
+    groups = []
+    for g in c["groups"]:
+        ranges = tuple((float(r[0]), float(r[1])) for r in g.get("ranges", []))
+        if not ranges and not g.get("prefixes"):
+            raise SchemaError(f"group {g['label']!r} needs prefixes or ranges", where)
+        if any(a > b for a, b in ranges):
+            raise SchemaError(f"group {g['label']!r} has a range with lo > hi", where)
+        groups.append(CodeGroup(g["label"], _tokens(g.get("prefixes", [])), ranges))
+    labels_ = [g.label for g in groups]
+    if len(set(labels_)) != len(labels_):
+        raise SchemaError("group labels must be unique", where)
+    return Column(**common, system=c["system"], pattern=pattern, groups=tuple(groups))
+
+
+_KIND_BUILDERS = {"categorical": _categorical, "integer": _numeric, "float": _numeric,
+                  "date": _date, "datetime": _date, "boolean": _boolean, "code": _code}
 
 
 def _build(doc: dict[str, Any], text: str) -> Schema:
@@ -380,12 +452,10 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
     if not any(c.measured for c in columns):
         raise SchemaError("the schema has no column to synthesise", "schema.columns")
 
-    from dpsynth.domain import domain_size  # local: domain depends on schema types
-
     for c in columns:
-        if c.measured and domain_size(c) > MAX_DOMAIN_SIZE:
+        if c.measured and c.domain_size > MAX_DOMAIN_SIZE:
             raise SchemaError(
-                f"domain has {domain_size(c)} values, more than {MAX_DOMAIN_SIZE}; use wider bins",
+                f"domain has {c.domain_size} values, more than {MAX_DOMAIN_SIZE}; use wider bins",
                 f"schema.columns[{c.name!r}]",
             )
 

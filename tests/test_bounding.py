@@ -26,9 +26,6 @@ from hypothesis import strategies as st
 
 from dpsynth.errors import UsageError
 from dpsynth.io import (
-    _mix_codes,
-    _occurrences,
-    _smallest_k,
     bound_contributions,
     bounding_keys,
     bounding_secret,
@@ -36,6 +33,7 @@ from dpsynth.io import (
     load_encoded,
     patient_hashes,
 )
+from dpsynth.io.bounding import _mix_codes, _occurrences, _smallest_k
 from dpsynth.schema import parse_schema
 
 Row = tuple[str, tuple[int, int]]

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dpsynth.domain import column_exprs
 from dpsynth.errors import InputDataError
-from dpsynth.io import check_and_encode, encode, read_table, schema_checks
+from dpsynth.io import check_and_encode, encode, read_table
+from dpsynth.io.checking import check_exprs
 from dpsynth.schema import Schema, load_schema, parse_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +66,12 @@ VALID = {
 
 def reference(df: pl.DataFrame, schema: Schema) -> tuple[str | None, str, str] | np.ndarray:
     """Row-by-row: the first failed (column, rule, message), or the codes."""
-    unit = schema.privacy_unit.column
-    uid = pl.col(unit) if unit else None
-    unit_missing = None if uid is None else uid.is_null() | (uid.str.strip_chars() == "")
-    for col, rule, what, expr in schema_checks(schema, column_exprs, unit_missing):
+    for check, expr in check_exprs(schema):
         flags = df.select(expr.fill_null(False).alias("f")).to_series()
         if flags.any():
-            message = f"{what} in {flags.sum()} row(s), first at data row {flags.arg_max() + 1}"
-            return col, rule, str(InputDataError(message, column=col, rule=rule))
+            message = f"{check.what} in {flags.sum()} row(s), first at data row {flags.arg_max() + 1}"
+            return check.column, check.rule, str(InputDataError(message, column=check.column,
+                                                                 rule=check.rule))
     return encode(df, schema)
 
 

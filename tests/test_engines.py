@@ -172,6 +172,26 @@ def test_aim_size_oracle_matches_full_triangulation() -> None:
             assert oracle.size_with(cand) == model_size(d, [*cliques, cand], sizes)
 
 
+def test_disjoint_sets_match_connected_components() -> None:
+    """The engines' one union-find (AIM components, MST tree, junction tree joins)."""
+    from dpsynth.engines.unionfind import DisjointSets
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        sets = DisjointSets(n)
+        comp = list(range(n))  # naive: relabel a whole component on each join
+        for _ in range(int(rng.integers(0, 2 * n))):
+            a, b = (int(x) for x in rng.integers(0, n, 2))
+            assert sets.union(a, b) == (comp[a] != comp[b])
+            old, new = comp[a], comp[b]
+            comp = [new if c == old else c for c in comp]
+            assert sets.find(a) == sets.find(b)
+        for a in range(n):
+            for b in range(n):
+                assert (sets.find(a) == sets.find(b)) == (comp[a] == comp[b])
+
+
 class _FastClock:
     """A clock that jumps 1,000 s at every reading (as on a huge table)."""
 

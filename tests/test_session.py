@@ -314,3 +314,21 @@ def test_timed_counter_counts_like_its_inner_counter() -> None:
     session = MeasurementSession(timed, ["c0", "c1"], SIZES, 1, acc)
     m = session.measure(("c0", "c1"), 0.5, "probe")
     assert m.counts.shape == (3, 4) and acc.spent.rho == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("cols, message", [
+    ((), "a marginal needs at least one column"),
+    (("c0", "c0"), r"columns of a marginal \(\('c0', 'c0'\)\) must be distinct"),
+    (("c0", "zz"), r"column \('zz'\) is not in the domain"),
+])
+def test_session_and_counter_refuse_a_bad_marginal_alike(cols: tuple[str, ...], message: str) -> None:
+    """One check of a marginal's columns (dpsynth.marginals.columns), one message, for
+    the session and every counter (tests/test_spark.py checks the Spark counter)."""
+    from dpsynth.marginals import NumpyCounter
+
+    s, acc = _session(CODES, SIZES)
+    with pytest.raises(UsageError, match=f"^{message}$"):
+        s.measure(cols, 0.5, "probe")
+    assert acc.charges == []
+    with pytest.raises(UsageError, match=f"^{message}$"):
+        NumpyCounter(CODES, ("c0", "c1"), SIZES).count(cols)

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike, to_observation
-from dpsynth.engines.estimation import EstimationResult, estimate
+from dpsynth.engines.estimation import EstimationResult, MarkovModel, estimate
 from dpsynth.engines.junction_tree import triangulate
+from dpsynth.engines.unionfind import DisjointSets
 from dpsynth.errors import ResourceLimitError, UsageError
 
 __all__ = ["AIMSettings", "fit_aim"]
@@ -126,18 +127,11 @@ class _SizeOracle:
 
     def __init__(self, d: int, cliques: list[tuple[int, ...]], sizes: list[int]) -> None:
         self.d, self.sizes = d, sizes
-        root = list(range(d))
-
-        def find(x: int) -> int:
-            while root[x] != x:
-                root[x] = root[root[x]]
-                x = root[x]
-            return x
-
+        parts = DisjointSets(d)
         for cl in cliques:
             for a in cl[1:]:
-                root[find(a)] = find(cl[0])
-        self.comp = [find(a) for a in range(d)]
+                parts.union(a, cl[0])
+        self.comp = [parts.find(a) for a in range(d)]
         self.members: dict[int, set[int]] = {}
         for a, r in enumerate(self.comp):
             self.members.setdefault(r, set()).add(a)
@@ -159,6 +153,65 @@ class _SizeOracle:
         return rest + self._size([*cls, cand], verts)
 
 
+class _Shortlist:
+    """Each round's candidates: the marginals the model holds already, and those
+    whose addition keeps the junction tree within the round's size limit.
+
+    Hypothetical model sizes depend only on the measured cliques and the
+    candidate; cliques only grow, so sizes are reused until one is added.
+    """
+
+    def __init__(self, d: int, sizes: list[int], candidates: dict[tuple[int, ...], float]) -> None:
+        self.d, self.sizes, self.candidates = d, sizes, candidates
+        self.cells_of = {c: math.prod(sizes[a] for a in c) for c in candidates}
+        self.cliques: list[tuple[int, ...]] = [(a,) for a in range(d)]
+        self._sizes_for: dict[tuple[int, ...], int] = {}
+        self._version = len(self.cliques)
+        self._oracle: _SizeOracle | None = None
+
+    def add(self, clique: tuple[int, ...]) -> None:
+        """A newly measured clique."""
+        if clique not in self.cliques:
+            self.cliques.append(clique)
+
+    def within(self, model: MarkovModel, limit: float) -> list[tuple[int, ...]]:
+        closure = {
+            sub
+            for cl in model.cliques
+            for r in range(1, len(cl) + 1)
+            for sub in itertools.combinations(cl, r)
+        }
+        if self._version != len(self.cliques) or self._oracle is None:
+            self._sizes_for.clear()
+            self._version = len(self.cliques)
+            self._oracle = _SizeOracle(self.d, self.cliques, self.sizes)
+        small: list[tuple[int, ...]] = []
+        for cand in self.candidates:
+            if cand in closure:
+                small.append(cand)
+                continue
+            if self.cells_of[cand] > limit:
+                continue
+            size = self._sizes_for.get(cand)
+            if size is None:
+                size = self._sizes_for[cand] = self._oracle.size_with(cand)
+            if size <= limit:
+                small.append(cand)
+        return small or [cand for cand in self.candidates if len(cand) == 1]
+
+
+def _measure_oneway(session: SessionLike, cols: tuple[str, ...], oneway_rho: float,
+                    rho: float) -> list[NoisyMarginalLike]:
+    """AIM's initialisation: every 1-way marginal at ``oneway_rho``; if that would
+    exhaust the budget ``rho``, the last one takes exactly what remains."""
+    d = len(cols)
+    out: list[NoisyMarginalLike] = []
+    for j, c in enumerate(cols):
+        last = j == d - 1 and oneway_rho * d >= rho * (1 - 1e-12)
+        out.append(session.measure((c,), session.remaining.rho if last else oneway_rho, "aim/1-way"))
+    return out
+
+
 def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> FittedModel:
     """Fit AIM, spending the session's whole remaining budget."""
     s = settings or AIMSettings()
@@ -172,28 +225,17 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
     if rho <= 0:
         raise UsageError("the session has no budget left (rho must be positive)")
     rounds = s.max_rounds or 16 * d
-    candidates = _workload(d, s.degree, sizes, s.max_model_size)
-    cells_of = {c: math.prod(sizes[a] for a in c) for c in candidates}
+    shortlist = _Shortlist(d, sizes, _workload(d, s.degree, sizes, s.max_model_size))
     rho_round = rho / rounds
     rho_meas = s.measure_share * rho_round
     rho_sel = rho_round - rho_meas
-    measurements: list[NoisyMarginalLike] = []
     # 1-way measurements at the round's measurement cost (AIM's initialisation);
     # if that alone would exhaust the budget, split what remains instead.
-    oneway_rho = min(rho_meas, rho / d)
-    for j, c in enumerate(cols):
-        last = j == d - 1 and oneway_rho * d >= rho * (1 - 1e-12)
-        measurements.append(session.measure((c,), session.remaining.rho if last else oneway_rho, "aim/1-way"))
+    measurements = _measure_oneway(session, cols, min(rho_meas, rho / d), rho)
     index_of = lambda m: to_observation(m, index)  # noqa: E731
     est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements], max_iters=s.round_iters)
-    cliques: list[tuple[int, ...]] = [(a,) for a in range(d)]
     n_rounds = 0
-    # Hypothetical model sizes depend only on the measured cliques and the
-    # candidate; cliques only grow, so sizes are reused until one is added.
-    sizes_for: dict[tuple[int, ...], int] = {}
-    sizes_version = len(cliques)
-    oracle: _SizeOracle | None = None
-    while session.remaining.rho > 0 and len(candidates) > 0:
+    while session.remaining.rho > 0 and len(shortlist.candidates) > 0:
         remaining = session.remaining.rho
         if s.max_seconds is not None and time.perf_counter() - t0 > s.max_seconds:
             raise ResourceLimitError(
@@ -205,36 +247,12 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
             rho_meas = s.measure_share * remaining
             rho_sel = remaining - rho_meas
         used = rho - remaining + rho_meas + rho_sel
-        limit = s.max_model_size * min(1.0, used / rho)
-        closure = {
-            sub
-            for cl in est.model.cliques
-            for r in range(1, len(cl) + 1)
-            for sub in itertools.combinations(cl, r)
-        }
-        if sizes_version != len(cliques) or oracle is None:
-            sizes_for.clear()
-            sizes_version = len(cliques)
-            oracle = _SizeOracle(d, cliques, sizes)
-        small: list[tuple[int, ...]] = []
-        for cand in candidates:
-            if cand in closure:
-                small.append(cand)
-                continue
-            if cells_of[cand] > limit:
-                continue
-            size = sizes_for.get(cand)
-            if size is None:
-                size = sizes_for[cand] = oracle.size_with(cand)
-            if size <= limit:
-                small.append(cand)
-        if not small:
-            small = [cand for cand in candidates if len(cand) == 1]
+        small = shortlist.within(est.model, s.max_model_size * min(1.0, used / rho))
         sigma = k / math.sqrt(2 * rho_meas)
         pick = session.select_marginal(
             [tuple(cols[a] for a in c) for c in small],
             est.model.marginals(small),
-            [candidates[c] for c in small],
+            [shortlist.candidates[c] for c in small],
             [math.sqrt(2 / math.pi) * sigma * math.prod(sizes[a] for a in c) for c in small],
             rho_sel,
             "aim/select",
@@ -247,37 +265,21 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
             "aim/measure",
         )
         measurements.append(m)
-        if cl not in cliques:
-            cliques.append(cl)
+        shortlist.add(cl)
         n_rounds += 1
-        _log.debug(
-            "aim round %d: %s (%d candidates, %d iterations, %.1fs)",
-            n_rounds,
-            tuple(cols[a] for a in cl),
-            len(small),
-            est.iterations,
-            time.perf_counter() - t0,
-        )
+        _log.debug("aim round %d: %s (%d candidates, %d iterations, %.1fs)", n_rounds,
+                   tuple(cols[a] for a in cl), len(small), est.iterations, time.perf_counter() - t0)
         if last:
             break
-        est = estimate(
-            sizes,
-            [index_of(x) for x in measurements],
-            warm_start=est,
-            max_iters=s.round_iters,
-            tol=s.round_tol,
-        )
+        est = estimate(sizes, [index_of(x) for x in measurements], warm_start=est,
+                       max_iters=s.round_iters, tol=s.round_tol)
         after = est.model.marginal(cl)
         cells = math.prod(sizes[a] for a in cl)
         if float(np.abs(after - before).sum()) <= math.sqrt(2 / math.pi) * m.sigma * cells:
             rho_meas *= 4  # sigma / 2
             rho_sel *= 4  # epsilon * 2
-    est = estimate(
-        sizes,
-        [index_of(x) for x in measurements],
-        warm_start=est,
-        max_iters=s.final_iters,
-    )
+    est = estimate(sizes, [index_of(x) for x in measurements], warm_start=est,
+                   max_iters=s.final_iters)
     info = {
         "engine": "aim",
         "rounds": n_rounds,

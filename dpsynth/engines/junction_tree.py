@@ -16,7 +16,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["JunctionTree", "build_junction_tree", "maximal_cliques", "model_size", "triangulate"]
+from dpsynth.engines.unionfind import DisjointSets
+
+__all__ = ["JunctionTree", "build_junction_tree", "model_size", "triangulate"]
 
 Clique = tuple[int, ...]
 
@@ -25,7 +27,7 @@ def _canon(cliques: Iterable[Iterable[int]]) -> list[Clique]:
     return [tuple(sorted(set(c))) for c in cliques]
 
 
-def maximal_cliques(cliques: Iterable[Iterable[int]]) -> list[Clique]:
+def _maximal_cliques(cliques: Iterable[Iterable[int]]) -> list[Clique]:
     """Cliques not contained in another (first occurrence kept, order stable)."""
     cs = sorted(set(_canon(cliques)), key=lambda c: (-len(c), c))
     out: list[Clique] = []
@@ -97,7 +99,7 @@ def triangulate(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[i
             ku = key(u) if adj[u] else (-1, 0.0)
             current[u] = ku
             heapq.heappush(heap, (*ku, u))
-    return maximal_cliques(elim_cliques)
+    return _maximal_cliques(elim_cliques)
 
 
 def model_size(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[int]) -> int:
@@ -120,9 +122,6 @@ class JunctionTree:
     order: tuple[int, ...]
     separator: tuple[Clique, ...]
 
-    def children(self, i: int) -> list[int]:
-        return [j for j in self.order if self.parent[j] == i]
-
     def containing(self, attrs: Iterable[int]) -> int | None:
         """Index of the smallest clique containing ``attrs`` (``None`` if none)."""
         s = set(attrs)
@@ -144,19 +143,10 @@ def build_junction_tree(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Se
             w = len(si.intersection(mcs[j]))
             edges.append((-w, 0.0, i, j))
     edges.sort()
-    uf = list(range(m))
-
-    def find(x: int) -> int:
-        while uf[x] != x:
-            uf[x] = uf[uf[x]]
-            x = uf[x]
-        return x
-
+    joined = DisjointSets(m)
     nbrs: list[list[int]] = [[] for _ in range(m)]
     for _, _, i, j in edges:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            uf[ri] = rj
+        if joined.union(i, j):
             nbrs[i].append(j)
             nbrs[j].append(i)
     # Root at the largest clique (sampling starts there).

@@ -19,6 +19,7 @@ import numpy as np
 
 from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike
 from dpsynth.engines.estimation import Observation, estimate, estimate_total
+from dpsynth.engines.unionfind import DisjointSets
 from dpsynth.errors import UsageError
 
 __all__ = ["MSTSettings", "fit_mst"]
@@ -102,38 +103,7 @@ def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> Fitted
         expansions.append(emat / emat.sum(axis=1, keepdims=True))
     gmap = {cols[j]: g for j, g in enumerate(groups) if g is not None}
     if d > 1:
-        # Selection scores the independent 1-way model against each pair.
-        total = estimate_total(obs)
-        probs = []
-        for j, o in enumerate(obs):
-            p = np.clip(o.y, 0.0, None)
-            p = p / p.sum() if p.sum() > 0 else np.full(p.size, 1.0 / p.size)
-            ex = expansions[j]
-            probs.append(p @ ex if ex is not None else p)
-        select_rho = rho * s.select_share / (d - 1)
-        pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
-        comp = list(range(d))
-
-        def find(x: int) -> int:
-            while comp[x] != x:
-                comp[x] = comp[comp[x]]
-                x = comp[x]
-            return x
-
-        chosen: list[tuple[int, int]] = []
-        for _ in range(d - 1):
-            cand = [p for p in pairs if find(p[0]) != find(p[1])]
-            k = session.select_marginal(
-                [(cols[a], cols[b]) for a, b in cand],
-                [total * np.outer(probs[a], probs[b]) for a, b in cand],
-                [1.0] * len(cand),
-                [0.0] * len(cand),
-                select_rho,
-                "mst/select",
-            )
-            a, b = cand[k]
-            comp[find(a)] = find(b)
-            chosen.append((a, b))
+        chosen = _select_tree(session, cols, obs, expansions, rho * s.select_share / (d - 1))
         measure_rho = session.remaining.rho / len(chosen)
         for n, (a, b) in enumerate(chosen):
             pair = (cols[a], cols[b])
@@ -145,3 +115,35 @@ def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> Fitted
     est = estimate(csizes, obs, max_iters=s.max_iters, tol=s.tol)
     info = {"engine": "mst", "iterations": est.iterations, "estimation_seconds": est.seconds}
     return FittedModel(cols, sizes, est.model, measurements, info, expansions)
+
+
+def _select_tree(session: SessionLike, cols: tuple[str, ...], obs: list[Observation],
+                 expansions: list[np.ndarray | None], select_rho: float) -> list[tuple[int, int]]:
+    """The spanning tree's edges, one noisy-max selection each (``select_rho`` each):
+    the pair the independent 1-way model explains worst, among the pairs that join
+    two parts of the tree so far."""
+    d = len(cols)
+    total = estimate_total(obs)
+    probs = []
+    for j, o in enumerate(obs):
+        p = np.clip(o.y, 0.0, None)
+        p = p / p.sum() if p.sum() > 0 else np.full(p.size, 1.0 / p.size)
+        ex = expansions[j]
+        probs.append(p @ ex if ex is not None else p)
+    pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
+    tree = DisjointSets(d)
+    chosen: list[tuple[int, int]] = []
+    for _ in range(d - 1):
+        cand = [p for p in pairs if tree.find(p[0]) != tree.find(p[1])]
+        k = session.select_marginal(
+            [(cols[a], cols[b]) for a, b in cand],
+            [total * np.outer(probs[a], probs[b]) for a, b in cand],
+            [1.0] * len(cand),
+            [0.0] * len(cand),
+            select_rho,
+            "mst/select",
+        )
+        a, b = cand[k]
+        tree.union(a, b)
+        chosen.append((a, b))
+    return chosen

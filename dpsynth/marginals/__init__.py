@@ -9,8 +9,15 @@ charging. A counter is any object with this small interface
   ``uint8``/``uint16`` code matrix in memory on one machine; counts in row blocks
   with ``numpy.bincount`` on an int64 multi-index built per block.
 * ``dpsynth.marginals.spark.SparkCounter`` (extra ``dpsynth[spark]``): a cached,
-  bounded, encoded Spark DataFrame; counts with ``groupBy().count()``. Imported
-  lazily; importing this package never imports pyspark.
+  bounded, encoded Spark DataFrame; counts with ``groupBy().count()``. The
+  subpackage also reads, checks and bounds the input with Spark
+  (:func:`~dpsynth.marginals.spark.spark_load`). Imported lazily; importing this
+  package never imports pyspark.
+
+This package owns the counter protocol (:class:`MarginalCounter`), the one check of
+a marginal's columns every counter and the session share
+(:func:`~dpsynth.marginals.columns.marginal_columns`), and :func:`open_counter`,
+which runs the private half of the chosen backend.
 
 Rules: a counter returns exact counts only to the session; it never draws noise,
 never logs or raises with values, and nothing after the privacy boundary
@@ -29,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 import numpy as np
 
 __all__ = ["BACKENDS", "LoadedCounter", "MarginalCounter", "NumpyCounter", "TimedCounter",
-           "open_counter"]
+           "marginal_columns", "open_counter"]
 
 BACKENDS = ("polars", "spark")
 """Counting backends: ``polars`` (read with polars, count with numpy on one machine;
@@ -61,6 +68,7 @@ class MarginalCounter(Protocol):
     def count(self, cols: tuple[str, ...]) -> np.ndarray: ...
 
 
+from dpsynth.marginals.columns import marginal_columns  # noqa: E402
 from dpsynth.marginals.numpy_counter import NumpyCounter  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,7 +154,7 @@ def open_counter(path: str | Path, schema: Schema, *, backend: str = "polars",
         raise UsageError(f"backend ({backend!r}) must be one of {', '.join(BACKENDS)}")
     from dpsynth.marginals import spark as sp
 
-    sp._pyspark()
+    sp.pyspark_functions()  # a clean UsageError when the extra is missing
     from pyspark.sql import SparkSession
 
     existing = SparkSession.getActiveSession()

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dpsynth.errors import InputDataError, UsageError
+from dpsynth.marginals.columns import marginal_columns
 
 __all__ = ["BLOCK_ROWS", "NumpyCounter"]
 
@@ -128,13 +129,7 @@ class NumpyCounter:
 
     # -- internals -------------------------------------------------------------------
     def _plan(self, cols: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        if not cols:
-            raise UsageError("a marginal needs at least one column")
-        if len(set(cols)) != len(cols):
-            raise UsageError(f"columns of a marginal ({cols}) must be distinct")
-        for c in cols:
-            if c not in self.__index:
-                raise UsageError(f"column ({c!r}) is not in the counter's domain")
+        cols = marginal_columns(cols, self.__index)
         idx = tuple(self.__index[c] for c in cols)
         return idx, tuple(self.__sizes[j] for j in idx)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from dpsynth.errors import BudgetError, InternalError, UsageError
-from dpsynth.marginals import MarginalCounter, NumpyCounter
+from dpsynth.marginals import MarginalCounter, NumpyCounter, marginal_columns
 from dpsynth.privacy import mechanisms
 from dpsynth.privacy.accountant import Accountant, Budget, Charge
 
@@ -381,14 +381,7 @@ class MeasurementSession:
         return np.bincount(new, weights=flat, minlength=math.prod(new_shape)).astype(np.int64)
 
     def _check_cols(self, cols: Sequence[str]) -> tuple[str, ...]:
-        out = tuple(cols)
-        if not out:
-            raise UsageError("a marginal needs at least one column")
-        if len(set(out)) != len(out):
-            raise UsageError(f"columns of a marginal ({out}) must be distinct")
-        for c in out:
-            if c not in self.__index:
-                raise UsageError(f"column ({c!r}) is not in the session's domain")
+        out = marginal_columns(cols, self.__index)
         cells = math.prod(self.__domain[c] for c in out)
         if cells > MAX_MARGINAL_CELLS:
             raise UsageError(
