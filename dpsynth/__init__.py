@@ -9,7 +9,8 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
     errors.py        exception tree and exit codes
     schema.py        schema file -> validated, frozen Schema (public information only)
     domain.py        public discretisation: value <-> integer code
-    io.py            PRIVATE: read, check, bound and encode the input table
+    input_rules.py   the input rules, written once for both backends
+    io/              PRIVATE: read, check, bound and encode the input table
     marginals/       PRIVATE: exact marginal counters (numpy, Spark)
     privacy/
       accountant.py  zCDP Budget, ApproxDP, conversions, the Accountant
@@ -23,6 +24,7 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
     bundle.py        bundle layout, manifest, atomic write, verification
     confidential.py  where custodian-only files go, written 0600
     audit/           PRIVATE: the confidential internal audit report
+    hashing.py       sha256_file
     version.py       the installed version (package metadata)
 
 The public API is what ``__all__`` lists; everything else may change.

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import io
 import json
 import os
@@ -47,6 +46,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from dpsynth.errors import InternalError, StorageError
+from dpsynth.hashing import sha256_file
 from dpsynth.version import __version__
 
 if TYPE_CHECKING:
@@ -87,7 +87,6 @@ SYNTHETIC_NOTICE = (
     "SYNTHETIC DATA generated with differential privacy by dpsynth. "
     "Rows are not real patients; do not use them to identify or contact anyone."
 )
-_CHUNK = 1 << 20
 _ROW_GROUP = 1 << 18
 
 Writer = Callable[[BinaryIO], None]
@@ -346,7 +345,7 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
             target = tmp.joinpath(*rels[rel].parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_file(target, data)
-            entries.append({"path": rel, "sha256": _file_digest(target),
+            entries.append({"path": rel, "sha256": sha256_file(target),
                             "size": target.stat().st_size})
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
@@ -397,14 +396,6 @@ class InspectResult:
     ok: bool
     problems: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -467,7 +458,7 @@ def verify_bundle(path: str | Path) -> InspectResult:
         if size != entry.get("size"):
             problems.append(f"size mismatch: {rel} (manifest {entry.get('size')}, found {size})")
             continue
-        if _file_digest(f) != entry.get("sha256"):
+        if sha256_file(f) != entry.get("sha256"):
             problems.append(f"checksum mismatch: {rel}")
     for f in sorted(root.rglob("*")):
         rel = f.relative_to(root).as_posix()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import os
 import secrets
 import time
@@ -37,6 +36,7 @@ from dpsynth.config import ReleaseConfig
 from dpsynth.domain import Domain
 from dpsynth.engines import EngineSpec, Model, get_engine
 from dpsynth.errors import BudgetError, DpsynthError, StorageError, UsageError
+from dpsynth.hashing import sha256_file
 from dpsynth.io import check_table, is_parquet, open_table
 from dpsynth.marginals import TimedCounter, open_counter
 from dpsynth.privacy.accountant import Accountant, ApproxDP, Charge
@@ -272,11 +272,8 @@ def _public_summary(ledger: Ledger, dataset_id: str) -> dict[str, Any]:
 
 
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The input file's SHA-256 (custodian-only: stored in the ledger, never released)."""
+    return sha256_file(path)
 
 
 # -- the private half ---------------------------------------------------------------

@@ -14,8 +14,7 @@ What counts for cycles:
   ``test_no_cycles_at_load``, no exceptions;
 * plus imports deferred into functions: ``test_no_cycles_counting_deferred_imports``.
   A function-level import that exists to dodge a cycle is still a cycle in the
-  design; the one known today is listed in ``KNOWN_CYCLES``, and its strict xfail
-  turns red once it is broken, so the entry gets deleted;
+  design (schema <-> domain was one, until issue 16 broke it);
 * never imports under ``if TYPE_CHECKING:``, which do not run.
 
 "Back up" means a module importing a name that is not a submodule from a package
@@ -31,17 +30,11 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import pytest
 from test_privacy_boundary import CALL, LOAD, ROOT, Import, _module_name, read_imports
 
 MODULES: dict[str, Path] = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 IMPORTS: dict[str, list[Import]] = {m: read_imports(p) for m, p in MODULES.items()}
 
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # schema.py defers `from dpsynth.domain import domain_size` into a function;
-    # domain.py imports schema's types at load. Being broken (issue 16).
-    frozenset({"dpsynth.schema", "dpsynth.domain"}),
-]
 
 
 def _targets(imp: Import) -> set[str]:
@@ -124,19 +117,8 @@ def test_no_cycles_at_load() -> None:
 
 def test_no_cycles_counting_deferred_imports() -> None:
     graph = _graph([LOAD, CALL])
-    new = [c for c in _cycles(graph) if c not in KNOWN_CYCLES]
+    new = list(_cycles(graph))
     assert [_describe(c, graph) for c in new] == []
-
-
-KNOWN = pytest.mark.xfail(strict=True, raises=AssertionError,
-                          reason="known cycle; delete it from KNOWN_CYCLES once broken")
-
-
-@pytest.mark.parametrize("cycle", [pytest.param(c, marks=KNOWN) for c in KNOWN_CYCLES],
-                         ids=lambda c: "-".join(sorted(c)))
-def test_known_cycle_is_broken(cycle: frozenset[str]) -> None:
-    graph = _graph([LOAD, CALL])
-    assert not [c for c in _cycles(graph) if cycle <= c], _describe(cycle, graph)
 
 
 def _back_up(mod: str, imps: Iterable[Import]) -> list[tuple[str, int]]:
