@@ -38,7 +38,7 @@ _JSON_SECTIONS = (("Associations", "correlations"), ("Train on synthetic, test o
 
 def _png(fig: Figure) -> str:
     # the audit's plots are cropped to their content and keep matplotlib's Software tag
-    return png_base64(fig, mark=CONFIDENTIAL_MARK, tight=True, software_tag=True)
+    return png_base64(fig, mark=CONFIDENTIAL_MARK, tight=True)
 
 
 def _new_figure(size: tuple[float, float]) -> tuple[Figure, Any]:

@@ -43,14 +43,11 @@ class Watermark:
                  weight="bold")
 
 
-def png_base64(fig: Figure, *, mark: Watermark | None = None, tight: bool = False,
-               software_tag: bool = False) -> str:
-    """``fig`` as a base64 PNG at :data:`DPI`.
+def png_base64(fig: Figure, *, mark: Watermark | None = None, tight: bool = False) -> str:
+    """``fig`` as a base64 PNG at :data:`DPI`, without matplotlib's ``Software`` chunk.
 
     ``mark``: a watermark drawn first (None: none). ``tight``: crop to the drawn
-    content (``bbox_inches="tight"``) instead of the figure size. ``software_tag``:
-    keep matplotlib's ``Software`` text chunk in the PNG (the audit's plots have
-    always had it; public plots never do)."""
+    content (``bbox_inches="tight"``) instead of the figure size."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -58,5 +55,5 @@ def png_base64(fig: Figure, *, mark: Watermark | None = None, tight: bool = Fals
         mark.draw(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight" if tight else None,
-                metadata=None if software_tag else {"Software": None})
+                metadata={"Software": None})
     return base64.b64encode(buf.getvalue()).decode("ascii")
