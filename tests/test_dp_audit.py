@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from dpsynth.io import load_encoded
 from dpsynth.privacy.accountant import Accountant, Budget, epsilon_for, rho_for
@@ -131,6 +132,23 @@ def test_the_operating_point_has_the_power_the_issue_asks_for() -> None:
         assert dp_audit.analytic_power(n, e, d, mu, tau, scale=0.5) >= 0.99
         assert dp_audit.analytic_power(n, e, d, mu, tau, shift=4.0) >= 0.999
         assert dp_audit.analytic_power(n, e, d, mu, tau) < 1e-6  # honest: nothing to find
+
+
+@pytest.mark.parametrize("unit", dp_audit.UNITS)
+def test_exact_mst_law_agrees_with_the_gaussian_model(unit: str) -> None:
+    e, d, n = dp_audit.EPSILON, dp_audit.DELTA, dp_audit.TRIALS
+    mu = dp_audit.planned_mu("mst", e, d)
+    tau = dp_audit.choose_threshold(n, e, d, mu)
+    fpr, tpr = dp_audit.mst_exact_rates(unit, "none", e, d, tau)
+    # honest noise scales are >= 1.7: close to the normal law of c_hat
+    assert fpr == pytest.approx(float(norm.sf(tau * mu)), abs=0.01)
+    assert tpr == pytest.approx(float(norm.sf((tau - 1) * mu)), abs=0.01)
+    for plant, least in (("sensitivity-x2", 0.99), ("skip-bounding", 0.999)):
+        if plant == "skip-bounding" and unit == "row":
+            continue
+        rates = dp_audit.mst_exact_rates(unit, plant, e, d, tau)
+        assert dp_audit.power_from_rates(n, e, d, *rates) >= least
+    assert dp_audit.power_from_rates(n, e, d, fpr, tpr) < 1e-6
 
 
 def test_auc_helper() -> None:
