@@ -635,7 +635,10 @@ changes.
 "eps Gaussian fit" is the exact eps at delta of mu_hat-Gaussian DP with mu_hat fitted to the
 runs (a point estimate, reported only, never used for `detected`). "analytic power" is the
 probability of detection computed before the runs (next section); "bootstrap detection rate"
-resamples this run's own trials (1000 audits of the same size). "seconds" is wall-clock for
+resamples this run's own trials (1000 audits of the same size): it is centred on this run's
+observed error rates, so a run whose FPR came out high (as sampling allows) shows a rate below
+the true power; the repeated audits further down measure the power directly. "seconds" is
+wall-clock for
 the whole audit under the load noted above; "CPU seconds" (where recorded) is the CPU time of
 the trials summed over both workers, so on two idle cores an audit takes about half of it.
 
