@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from dpsynth.input_rules import ColumnRules, column_rules
-from dpsynth.schema import Column, Schema
+from dpsynth.schema import Column, Schema, bin_grid, grid_decimals, grid_points
 
 __all__ = [
     "ColumnExprs",
@@ -50,7 +50,7 @@ def levels(col: Column) -> list[object]:
         return [g.label for g in col.groups]
     if col.kind in ("integer", "float"):
         e = col.bin_edges
-        return [(e[i], e[i + 1]) for i in range(len(e) - 1)]
+        return [(e[i], e[i + 1]) for i in range(len(e) - 1)] + list(col.atoms)
     if col.kind in ("date", "datetime"):
         d = col.date_edges
         return [(d[i], d[i + 1]) for i in range(len(d) - 1)]
@@ -69,6 +69,8 @@ def level_labels(col: Column) -> list[str]:
                 out.append(f"{a:g}")
             else:
                 out.append(f"[{a:g}, {b:g})")
+        elif isinstance(lv, float):  # an atom
+            out.append(f"{lv:g}")
         else:
             out.append(str(lv))
     if col.nullable:
@@ -108,13 +110,16 @@ class ColumnExprs:
     :class:`~dpsynth.input_rules.ColumnRules`.
 
     ``missing``: the cell is missing; ``malformed``: not missing but cannot be
-    read as the column's kind; ``out_of_domain``: read but outside the public
-    domain; ``code``: the integer code (valid only where the checks pass or the
-    out-of-domain policy maps the value to null or clamps it).
+    read as the column's kind; ``invalid``: read but outside the column's
+    ``valid`` range (an impossible value: always refused); ``out_of_domain``:
+    read but outside the public domain; ``code``: the integer code (valid only
+    where the checks pass or the out-of-domain policy maps the value to null or
+    clamps it).
     """
 
     missing: pl.Expr
     malformed: pl.Expr
+    invalid: pl.Expr
     out_of_domain: pl.Expr
     code: pl.Expr
 
@@ -143,10 +148,16 @@ def column_exprs(col: Column) -> ColumnExprs:
     bad = missing | malformed | (out_of_domain if col.on_out_of_domain == "null" else pl.lit(False))
     null_code = pl.lit(r.null_code, dtype=pl.Int64)
     final = pl.when(bad).then(null_code).otherwise(code).cast(pl.Int32).alias(col.name)
+    present = ~missing & ~malformed.fill_null(True)
+    invalid = pl.lit(False)
+    if r.valid is not None:
+        value = _parsed(col, raw)
+        invalid = present & ((value < r.valid[0]) | (value > r.valid[1])).fill_null(False)
     return ColumnExprs(
         missing=missing,
         malformed=~missing & malformed.fill_null(True),
-        out_of_domain=~missing & ~malformed.fill_null(True) & out_of_domain.fill_null(True),
+        invalid=invalid,
+        out_of_domain=present & ~invalid & out_of_domain.fill_null(True),
         code=final,
     )
 
@@ -204,14 +215,17 @@ def _binned(r: ColumnRules, raw: pl.Expr) -> _Compiled:
     v = value.clip(lo_v, hi_v) if col.on_out_of_domain == "clamp" else value
     if col.kind in ("integer", "float"):
         v = v.cast(pl.Float64)
-    n = r.n_levels
+    n = len(edges) - 1  # bins; the atoms' codes follow them
     if len(edges) <= 65:
         # elementwise (so polars can stream it): count the inner edges at or below v
         idx = pl.sum_horizontal([(v >= pl.lit(e, dtype=edges.dtype)).cast(pl.Int64)
                                  for e in edges[1:-1]]) if n > 1 else pl.lit(0, pl.Int64)
     else:
         idx = pl.lit(edges).search_sorted(v, side="right").cast(pl.Int64) - 1
-    return value.is_null(), in_domain, idx.clip(0, n - 1)
+    code = idx.clip(0, n - 1)
+    for i, atom in enumerate(r.atoms):
+        code = pl.when(v == atom).then(pl.lit(n + i, pl.Int64)).otherwise(code)
+    return value.is_null(), in_domain, code
 
 
 def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> pl.Series:
@@ -231,20 +245,8 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
         vals = safe.astype(bool)
         return pl.Series(col.name, vals).set(pl.Series(is_null), None)
     if col.kind in ("integer", "float"):
-        assert col.bounds is not None
-        lo_b, hi_b = col.bounds
-        e = np.asarray(col.bin_edges, dtype=float)
-        lo = np.maximum(e[:-1], lo_b)
-        if col.kind == "integer":
-            hi = np.minimum(e[1:] - 1, hi_b)
-            hi[-1] = min(e[-1], hi_b)
-            hi = np.maximum(hi, lo)
-            vals = rng.integers(lo[safe].astype(np.int64), hi[safe].astype(np.int64) + 1)
-            s = pl.Series(col.name, vals, dtype=pl.Int64)
-        else:
-            hi = np.minimum(e[1:], hi_b)
-            vals = rng.uniform(lo[safe], hi[safe])
-            s = pl.Series(col.name, vals, dtype=pl.Float64)
+        s = pl.Series(col.name, _decode_number(col, safe, rng),
+                      dtype=pl.Int64 if col.kind == "integer" else pl.Float64)
         return s.set(pl.Series(is_null), None)
     # date / datetime: uniform inside the bin, clipped to the bounds
     assert col.date_bounds is not None
@@ -266,6 +268,42 @@ def decode_column(col: Column, codes: np.ndarray, rng: np.random.Generator) -> p
         ser = pl.Series(col.name, (secs * 1_000_000).astype("datetime64[us]"),
                         dtype=pl.Datetime("us"))
     return ser.set(pl.Series(is_null), None)
+
+
+def _decode_number(col: Column, codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Numbers: an atom's code decodes to the atom; a bin's to a value drawn uniformly
+    among the bin's values on the ``precision`` grid, atoms excluded (without a
+    precision: uniformly in the bin's interval, clipped to the bounds)."""
+    nb = col.n_bins
+    is_atom = codes >= nb
+    b = np.where(is_atom, 0, codes)
+    if col.precision is None:
+        grid = [bin_grid(col, i) for i in range(nb)]
+        lo = np.array([g[0] for g in grid])
+        hi = np.array([g[1] for g in grid])
+        vals = rng.uniform(lo[b], hi[b])
+    else:
+        p = col.precision
+        ks = [grid_points(col, i) or (0, -1) for i in range(nb)]
+        k0 = np.array([k[0] for k in ks], dtype=np.int64)
+        atom_ks = [sorted(round(a / p) for a in col.atoms if k[0] <= round(a / p) <= k[1])
+                   for k in ks]
+        width = max((len(a) for a in atom_ks), default=0)
+        # the atoms' grid positions inside each bin, ascending, padded with "never"
+        skip = np.full((nb, max(width, 1)), np.iinfo(np.int64).max, dtype=np.int64)
+        for i, a in enumerate(atom_ks):
+            skip[i, :len(a)] = a
+        count = np.array([k[1] - k[0] + 1 - len(a) for k, a in zip(ks, atom_ks, strict=True)])
+        k = k0[b] + rng.integers(0, np.maximum(count[b], 1))
+        for j in range(width):  # step over the atoms at or below the drawn position
+            k += k >= skip[b, j]
+        vals = np.round(k * p, grid_decimals(p))
+    if col.atoms:
+        atoms = np.asarray(col.atoms, dtype=float)
+        vals = np.where(is_atom, atoms[np.minimum(codes - nb, len(atoms) - 1).clip(0)], vals)
+    if col.kind == "integer":
+        return np.rint(vals).astype(np.int64)
+    return vals.astype(float)
 
 
 def recode(domain: Domain, df: pl.DataFrame) -> np.ndarray:

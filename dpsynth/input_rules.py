@@ -72,7 +72,8 @@ def bad_rows(what: str, n_bad: int, first_row: int, *, column: str | None = None
 
 def check_header(names: list[str], schema: Schema) -> None:
     """The table's column names, in file order, against the schema's columns: no
-    name twice, every schema column present, no other column."""
+    name twice, every schema column present (derived ones may be absent), no other
+    column."""
     seen: set[str] = set()
     for n in names:
         if n in seen:
@@ -80,7 +81,7 @@ def check_header(names: list[str], schema: Schema) -> None:
                                  column=n, rule="duplicate-column")
         seen.add(n)
     expected = [c.name for c in schema.columns]
-    for n in expected:
+    for n in (c.name for c in schema.input_columns):
         if n not in seen:
             raise InputDataError("the schema's column is missing from the table",
                                  column=n, rule="missing-column")
@@ -140,7 +141,9 @@ class ColumnRules:
       else ISO 8601; a date is a datetime at midnight); malformed when it does not
       parse; in the domain inside ``bounds`` (inclusive). ``clamp`` moves a value
       into the bounds first. Coded by its bin: the number of inner ``edges``
-      at or below it (bins ``[e_i, e_i+1)``, the last one closed).
+      at or below it (bins ``[e_i, e_i+1)``, the last one closed), or by its atom's
+      code when it equals one of ``atoms``. A number outside ``valid`` fails the
+      table (rule ``valid``), before the domain rule is applied.
 
     Out-of-domain cells fail the table under ``on_out_of_domain: reject``, are
     coded as missing under ``null``, and cannot occur under ``clamp``. Missing
@@ -160,6 +163,12 @@ class ColumnRules:
     """Numbers, dates: the inclusive bounds."""
     edges: tuple[float, ...] | tuple[dt.datetime, ...] = ()
     """Numbers, dates: the bin edges."""
+    atoms: tuple[float, ...] = ()
+    """Numbers: values with their own code, ``len(edges) - 1 + i`` for ``atoms[i]``
+    (a value equal to an atom takes the atom's code, not its bin's)."""
+    valid: tuple[float, float] | None = None
+    """Numbers: the possible values; a read value outside fails rule ``valid``
+    whatever ``on_out_of_domain`` says (impossible, not rare)."""
 
 
 _RULES = {"categorical": ("", "category"), "code": ("code-format", "code-group"),
@@ -180,10 +189,10 @@ def column_rules(col: Column) -> ColumnRules:
         bounds, edges = col.bounds, tuple(float(e) for e in col.bin_edges)
     return ColumnRules(column=col, malformed_rule=malformed_rule, domain_rule=domain_rule,
                        n_levels=n, null_code=n if col.nullable else None, bounds=bounds,
-                       edges=edges)
+                       edges=edges, atoms=col.atoms, valid=col.valid)
 
 
-Flag = Literal["unit-missing", "missing", "malformed", "out-of-domain"]
+Flag = Literal["unit-missing", "missing", "malformed", "invalid", "out-of-domain"]
 
 
 @dataclass(frozen=True)
@@ -191,8 +200,9 @@ class Check:
     """One per-row check: rows where ``flag`` holds for ``column`` fail rule ``rule``.
 
     ``flag``: ``unit-missing``, the patient id is null or only whitespace; else a
-    cell of a released column is ``missing``, ``malformed`` or ``out-of-domain``
-    as :class:`ColumnRules` defines them (each excludes the ones before it).
+    cell of a released column is ``missing``, ``malformed``, ``invalid`` or
+    ``out-of-domain`` as :class:`ColumnRules` defines them (each excludes the ones
+    before it).
     """
 
     column: str
@@ -216,6 +226,9 @@ def input_checks(schema: Schema) -> tuple[Check, ...]:
         if r.malformed_rule:
             checks.append(Check(c.name, r.malformed_rule, f"value cannot be read as {c.kind}",
                                 "malformed"))
+        if c.valid is not None:
+            checks.append(Check(c.name, "valid", "impossible value (outside the schema's valid "
+                                "range)", "invalid"))
         if c.on_out_of_domain == "reject":
             checks.append(Check(c.name, r.domain_rule, "value outside the schema's domain",
                                 "out-of-domain"))

@@ -36,6 +36,7 @@ from dpsynth.config import ReleaseConfig
 from dpsynth.domain import Domain
 from dpsynth.engines import EngineSpec, Model, get_engine
 from dpsynth.errors import BudgetError, DpsynthError, StorageError, UsageError
+from dpsynth.generate import generate
 from dpsynth.hashing import sha256_file
 from dpsynth.io import check_table, is_parquet, open_table
 from dpsynth.marginals import TimedCounter, open_counter
@@ -44,6 +45,7 @@ from dpsynth.privacy.ledger import Ledger, open_ledger
 from dpsynth.privacy.session import MeasurementSession
 from dpsynth.record import ReleaseRecord
 from dpsynth.report.builder import build_reports, settings_dict
+from dpsynth.rules import check_satisfiable
 from dpsynth.schema import Schema, load_schema
 from dpsynth.validate import raise_for_outcome, validate_synthetic
 from dpsynth.version import __version__
@@ -56,6 +58,7 @@ Progress = Callable[[str], None]
 def check(schema_path: str | Path, input_path: str | Path | None = None) -> dict[str, Any]:
     """Validate a schema, and optionally a table against it. Writes nothing."""
     schema = load_schema(schema_path)
+    check_satisfiable(schema)
     out: dict[str, Any] = {
         "schema": schema.name,
         "schema_sha256": schema.sha256,
@@ -86,6 +89,7 @@ class ReleaseResult:
     timings: dict[str, float] = field(default_factory=dict)
     audit_dir: str | None = None
     warnings: list[str] = field(default_factory=list)
+    rules: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +153,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
         release_id=run.release_id, dataset_id=run.dataset_id, bundle=str(path),
         rows=record.rows, engine=cfg.engine, epsilon=cfg.epsilon, delta=cfg.delta,
         rho=run.budget.rho.rho, ledger=summary, audit_dir=audit, warnings=run.warnings,
+        rules=dict(record.rules),
         timings={k: round(v, 3) for k, v in run.timings.items()})
 
 
@@ -157,6 +162,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
 
 def _prepare(cfg: ReleaseConfig, say: Progress, warn: Progress | None) -> _Run:
     schema = load_schema(cfg.schema_path)
+    check_satisfiable(schema)
     _check_out_dir(cfg.out_dir)
     if cfg.backend == "polars" and not Path(cfg.input_path).is_file():
         raise UsageError(f"input file {str(cfg.input_path)!r} does not exist")
@@ -311,17 +317,20 @@ def _public_record(run: _Run, model: Model, charges: list[Charge],
     rng = np.random.default_rng(seed)
     n_rows = cfg.rows if cfg.rows is not None else max(1, round(model.total))
     with run.stage("sample", f"sampling {n_rows} synthetic rows"):
-        codes = model.sample(n_rows, rng)
-        table = domain.decode(codes, rng)
+        generated = generate(model, domain, run.schema, n_rows, rng)
+    for rule in generated.rules_json(run.schema)["warnings"]:
+        if rule["violating_rows"]:
+            run.caution(f"warning rule {rule['name']!r} is broken in {rule['violating_rows']} "
+                        f"of {n_rows} synthetic rows ({100 * rule['violating_share']:.1f}%)")
     with run.stage("validate", "validating the synthetic table (great-expectations)"):
-        outcome = validate_synthetic(table, run.schema, n_rows, n_rows)
+        outcome = validate_synthetic(generated.table, run.schema, n_rows, n_rows)
         raise_for_outcome(outcome)
     return ReleaseRecord(
         release_id=run.release_id, dataset_id=run.dataset_id, created=release_date(),
         dpsynth_version=__version__, schema=run.schema, domain=domain, engine=cfg.engine,
         engine_settings=settings_dict(run.settings), budget=run.budget, charges=charges,
-        dataset=dataset, model=model, sampler_seed=seed, codes=codes, table=table,
-        validation=outcome)
+        dataset=dataset, model=model, sampler_seed=seed, codes=generated.codes,
+        table=generated.table, rules=generated.rules_json(run.schema), validation=outcome)
 
 
 def _audit(run: _Run, bundle: Path) -> str | None:

@@ -51,7 +51,9 @@ class ReleaseRecord:
     codes: np.ndarray
     """The sampled synthetic rows as integer codes."""
     table: pl.DataFrame
-    """The synthetic table as released (decoded values)."""
+    """The synthetic table as released (decoded values, derived columns included)."""
+    rules: Mapping[str, Any]
+    """What the schema's rules did in generation (:meth:`Generated.rules_json`)."""
     validation: ValidationOutcome
 
     @property

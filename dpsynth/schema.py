@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
+import polars as pl
 import yaml
 
 from dpsynth.errors import SchemaError
@@ -51,7 +52,8 @@ __all__ = [
 ]
 
 Kind = Literal[
-    "categorical", "integer", "float", "date", "datetime", "boolean", "code", "identifier", "text"
+    "categorical", "integer", "float", "date", "datetime", "boolean", "code", "identifier", "text",
+    "derived",
 ]
 OutOfDomain = Literal["reject", "null", "clamp"]
 
@@ -92,6 +94,14 @@ class Column:
     # integer / float: bounds and bin edges (bins are [e_i, e_i+1), the last one closed)
     bounds: tuple[float, float] | None = None
     bin_edges: tuple[float, ...] = ()
+    #: exact values with their own code (after the bins), decoded exactly
+    atoms: tuple[float, ...] = ()
+    #: decoded values lie on the grid ``k * precision`` (integer columns: whole numbers)
+    precision: float | None = None
+    #: possible values (outside them the table is refused); ``bounds`` lie inside
+    valid: tuple[float, float] | None = None
+    # derived: a SQL expression over other released columns, computed after sampling
+    expr: str = ""
     # date / datetime
     date_bounds: tuple[dt.datetime, dt.datetime] | None = None
     bin_unit: str = ""
@@ -106,8 +116,13 @@ class Column:
 
     @property
     def measured(self) -> bool:
-        """True when the column is part of the synthetic table."""
+        """True when the column is measured (and so part of the model's domain)."""
         return self.kind in MEASURED_KINDS
+
+    @property
+    def released(self) -> bool:
+        """True when the column is part of the synthetic table: measured or derived."""
+        return self.kind in MEASURED_KINDS or self.kind == "derived"
 
     @property
     def date_edges(self) -> tuple[dt.datetime, ...]:
@@ -129,7 +144,7 @@ class Column:
         if self.kind == "boolean":
             return 2
         if self.kind in ("integer", "float"):
-            return len(self.bin_edges) - 1
+            return len(self.bin_edges) - 1 + len(self.atoms)
         if self.kind in ("date", "datetime"):
             return len(self.date_edges) - 1
         raise ValueError(f"column {self.name!r} of kind {self.kind} has no domain")
@@ -138,6 +153,11 @@ class Column:
     def domain_size(self) -> int:
         """Number of codes, the null code (``n_levels``, if nullable) included."""
         return self.n_levels + (1 if self.nullable else 0)
+
+    @property
+    def n_bins(self) -> int:
+        """Numbers: the bins (codes ``0 .. n_bins-1``); the atoms follow them."""
+        return len(self.bin_edges) - 1
 
 
 def _date_edges(b0: dt.datetime, b1: dt.datetime, unit: str) -> tuple[dt.datetime, ...]:
@@ -186,14 +206,27 @@ class PrivacyUnit:
 
 @dataclass(frozen=True)
 class Rule:
-    """A declared cross-column rule, checked on the synthetic table."""
+    """A cross-column rule: a SQL boolean expression every synthetic row satisfies.
 
-    kind: Literal["null_together", "null_below"]
+    ``require`` is parsed by polars' SQL expression parser (no Python eval;
+    unknown functions are refused). A row satisfies the rule when the expression
+    is not FALSE: NULL passes, as in a SQL ``CHECK`` constraint. An ``error``
+    rule is enforced when rows are generated (never broken in a release); a
+    ``warning`` rule is counted and reported. ``columns`` are the released
+    columns the expression reads. The older ``null_together``/``null_below``
+    forms are written as such expressions when the schema is loaded.
+    """
+
+    name: str
+    require: str
     columns: tuple[str, ...]
-    threshold: float | None = None
     severity: Literal["error", "warning"] = "error"
     description: str = ""
 
+    @property
+    def expr(self) -> pl.Expr:
+        """The rule as a polars expression: true where the row satisfies it (NULL -> true)."""
+        return pl.sql_expr(self.require).fill_null(True)
 
 @dataclass(frozen=True)
 class Schema:
@@ -216,7 +249,23 @@ class Schema:
 
     @property
     def measured_columns(self) -> tuple[Column, ...]:
+        """Columns in the model's domain (measured under DP)."""
         return tuple(c for c in self.columns if c.measured)
+
+    @property
+    def released_columns(self) -> tuple[Column, ...]:
+        """Columns of the synthetic table, in schema order: measured and derived."""
+        return tuple(c for c in self.columns if c.released)
+
+    @property
+    def input_columns(self) -> tuple[Column, ...]:
+        """Columns the input table must have: all but the derived ones (which it may
+        also have; they are then ignored by the release and compared by ``schema check``)."""
+        return tuple(c for c in self.columns if c.kind != "derived")
+
+    @property
+    def derived_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.kind == "derived")
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -309,11 +358,36 @@ def _parse_date(value: str, where: str) -> dt.datetime:
     return parsed.replace(tzinfo=None)
 
 
-def _edges_from_width(lo: float, hi: float, width: float, integer: bool) -> tuple[float, ...]:
-    # integer bins hold whole numbers: [lo, hi] has hi - lo + 1 of them
+def _edges_from_width(lo: float, hi: float, width: float, integer: bool,
+                      where: str) -> tuple[float, ...]:
+    """Edges ``lo, lo+w, ..`` covering the bounds; the width must divide the span
+    (integer bins hold whole numbers: ``[lo, hi]`` has ``hi - lo + 1`` of them),
+    else the last bin would silently be narrower than the others."""
     span = hi - lo + 1 if integer else hi - lo
-    n = max(1, math.ceil(span / width - 1e-12))
+    n = round(span / width)
+    if n < 1 or not math.isclose(n * width, span, rel_tol=1e-9, abs_tol=1e-12):
+        what = f"the {span:g} whole numbers of" if integer else "the span of"
+        raise SchemaError(
+            f"bin_width {width:g} does not divide {what} the bounds ({lo:g}, {hi:g}): the last "
+            "bin would be narrower than the others; change the bounds or the width, or give "
+            "bin_edges", where)
+    if n > MAX_DOMAIN_SIZE:
+        raise SchemaError(f"domain has {n} values, more than {MAX_DOMAIN_SIZE}; use wider bins",
+                          where)
     return tuple(lo + i * width for i in range(n + 1))
+
+
+def grid_decimals(precision: float) -> int:
+    """Decimal places that print a multiple of ``precision`` exactly (``0.25`` -> 2)."""
+    text = f"{precision:.12g}"
+    return len(text.split(".")[1]) if "." in text and "e" not in text else (
+        max(0, -math.floor(math.log10(precision))) + 6)
+
+
+def on_grid(value: float, precision: float) -> bool:
+    """Whether ``value`` is a multiple of ``precision`` (to rounding error)."""
+    k = round(value / precision)
+    return math.isclose(k * precision, value, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
@@ -365,6 +439,9 @@ def _numeric(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
     if integer and not (lo.is_integer() and hi.is_integer()):
         raise SchemaError("bounds of an integer column must be whole numbers", where)
     if "bin_edges" in c:
+        if len(c["bin_edges"]) > MAX_DOMAIN_SIZE + 1:
+            raise SchemaError(f"domain has {len(c['bin_edges']) - 1} values, more than "
+                              f"{MAX_DOMAIN_SIZE}; use wider bins", where)
         edges = tuple(float(x) for x in c["bin_edges"])
         if any(b <= a for a, b in itertools.pairwise(edges)):
             raise SchemaError("bin_edges must be strictly increasing", where)
@@ -382,8 +459,99 @@ def _numeric(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
         width = float(c["bin_width"])
         if integer and not width.is_integer():
             raise SchemaError("bin_width of an integer column must be a whole number", where)
-        edges = _edges_from_width(lo, hi, width, integer)
-    return Column(**common, bounds=(lo, hi), bin_edges=edges)
+        edges = _edges_from_width(lo, hi, width, integer, where)
+    precision = _precision(c, integer, where)
+    atoms = _atoms(c, (lo, hi), integer, precision, where)
+    valid = _valid(c, (lo, hi), where)
+    col = Column(**common, bounds=(lo, hi), bin_edges=edges, atoms=atoms, precision=precision,
+                 valid=valid)
+    for i in range(col.n_bins):
+        if not bin_values_exist(col, i):
+            a, b = edges[i], edges[i + 1]
+            raise SchemaError(f"bin [{a:g}, {b:g}) holds no value on the column's grid besides "
+                              "its atoms; drop the bin (merge its edges) or the atom", where)
+    return col
+
+
+def _precision(c: dict[str, Any], integer: bool, where: str) -> float | None:
+    if "precision" not in c:
+        return 1.0 if integer else None
+    p = float(c["precision"])
+    if integer and not p.is_integer():
+        raise SchemaError("precision of an integer column must be a whole number", where)
+    return p
+
+
+def _atoms(c: dict[str, Any], bounds: tuple[float, float], integer: bool,
+           precision: float | None, where: str) -> tuple[float, ...]:
+    atoms = tuple(float(a) for a in c.get("atoms", []))
+    if len(set(atoms)) != len(atoms):
+        raise SchemaError("atoms must be unique", where)
+    for a in atoms:
+        if not bounds[0] <= a <= bounds[1]:
+            raise SchemaError(f"atom {a:g} must lie inside the bounds", where)
+        if precision is not None and not on_grid(a, precision):
+            raise SchemaError(f"atom {a:g} is not on the precision grid ({precision:g})", where)
+        if integer and not a.is_integer():
+            raise SchemaError(f"atom {a:g} of an integer column must be a whole number", where)
+    return atoms
+
+
+def _valid(c: dict[str, Any], bounds: tuple[float, float], where: str) -> tuple[float, float] | None:
+    if "valid" not in c:
+        return None
+    v0, v1 = (float(x) for x in c["valid"])
+    if not v0 <= bounds[0] <= bounds[1] <= v1:
+        raise SchemaError(f"valid ({v0:g}, {v1:g}) must contain the bounds "
+                          f"({bounds[0]:g}, {bounds[1]:g})", where)
+    return v0, v1
+
+
+def bin_grid(col: Column, i: int) -> tuple[float, float, bool]:
+    """Bin ``i`` of a numeric column inside its bounds: ``(lo, hi, hi_closed)``."""
+    assert col.bounds is not None
+    e = col.bin_edges
+    last = i == len(e) - 2  # only the last bin is closed (and only it can pass the bounds)
+    return max(e[i], col.bounds[0]), min(e[i + 1], col.bounds[1]), last
+
+
+def grid_points(col: Column, i: int) -> tuple[int, int] | None:
+    """Bin ``i``'s grid values ``k * precision`` as an inclusive range of k (``None``
+    without a precision, or when the bin holds no grid value)."""
+    if col.precision is None:
+        return None
+    lo, hi, closed = bin_grid(col, i)
+    p = col.precision
+    k0 = math.ceil(lo / p - 1e-9)
+    k1 = math.floor(hi / p + 1e-9)
+    if not closed and on_grid(hi, p):
+        k1 -= 1
+    return (k0, k1) if k1 >= k0 else None
+
+
+def bin_values_exist(col: Column, i: int) -> bool:
+    """Whether bin ``i`` can hold a value that is not an atom."""
+    if col.precision is None:
+        lo, hi, _ = bin_grid(col, i)
+        return hi > lo
+    ks = grid_points(col, i)
+    if ks is None:
+        return False
+    inside = sum(1 for a in col.atoms if ks[0] <= round(a / col.precision) <= ks[1])
+    return ks[1] - ks[0] + 1 > inside
+
+
+def _derived(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
+    bounds = None
+    if "bounds" in c:
+        lo, hi = (float(x) for x in c["bounds"])
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise SchemaError(f"bounds ({lo:g}, {hi:g}) must be finite and increasing", where)
+        bounds = (lo, hi)
+    precision = float(c["precision"]) if "precision" in c else None
+    nullable = bool(c.get("nullable", True))
+    return Column(**{**common, "nullable": nullable, "missing_tokens": common["missing_tokens"]},
+                  expr=str(c["expr"]), bounds=bounds, precision=precision)
 
 
 def _date(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
@@ -425,7 +593,8 @@ def _code(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:
 
 
 _KIND_BUILDERS = {"categorical": _categorical, "integer": _numeric, "float": _numeric,
-                  "date": _date, "datetime": _date, "boolean": _boolean, "code": _code}
+                  "date": _date, "datetime": _date, "boolean": _boolean, "code": _code,
+                  "derived": _derived}
 
 
 def _build(doc: dict[str, Any], text: str) -> Schema:
@@ -465,24 +634,13 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
             raise SchemaError(f"subgroup {s!r} must name a categorical, boolean or code column",
                               "schema.subgroups")
 
-    rules = []
-    for i, r in enumerate(doc.get("rules", [])):
-        where = f"schema.rules[{i}]"
-        cols = tuple(r["columns"])
-        for col in cols:
-            if col not in by_name or not by_name[col].measured:
-                raise SchemaError(f"names column {col!r}, which is not a released column", where)
-        if r["kind"] == "null_below":
-            if len(cols) != 2 or "threshold" not in r:
-                raise SchemaError("null_below needs exactly two columns and a threshold", where)
-            if by_name[cols[1]].kind not in ("integer", "float"):
-                raise SchemaError(f"null_below compares {cols[1]!r}, which must be numeric", where)
-            if not by_name[cols[0]].nullable:
-                raise SchemaError(f"null_below needs {cols[0]!r} to be nullable", where)
-        if r["kind"] == "null_together" and not all(by_name[x].nullable for x in cols):
-            raise SchemaError("null_together needs every named column to be nullable", where)
-        rules.append(Rule(kind=r["kind"], columns=cols, threshold=r.get("threshold"),
-                          severity=r.get("severity", "error"), description=r.get("description", "")))
+    _check_derived(columns)
+    rules = tuple(_build_rule(r, i, by_name) for i, r in enumerate(doc.get("rules", [])))
+    rule_names = [r.name for r in rules]
+    dupes = sorted({n for n in rule_names if rule_names.count(n) > 1})
+    if dupes:
+        raise SchemaError(f"rule names must be unique; repeated: {', '.join(dupes)}",
+                          "schema.rules")
 
     return Schema(
         name=doc["name"],
@@ -491,8 +649,81 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
         privacy_unit=unit,
         columns=columns,
         subgroups=subgroups,
-        rules=tuple(rules),
+        rules=rules,
         source=doc.get("source", ""),
         citation=doc.get("citation", ""),
         text=text,
     )
+
+
+def sql_columns(text: str, what: str, where: str) -> tuple[str, ...]:
+    """Parse a SQL expression (polars' SQL parser: no Python eval, unknown functions
+    refused) and return the columns it reads, in order of appearance."""
+    try:
+        expr = pl.sql_expr(text)
+        names = expr.meta.root_names()
+    except Exception as exc:  # polars raises several types (SQLInterfaceError, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SchemaError(f"{what} is not a valid SQL expression: {_short(first)}", where) from None
+    return tuple(dict.fromkeys(names))
+
+
+def _check_derived(columns: tuple[Column, ...]) -> None:
+    """A derived column reads measured columns, or derived columns defined before it."""
+    earlier: dict[str, Column] = {}
+    for c in columns:
+        if c.kind == "derived":
+            where = f"schema.columns[{c.name!r}]"
+            for name in sql_columns(c.expr, "expr", where):
+                ref = earlier.get(name)
+                if ref is None or not ref.released:
+                    raise SchemaError(
+                        f"expr reads column {name!r}, which is not a measured column or a "
+                        "derived column defined before this one", where)
+        earlier[c.name] = c
+
+
+def _build_rule(r: dict[str, Any], i: int, by_name: dict[str, Column]) -> Rule:
+    name = str(r.get("name") or "")
+    where = f"schema.rules[{name or i}]"
+    if "require" in r:
+        require = str(r["require"])
+    else:
+        require, default_name = _legacy_rule(r, by_name, where)
+        name = name or default_name
+    columns = sql_columns(require, f"rule {name!r}", where)
+    for col in columns:
+        if col not in by_name or not by_name[col].released:
+            raise SchemaError(f"rule {name!r} reads column {col!r}, which is not a released "
+                              "column (identifier and text columns are never released)", where)
+    return Rule(name=name, require=require, columns=columns, severity=r.get("severity", "error"),
+                description=r.get("description", ""))
+
+
+def _legacy_rule(r: dict[str, Any], by_name: dict[str, Column], where: str) -> tuple[str, str]:
+    """The older rule kinds, written as SQL (same meaning): ``null_together`` (the
+    columns are null on the same rows) and ``null_below`` (``columns[0]`` is null
+    exactly when ``columns[1] < threshold``)."""
+    cols = tuple(r["columns"])
+    for col in cols:
+        if col not in by_name or not by_name[col].measured:
+            raise SchemaError(f"names column {col!r}, which is not a released column", where)
+    q = [_quoted(c) for c in cols]
+    if r["kind"] == "null_below":
+        if len(cols) != 2 or "threshold" not in r:
+            raise SchemaError("null_below needs exactly two columns and a threshold", where)
+        if by_name[cols[1]].kind not in ("integer", "float"):
+            raise SchemaError(f"null_below compares {cols[1]!r}, which must be numeric", where)
+        if not by_name[cols[0]].nullable:
+            raise SchemaError(f"null_below needs {cols[0]!r} to be nullable", where)
+        return (f"({q[0]} IS NULL) = ({q[1]} < {float(r['threshold'])!r})",
+                f"{cols[0]}_null_below_{cols[1]}")
+    if not all(by_name[x].nullable for x in cols):
+        raise SchemaError("null_together needs every named column to be nullable", where)
+    parts = [f"({q[0]} IS NULL) = ({other} IS NULL)" for other in q[1:]]
+    return " AND ".join(parts), "null_together_" + "_".join(cols)
+
+
+def _quoted(name: str) -> str:
+    """A column name as a SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'

@@ -31,6 +31,7 @@ import pandas as pd
 import polars as pl
 
 from dpsynth.errors import InternalError, OutputValidationError
+from dpsynth.rules import rule_frame
 from dpsynth.schema import Column, Rule, Schema
 
 # Must be set before great_expectations is imported: no usage statistics leave the host.
@@ -45,7 +46,6 @@ with warnings.catch_warnings():
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.expectations.metadata_types import FailureSeverity
-    from great_expectations.expectations.row_conditions import Column as GxColumn
 
 __all__ = [
     "ValidationOutcome",
@@ -63,7 +63,10 @@ _TYPE_LISTS: dict[str, list[str]] = {
     "boolean": ["BooleanDtype", "bool"],
     "date": ["datetime64", "datetime64[us]", "datetime64[ns]"],
     "datetime": ["datetime64", "datetime64[us]", "datetime64[ns]"],
+    "derived": ["float64"],
 }
+#: The frame column holding rule ``name``'s outcome per row (true: satisfied).
+RULE_COLUMN = "rule:{}"
 #: Columns validated together in one batch (see :func:`_partition`).
 _CHUNK_COLUMNS = 4
 
@@ -91,9 +94,9 @@ def _severity(rule: Rule) -> FailureSeverity:
 
 def _rule_meta(rule: Rule) -> dict[str, Any]:
     return {
-        "dpsynth_rule": rule.kind,
+        "dpsynth_rule": rule.name,
+        "require": rule.require,
         "columns": list(rule.columns),
-        "threshold": rule.threshold,
         "description": rule.description,
     }
 
@@ -109,6 +112,10 @@ def _column_expectations(col: Column) -> list[Any]:
     elif col.kind == "code":
         out.append(gxe.ExpectColumnValuesToBeInSet(
             column=name, value_set=[g.label for g in col.groups]))
+    elif col.kind == "derived":
+        if col.bounds is not None:
+            out.append(gxe.ExpectColumnValuesToBeBetween(
+                column=name, min_value=float(col.bounds[0]), max_value=float(col.bounds[1])))
     elif col.kind in ("integer", "float"):
         if col.bounds is None:  # pragma: no cover - the schema loader guarantees bounds
             raise InternalError(f"column {name!r} has no bounds")
@@ -134,27 +141,11 @@ def _column_expectations(col: Column) -> list[Any]:
 
 
 def _rule_expectations(rule: Rule) -> list[Any]:
-    sev = _severity(rule)
-    meta = _rule_meta(rule)
-    pairs: list[tuple[str, Any, Any]] = []  # (column, condition: null, condition: not null)
-    if rule.kind == "null_together":
-        first = GxColumn(rule.columns[0])
-        for other in rule.columns[1:]:
-            pairs.append((other, first.is_null(), first.is_not_null()))
-    elif rule.kind == "null_below":
-        if rule.threshold is None:  # pragma: no cover - the schema loader guarantees it
-            raise InternalError("null_below rule without a threshold")
-        target, by = rule.columns[0], GxColumn(rule.columns[1])
-        pairs.append((target, by < rule.threshold, by >= rule.threshold))
-    else:  # pragma: no cover
-        raise InternalError(f"unknown rule kind {rule.kind!r}")
-    out: list[Any] = []
-    for column, when_null, when_present in pairs:
-        out.append(gxe.ExpectColumnValuesToBeNull(
-            column=column, row_condition=when_null, severity=sev, meta=meta))
-        out.append(gxe.ExpectColumnValuesToNotBeNull(
-            column=column, row_condition=when_present, severity=sev, meta=meta))
-    return out
+    """A rule is checked on its outcome column (:data:`RULE_COLUMN`, computed by
+    polars from the rule's SQL): every value must be true (NULL counts as true)."""
+    return [gxe.ExpectColumnValuesToBeInSet(
+        column=RULE_COLUMN.format(rule.name), value_set=[True], severity=_severity(rule),
+        meta=_rule_meta(rule))]
 
 
 def build_suite(schema: Schema, min_rows: int, max_rows: int) -> gx.ExpectationSuite:
@@ -166,12 +157,12 @@ def build_suite(schema: Schema, min_rows: int, max_rows: int) -> gx.ExpectationS
     """
     if not 0 <= min_rows <= max_rows:
         raise InternalError(f"row range ({min_rows}, {max_rows}) must satisfy 0 <= min <= max")
-    released = [c.name for c in schema.measured_columns]
+    released = [c.name for c in schema.released_columns]
     expectations: list[Any] = [
         gxe.ExpectTableColumnsToMatchOrderedList(column_list=released),
         gxe.ExpectTableRowCountToBeBetween(min_value=int(min_rows), max_value=int(max_rows)),
     ]
-    for col in schema.measured_columns:
+    for col in schema.released_columns:
         expectations.extend(_column_expectations(col))
     for rule in schema.rules:
         expectations.extend(_rule_expectations(rule))
@@ -225,12 +216,14 @@ def _describe(result: dict[str, Any]) -> str:
     kind = str(cfg.get("type", "unknown expectation"))
     kwargs = cfg.get("kwargs") or {}
     meta = cfg.get("meta") or {}
+    if meta.get("dpsynth_rule"):
+        cols = ", ".join(repr(c) for c in meta.get("columns") or [])
+        n_bad = (result.get("result") or {}).get("unexpected_count")
+        where = f" in {n_bad} row(s)" if n_bad is not None else ""
+        return f"rule {meta['dpsynth_rule']!r} (reads {cols}) is broken{where}"
     text = kind
     if kwargs.get("column") is not None:
         text += f" (column {kwargs['column']!r})"
-    if meta.get("dpsynth_rule"):
-        cols = ", ".join(meta.get("columns") or [])
-        text += f" [rule {meta['dpsynth_rule']}: {cols}]"
     if kind == "expect_table_columns_to_match_ordered_list":
         observed = (result.get("result") or {}).get("observed_value") or []
         expected = list(kwargs.get("column_list") or [])
@@ -260,9 +253,12 @@ def _columns_of(config: dict[str, Any]) -> set[str] | None:
     return cols
 
 
-def _partition(suite_json: dict[str, Any], present: list[str]) -> list[tuple[list[int], list[str]]]:
+def _partition(suite_json: dict[str, Any], present: list[str],
+               available: list[str]) -> list[tuple[list[int], list[str]]]:
     """Split the suite into groups of expectations and the (few) columns each group reads;
-    the first group holds the table-level expectations (column list, row count).
+    the first group holds the table-level expectations (column list, row count), which
+    see the table's ``present`` columns; the others read from ``available`` (the
+    table and the rules' outcome columns).
 
     great-expectations' pandas engine copies and filters the whole frame for every
     metric, so validating narrow frames is several times faster on wide tables, and
@@ -282,7 +278,7 @@ def _partition(suite_json: dict[str, Any], present: list[str]) -> list[tuple[lis
     chunk_idx: list[int] = []
     chunk_cols: list[str] = []
     for key, idx in groups.items():
-        present_cols = [c for c in present if c in key]
+        present_cols = [c for c in available if c in key]
         if len(key) > 1:
             out.append((idx, present_cols))
             continue
@@ -306,6 +302,12 @@ def validate_synthetic(
     """
     suite = build_suite(schema, min_rows, max_rows)
     present = list(df.columns)
+    if schema.rules:  # each rule's outcome, as a column great-expectations checks
+        outcomes = rule_frame(df).select(
+            [r.expr.alias(RULE_COLUMN.format(r.name)) for r in schema.rules])
+        full = df.hstack(outcomes.get_columns())
+    else:
+        full = df
     with warnings.catch_warnings():
         # great-expectations' internals raise pandas/pydantic deprecation warnings;
         # the outcome below is what we report.
@@ -319,12 +321,12 @@ def validate_synthetic(
         batch_def = asset.add_batch_definition_whole_dataframe("synthetic")
         merged: dict[int, dict[str, Any]] = {}
         run_meta: dict[str, Any] = {}
-        for n, (idx, cols) in enumerate(_partition(suite_json, present)):
+        for n, (idx, cols) in enumerate(_partition(suite_json, present, list(full.columns))):
             if not idx:
                 continue
             part = gx.ExpectationSuite(
                 name=suite.name, expectations=[suite.expectations[i] for i in idx])
-            frame = _to_pandas(df.select(cols), compact=n == 0)
+            frame = _to_pandas(full.select(cols), compact=n == 0)
             batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
             result = batch.validate(part, result_format="SUMMARY").to_json_dict()
             run_meta = run_meta or dict(result.get("meta") or {})

@@ -32,7 +32,7 @@ columns:
   - {name: pid, kind: identifier}
   - {name: note, kind: text, nullable: true}
   - {name: sex, kind: categorical, categories: [F, M]}
-  - {name: age, kind: integer, bounds: [0, 110], bin_width: 10}
+  - {name: age, kind: integer, bounds: [0, 109], bin_width: 10}
   - {name: bmi, kind: float, nullable: true, bounds: [10, 70], bin_edges: [10, 18.5, 25, 30, 70]}
   - {name: visit, kind: date, bounds: ["2000-01-01", "2020-12-31"], bin_unit: year}
   - {name: smoker, kind: boolean, nullable: true}

@@ -33,8 +33,8 @@ privacy_unit: {column: pid, max_rows: 2}
 columns:
   - {name: pid, kind: identifier}
   - {name: cat, kind: categorical, nullable: true, categories: [a, b, "None"]}
-  - {name: n, kind: integer, nullable: true, bounds: [-5, 37], bin_width: 4}
-  - {name: c, kind: integer, bounds: [0, 10], bin_width: 2, on_out_of_domain: clamp}
+  - {name: n, kind: integer, nullable: true, bounds: [-5, 38], bin_width: 4}
+  - {name: c, kind: integer, bounds: [0, 9], bin_width: 2, on_out_of_domain: clamp}
   - {name: x, kind: float, nullable: true, bounds: [0.5, 9.5], bin_edges: [0, 1, 2.5, 7, 10],
      on_out_of_domain: "null"}
   - {name: d, kind: date, nullable: true, bounds: ["2001-02-15", "2003-07-04"], bin_unit: month}

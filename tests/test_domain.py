@@ -25,7 +25,7 @@ privacy_unit: {column: pid}
 columns:
   - {name: pid, kind: identifier}
   - {name: cat, kind: categorical, nullable: true, categories: [a, b, c]}
-  - {name: n, kind: integer, bounds: [-5, 37], bin_width: 4}
+  - {name: n, kind: integer, bounds: [-5, 38], bin_width: 4}
   - {name: e, kind: integer, bounds: [0, 100], bin_edges: [0, 1, 2, 5, 10, 100]}
   - {name: x, kind: float, nullable: true, bounds: [0.5, 9.5], bin_edges: [0, 1, 2.5, 7, 10]}
   - {name: d, kind: date, bounds: ["2001-02-15", "2003-07-04"], bin_unit: month}

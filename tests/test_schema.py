@@ -27,7 +27,7 @@ columns:
   - {name: pid, kind: identifier}
   - {name: note, kind: text}
   - {name: cat, kind: categorical, nullable: true, categories: [a, b, c]}
-  - {name: n, kind: integer, bounds: [-5, 37], bin_width: 4}
+  - {name: n, kind: integer, bounds: [-5, 38], bin_width: 4}
   - {name: x, kind: float, nullable: true, bounds: [0.5, 9.5], bin_edges: [0, 1, 2.5, 7, 10]}
   - {name: d, kind: date, bounds: ["2001-02-15", "2003-07-04"], bin_unit: month}
   - {name: w, kind: date, nullable: true, bounds: ["2001-02-15", "2001-06-04"], bin_unit: week}
@@ -86,7 +86,7 @@ def test_other_kinds_have_no_date_edges() -> None:
 
 
 def test_the_domain_size_limit_names_the_column() -> None:
-    text = SCHEMA.replace("bounds: [-5, 37], bin_width: 4", "bounds: [0, 6000], bin_width: 1")
+    text = SCHEMA.replace("bounds: [-5, 38], bin_width: 4", "bounds: [0, 6000], bin_width: 1")
     with pytest.raises(SchemaError, match=f"domain has 6001 values, more than {MAX_DOMAIN_SIZE}"
                        ) as err:
         parse_schema(text)

@@ -165,7 +165,7 @@ def check_exprs(schema: Schema) -> list[tuple[Check, pl.Expr]]:
             expr = uid.is_null() | (uid.str.strip_chars() == "")
         else:
             e = exprs[check.column]
-            expr = {"missing": e.missing, "malformed": e.malformed,
+            expr = {"missing": e.missing, "malformed": e.malformed, "invalid": e.invalid,
                     "out-of-domain": e.out_of_domain}[check.flag]
         out.append((check, expr))
     return out

@@ -167,7 +167,7 @@ def _scan_parquet(p: Path, schema: Schema) -> pl.LazyFrame:
         raise InputDataError("the file could not be read as Parquet", rule="parquet-format") from None
     check_header(list(file_schema.names()), schema)
     casts = []
-    for c in schema.columns:
+    for c in schema.input_columns:
         dtype = file_schema[c.name]
         check_parquet_type(c, _family(dtype), str(dtype))
         if c.kind in ("date", "datetime") and isinstance(dtype, _TEMPORAL):

@@ -40,11 +40,12 @@ def build_reports(record: ReleaseRecord) -> Reports:
         dataset_summary=dict(record.dataset))
     quality = quality_report_html(
         record.schema, [_Measured(m) for m in record.model.measurements], record.codes,
-        record.domain.names, record.domain.sizes, float(record.model.total))
+        record.domain.names, record.domain.sizes, float(record.model.total), record.rules)
     datasheet = datasheet_markdown(record.schema, {
         "release_id": record.release_id, "engine": record.engine,
         "epsilon": record.budget.epsilon, "delta": record.budget.delta, "rows": record.rows,
-        "dpsynth_version": record.dpsynth_version, "created": record.created})
+        "dpsynth_version": record.dpsynth_version, "created": record.created,
+        "rules": record.rules})
     return Reports(privacy, render_privacy_html(privacy), quality, datasheet)
 
 

@@ -79,8 +79,8 @@ _GENERAL_LIMITS = [
     "  the added noise; check the relative noise in `quality-report.html` before use.",
     "- Only the relationships the model measured are preserved; other associations",
     "  (especially among three or more columns) may be weakened or absent.",
-    "- **Cross-column rules may be broken** in some rows (for example a value present",
-    "  where it should be missing); `validation/results.json` lists the checks.",
+    "- Only the cross-column rules the schema declares are enforced (see **Rules**);",
+    "  other clinical logic may be broken in some rows.",
     "- Variance estimates, p-values and confidence intervals computed on synthetic rows",
     "  do not account for the synthesis and the privacy noise.",
 ]
@@ -104,8 +104,8 @@ def _origin(schema: Schema) -> list[str]:
 
 
 def _how_made(schema: Schema, release: Mapping[str, Any], f: _Facts) -> list[str]:
-    released = schema.measured_columns
-    withheld = [c for c in schema.columns if not c.measured]
+    released = schema.released_columns
+    withheld = [c for c in schema.columns if not c.released]
     lines = [
         "",
         "## How it was made",
@@ -122,6 +122,11 @@ def _how_made(schema: Schema, release: Mapping[str, Any], f: _Facts) -> list[str
         "not the true size of the real table).",
         f"- Released columns ({len(released)}): " + _names([c.name for c in released]) + ".",
     ]
+    derived = schema.derived_columns
+    if derived:
+        lines.append("- Derived columns (computed from the other synthetic columns after "
+                     "sampling, never measured): " + ", ".join(
+                         f"`{_md(c.name)}` = `{_md(c.expr)}`" for c in derived) + ".")
     if withheld:
         lines.append("- Withheld columns (identifiers and free text, never released): "
                      + _names([c.name for c in withheld]) + ".")
@@ -142,18 +147,47 @@ def _privacy_statement(schema: Schema, release: Mapping[str, Any], f: _Facts) ->
 
 def _known_limits(schema: Schema) -> list[str]:
     released = schema.measured_columns
-    binned = [c.name for c in released if c.kind in ("integer", "float", "date", "datetime")]
+    binned = [c for c in released if c.kind in ("integer", "float", "date", "datetime")]
     coded = [c for c in released if c.kind == "code"]
     lines = ["## Known limits", ""]
     if binned:
         lines.append("- Numbers and dates were released as bins and drawn **uniformly inside "
-                     "their bin**: values within a bin carry no information (affected: "
-                     + _names(binned) + ").")
+                     "their bin** (numbers on their grid: whole numbers for integers, the "
+                     "schema's `precision` for floats): values within a bin carry no "
+                     "information (affected: " + _names([c.name for c in binned]) + ").")
+    atoms = [c for c in binned if c.atoms]
+    if atoms:
+        lines.append("- Exact values with their own cell (released exactly, e.g. a zero or a "
+                     "top code): " + ", ".join(
+                         f"`{_md(c.name)}` ({', '.join(f'{a:g}' for a in c.atoms)})"
+                         for c in atoms) + ".")
     if coded:
         lines.append("- Codes are released as **groups** (the group label, not the original "
                      "code): " + ", ".join(f"`{_md(c.name)}` ({_md(c.system)})" for c in coded)
                      + ".")
     return [*lines, *_GENERAL_LIMITS]
+
+
+def _rules(rules: Mapping[str, Any] | None) -> list[str]:
+    """The schema's rules: enforced ones (never broken) and warnings (with counts)."""
+    if not rules or not (rules.get("enforced") or rules.get("warnings")):
+        return []
+    lines = ["", "## Rules", ""]
+    for w in rules.get("warnings") or []:
+        if w["violating_rows"]:
+            lines.append(f"- **Warning rule `{_md(w['name'])}` is broken in "
+                         f"{w['violating_rows']} synthetic row(s) "
+                         f"({100 * w['violating_share']:.1f}%)**: `{_md(w['require'])}`.")
+        else:
+            lines.append(f"- Warning rule `{_md(w['name'])}` holds on every row: "
+                         f"`{_md(w['require'])}`.")
+    for e in rules.get("enforced") or []:
+        lines.append(f"- Enforced rule `{_md(e['name'])}` holds on every row (generated rows "
+                     f"breaking it were redrawn: {100 * e['rejected_share']:.1f}% of draws)"
+                     + (f": `{_md(e['require'])}`" if e.get("require") else "") + ".")
+    lines.append("- Enforcing rules conditions the model's distribution on them; rows were "
+                 "redrawn, never edited.")
+    return lines
 
 
 def _how_to_cite(schema: Schema, f: _Facts) -> list[str]:
@@ -179,7 +213,7 @@ def datasheet_markdown(schema: Schema, release: Mapping[str, Any]) -> str:
     ``release`` holds public facts: ``release_id``, ``engine``, ``epsilon``,
     ``delta``, ``rows`` (synthetic rows), optionally ``created``,
     ``dpsynth_version``, ``dataset_id``, ``statement`` (the privacy report's plain
-    statement) and ``seed``.
+    statement), ``seed`` and ``rules`` (what generation did with the schema's rules).
     """
     f = _Facts.of(release)
     lines = [
@@ -189,6 +223,7 @@ def datasheet_markdown(schema: Schema, release: Mapping[str, Any]) -> str:
         *_how_made(schema, release, f),
         *_privacy_statement(schema, release, f),
         *_known_limits(schema),
+        *_rules(release.get("rules")),
         *_how_to_cite(schema, f),
     ]
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -271,6 +271,31 @@ def _intro(schema: Schema, p: _Page, n_measurements: int) -> list[str]:
     ]
 
 
+def _rules_section(rules: Mapping[str, Any] | None) -> list[str]:
+    """Every declared rule: warnings first (with how many rows break them), then
+    the enforced ones with the share of generated rows redrawn because of them."""
+    if not rules or not (rules.get("enforced") or rules.get("warnings")):
+        return []
+    parts = ["<h2>Rules</h2>",
+             "<p>Error rules are enforced: rows breaking one are redrawn, so none is broken "
+             "in the synthetic table. Warning rules are only counted.</p>",
+             "<table><thead><tr><th>Rule</th><th>Severity</th><th>Condition</th>"
+             "<th>Synthetic rows breaking it</th><th>Draws redrawn</th></tr></thead><tbody>"]
+    for w in rules.get("warnings") or []:
+        cls = ' class="thin"' if w["violating_rows"] else ""
+        parts.append(f"<tr{cls}><td>{html.escape(w['name'])}</td><td>warning</td>"
+                     f"<td><code>{html.escape(w['require'])}</code></td>"
+                     f"<td>{w['violating_rows']} ({100 * w['violating_share']:.1f}%)</td>"
+                     "<td>—</td></tr>")
+    for e in rules.get("enforced") or []:
+        parts.append(f"<tr><td>{html.escape(e['name'])}</td><td>error</td>"
+                     f"<td><code>{html.escape(e.get('require') or e.get('description') or '')}"
+                     "</code></td><td>0</td>"
+                     f"<td>{e['rejected_draws']} ({100 * e['rejected_share']:.1f}%)</td></tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
 def _tvd_table(ranked: list[_Marginal], total: float) -> list[str]:
     parts = ["<h2>Measured marginals</h2>",
              "<table id=\"marginals\"><thead><tr><th>Columns</th><th>Cells</th>"
@@ -396,13 +421,15 @@ def quality_report_html(
     columns: tuple[str, ...],
     sizes: tuple[int, ...],
     total_estimate: float,
+    rules: Mapping[str, Any] | None = None,
 ) -> str:
     """``quality-report.html``: synthetic codes vs the noisy measurements.
 
     ``synthetic_codes`` is rows x ``columns`` integer codes with domain ``sizes``;
     ``measurements`` are DP marginals (``.columns``, ``.noisy`` or ``.counts``,
     ``.sigma``); ``total_estimate`` is the DP estimate of the table's size, used
-    to turn noisy counts into shares.
+    to turn noisy counts into shares. ``rules`` is what generation did with the
+    schema's rules (:meth:`dpsynth.generate.Generated.rules_json`).
     """
     codes = np.asarray(synthetic_codes)
     if codes.ndim != 2 or codes.shape[1] != len(columns) or len(columns) != len(sizes):
@@ -414,6 +441,7 @@ def quality_report_html(
     ranked = sorted(marginals, key=lambda m: -m.tvd)
     parts = [
         *_intro(schema, p, len(marginals)),
+        *_rules_section(rules),
         *_tvd_table(ranked, p.total),
         *_one_way_plots(p, one_way),
         *_heatmaps(p, ranked),

@@ -60,10 +60,10 @@ def read_input(spark: SparkSession, path: str, schema: Schema) -> tuple[DataFram
 def _read_parquet(spark: SparkSession, path: str, schema: Schema) -> DataFrame:
     df = spark.read.parquet(path)
     check_header([f.name for f in df.schema.fields], schema)
-    for c in schema.columns:
+    for c in schema.input_columns:
         t = type(df.schema[c.name].dataType).__name__
         check_parquet_type(c, _FAMILY.get(t, "other"), t)
-    return df.select(*[_parquet_text(df, c) for c in schema.columns], "_metadata")
+    return df.select(*[_parquet_text(df, c) for c in schema.input_columns], "_metadata")
 
 
 def _read_csv(spark: SparkSession, path: str, schema: Schema) -> DataFrame:
@@ -87,7 +87,7 @@ def _read_csv(spark: SparkSession, path: str, schema: Schema) -> DataFrame:
           .option("encoding", "UTF-8").option("comment", "\u0000")
           .csv(path))
     # An empty field is "" (as polars reads it); a short row is flagged corrupt.
-    cols = [F.coalesce(F.col(f"`{c.name}`"), F.lit("")).alias(c.name) for c in schema.columns]
+    cols = [F.coalesce(F.col(f"`{c.name}`"), F.lit("")).alias(c.name) for c in schema.input_columns]
     return df.select(*cols, F.col(CORRUPT).isNotNull().alias(CORRUPT), "_metadata")
 
 

@@ -46,7 +46,7 @@ def check(df: DataFrame, schema: Schema, from_csv: bool) -> int:
         checks.append((None, "csv-format", "a row has a different number of fields than the "
                        "header (or bad quoting)", F.col(CORRUPT)))
         utf8_bad = F.lit(False)
-        for c in schema.columns:
+        for c in schema.input_columns:
             utf8_bad = utf8_bad | F.coalesce(F.col(f"`{c.name}`").contains("\ufffd"), F.lit(False))
         checks.append((None, "encoding", "the file is not valid UTF-8", utf8_bad))
     exprs = {c.name: column_exprs(c) for c in schema.measured_columns}
@@ -56,7 +56,7 @@ def check(df: DataFrame, schema: Schema, from_csv: bool) -> int:
             expr = uid.isNull() | (_strip(uid) == "")
         else:
             e = exprs[chk.column]
-            expr = {"missing": e.missing, "malformed": e.malformed,
+            expr = {"missing": e.missing, "malformed": e.malformed, "invalid": e.invalid,
                     "out-of-domain": e.out_of_domain}[chk.flag]
         checks.append((chk.column, chk.rule, chk.what, expr))
     aggs = []
@@ -82,6 +82,7 @@ class SparkExprs:
 
     missing: SparkColumn
     malformed: SparkColumn
+    invalid: SparkColumn
     out_of_domain: SparkColumn
     code: SparkColumn
 
@@ -100,10 +101,17 @@ def column_exprs(col: Column) -> SparkExprs:
     bad = missing | malformed_f | (F.coalesce(out_of_domain, F.lit(True))
                                    if col.on_out_of_domain == "null" else F.lit(False))
     null_code = F.lit(r.null_code).cast("int")
+    present = ~missing & ~malformed_f
+    invalid = F.lit(False)
+    if r.valid is not None:
+        value = _value(col, raw)
+        invalid = present & F.coalesce((value < F.lit(r.valid[0])) | (value > F.lit(r.valid[1])),
+                                       F.lit(False))
     return SparkExprs(
         missing=missing,
         malformed=~missing & malformed_f,
-        out_of_domain=~missing & ~malformed_f & F.coalesce(out_of_domain, F.lit(True)),
+        invalid=invalid,
+        out_of_domain=present & ~invalid & F.coalesce(out_of_domain, F.lit(True)),
         code=F.when(bad, null_code).otherwise(code.cast("int")),
     )
 
@@ -161,7 +169,10 @@ def _binned(r: ColumnRules, raw: SparkColumn) -> _Compiled:
         v = v.cast("double")
     # searchsorted(edges, v, side="right") - 1, clipped to [0, n-1]
     idx = F.size(F.filter(F.array(*edges), lambda e: e <= v)) - 1
-    code = F.when(v.isNotNull(), F.least(F.greatest(idx, F.lit(0)), F.lit(r.n_levels - 1)))
+    n_bins = len(r.edges) - 1  # the atoms' codes follow the bins
+    code = F.when(v.isNotNull(), F.least(F.greatest(idx, F.lit(0)), F.lit(n_bins - 1)))
+    for i, atom in enumerate(r.atoms):
+        code = F.when(v == F.lit(float(atom)), F.lit(n_bins + i)).otherwise(code)
     return value.isNull(), in_domain, code
 
 
