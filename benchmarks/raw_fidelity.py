@@ -39,8 +39,8 @@ import polars as pl
 from dpsynth.domain import column_exprs, levels
 from dpsynth.schema import Column, Schema
 
-__all__ = ["NUMERIC_KINDS", "cells", "decile_edges", "numeric_columns", "raw_tvd", "real_values",
-           "released_values"]
+__all__ = ["NUMERIC_KINDS", "cells", "decile_edges", "independent", "numeric_columns", "raw_tvd",
+           "real_values", "released_values"]
 
 NUMERIC_KINDS = ("integer", "float", "date", "datetime")
 """Schema kinds compared in the real table's decile cells (every other kind by value)."""
@@ -99,6 +99,14 @@ def released_values(synth: pl.DataFrame, schema: Schema) -> pl.DataFrame:
             e = e.cast(pl.String)
         out.append(e.alias(c.name))
     return synth.select(out)
+
+
+def independent(real: pl.DataFrame, seed: int = 0, rows: int | None = None) -> pl.DataFrame:
+    """The non-DP baseline: every column resampled on its own (with replacement) from ``real``'s
+    exact values, ``rows`` rows (default: as many as ``real``); one row index per column."""
+    n = real.height if rows is None else rows
+    pick = np.random.default_rng(seed).integers(0, real.height, size=(n, real.width))
+    return pl.DataFrame([real[c].gather(pick[:, j]) for j, c in enumerate(real.columns)])
 
 
 # -- cells ------------------------------------------------------------------------------------------

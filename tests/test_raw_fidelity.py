@@ -14,7 +14,13 @@ from dpsynth.schema import load_schema
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from raw_fidelity import decile_edges, raw_tvd, real_values, released_values  # noqa: E402
+from raw_fidelity import (  # noqa: E402
+    decile_edges,
+    independent,
+    raw_tvd,
+    real_values,
+    released_values,
+)
 
 
 def test_decile_edges_are_real_values_and_distinct() -> None:
@@ -75,3 +81,12 @@ def test_real_and_released_values_of_a_nist_row() -> None:
     cols = list(real.columns)
     num = [c for c in cols if real[c].dtype == pl.Float64]
     assert raw_tvd(real, synth, cols, num)["tvd_1way"] == pytest.approx(0.0)
+
+
+def test_independent_keeps_one_way_and_breaks_pairs() -> None:
+    real = pl.DataFrame({"a": ["x", "y"] * 2000, "b": [1.0, 2.0] * 2000})
+    ind = independent(real, seed=1)
+    assert ind.height == real.height and ind.columns == real.columns
+    out = raw_tvd(real, ind, ["a", "b"], ["b"])
+    assert out["tvd_1way"] < 0.03  # sampling noise only
+    assert out["tvd_2way"] == pytest.approx(0.5, abs=0.03)  # a and b were equal, now independent
