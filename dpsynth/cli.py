@@ -49,6 +49,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DpsynthError as exc:
+            for line in getattr(exc, "details", ()):
+                click.echo(f"dpsynth: error: {line}", err=True)
             _fail(exc.to_dict(), f"dpsynth: error: {exc.message}", exc.exit_code, as_json)
         except click.exceptions.Exit:
             raise
@@ -104,7 +106,12 @@ def schema() -> None:
 @json_option
 @handle_errors
 def schema_check(schema_path: Path, input_path: Path | None, as_json: bool) -> None:
-    """Validate a schema file; with --input, check a table against it."""
+    """Validate a schema file; with --input, check a table against it.
+
+    With --input every problem is reported in one run (each input check, each rule
+    evaluated on the table's values, each derived column the table holds against
+    its formula), with row counts and the first row; never a cell value. Exit 3
+    when any input check or error rule fails; warning rules are listed only."""
     from dpsynth.pipeline import check
 
     result = check(schema_path, input_path)
@@ -113,8 +120,11 @@ def schema_check(schema_path: Path, input_path: Path | None, as_json: bool) -> N
     else:
         click.echo(f"schema {result['schema']!r} is valid: {result['columns']} columns, "
                    f"{result['released_columns']} released")
+        for line in result.get("warnings", []):
+            click.echo(f"dpsynth: warning: {line}", err=True)
         if input_path is not None:
-            click.echo("the table satisfies the schema")
+            click.echo(f"the table satisfies the schema ({result['input_rows']} rows checked"
+                       f"{', every rule holds' if not result.get('warnings') else ''})")
 
 
 class _Progress:

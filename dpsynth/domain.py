@@ -37,6 +37,7 @@ __all__ = [
     "level_labels",
     "levels",
     "recode",
+    "value_expr",
 ]
 
 
@@ -122,6 +123,32 @@ class ColumnExprs:
     invalid: pl.Expr
     out_of_domain: pl.Expr
     code: pl.Expr
+
+
+def value_expr(col: Column) -> pl.Expr:
+    """A released column's value as the synthetic table would hold it, read from the
+    raw input text: categories as text, code columns as their group's label, numbers
+    and dates parsed; null where the cell is missing, malformed or outside the
+    domain. (For evaluating the schema's rules on the custodian's own table.)"""
+    raw = pl.col(col.name)
+    e = column_exprs(col)
+    usable = ~(e.missing | e.malformed | e.invalid | e.out_of_domain)
+    if col.kind == "categorical":
+        value = raw
+    elif col.kind == "code":
+        labels = pl.Series([g.label for g in col.groups], dtype=pl.String)
+        value = pl.lit(labels).gather(e.code.cast(pl.Int64).clip(0, len(labels) - 1))
+        value = pl.when(e.code < len(labels)).then(value)
+    elif col.kind == "boolean":
+        value = e.code.cast(pl.Boolean)
+    else:
+        value = _parsed(col, raw)
+        if col.kind == "date":
+            value = value.cast(pl.Date)
+        if col.kind in ("integer", "float") and col.on_out_of_domain == "clamp":
+            assert col.bounds is not None
+            value = value.clip(col.bounds[0], col.bounds[1])
+    return pl.when(usable).then(value).alias(col.name)
 
 
 def _parsed(col: Column, raw: pl.Expr) -> pl.Expr:

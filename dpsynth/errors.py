@@ -82,6 +82,21 @@ class InputDataError(DpsynthError):
         return d
 
 
+class TableProblemsError(InputDataError):
+    """``schema check --input`` found problems: every one, each as a line of its own
+    (``details``) and in ``--json`` (``problems``)."""
+
+    def __init__(self, problems: list[dict[str, object]], details: list[str]) -> None:
+        super().__init__(f"the table does not satisfy the schema: {len(problems)} problem(s)")
+        self.problems = problems
+        self.details = details
+
+    def to_dict(self) -> dict[str, object]:
+        d = super().to_dict()
+        d["problems"] = self.problems
+        return d
+
+
 class BudgetError(DpsynthError):
     """A privacy budget request was refused; states requested vs remaining."""
 

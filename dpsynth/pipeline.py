@@ -35,10 +35,18 @@ from dpsynth.bundle import release_date, release_files, release_manifest, write_
 from dpsynth.config import ReleaseConfig
 from dpsynth.domain import Domain
 from dpsynth.engines import EngineSpec, Model, get_engine
-from dpsynth.errors import BudgetError, DpsynthError, StorageError, UsageError
+from dpsynth.errors import (
+    BudgetError,
+    DpsynthError,
+    StorageError,
+    TableProblemsError,
+    UsageError,
+)
 from dpsynth.generate import generate
 from dpsynth.hashing import sha256_file
-from dpsynth.io import check_table, is_parquet, open_table
+from dpsynth.input_rules import no_rows
+from dpsynth.io import open_table
+from dpsynth.io.survey import survey_table
 from dpsynth.marginals import TimedCounter, open_counter
 from dpsynth.privacy.accountant import Accountant, ApproxDP, Charge
 from dpsynth.privacy.ledger import Ledger, open_ledger
@@ -68,8 +76,16 @@ def check(schema_path: str | Path, input_path: str | Path | None = None) -> dict
     }
     if input_path is not None:
         with open_table(input_path, schema) as lf:
-            check_table(lf, schema, from_csv=not is_parquet(input_path))
-        out["input_checked"] = True
+            rows, problems = survey_table(lf, schema, lf.collect_schema().names())
+        if rows == 0:
+            raise no_rows()
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise TableProblemsError([p.to_dict() for p in problems],
+                                     [p.line() for p in problems])
+        out.update(input_checked=True, input_rows=rows,
+                   warnings=[p.line() for p in problems],
+                   problems=[p.to_dict() for p in problems])
     return out
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "check_satisfiable",
     "constraints",
     "derive",
+    "derived_expr",
     "passing",
     "rule_frame",
     "violations",
@@ -76,14 +77,15 @@ def derive(schema: Schema, df: pl.DataFrame) -> pl.DataFrame:
     view = rule_frame(df)
     out = df
     for c in derived:
-        value = _derived_expr(c)
+        value = derived_expr(c)
         computed = view.select(value).to_series()
         view = view.with_columns(computed)
         out = out.with_columns(computed)
     return out.select([c.name for c in schema.released_columns])
 
 
-def _derived_expr(c: Column) -> pl.Expr:
+def derived_expr(c: Column) -> pl.Expr:
+    """A derived column's value: Float64, null where not finite, on its grid."""
     value = pl.sql_expr(c.expr).cast(pl.Float64)
     value = pl.when(value.is_finite()).then(value)  # x/0 and the like: null, not inf
     if c.precision is not None:
@@ -149,7 +151,7 @@ def check_satisfiable(schema: Schema) -> None:
     view = rule_frame(table)
     for c in schema.derived_columns:
         try:
-            computed = view.select(_derived_expr(c)).to_series()
+            computed = view.select(derived_expr(c)).to_series()
         except Exception as exc:  # polars raises several types for a bad expression
             raise SchemaError(f"expr cannot be computed on the columns' types: "
                               f"{_first_line(exc)}", f"schema.columns[{c.name!r}]") from None
