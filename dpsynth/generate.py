@@ -29,7 +29,7 @@ import polars as pl
 from dpsynth.domain import Domain
 from dpsynth.engines.base import Model
 from dpsynth.errors import OutputValidationError
-from dpsynth.rules import constraints, derive, passing, violations, warning_rules
+from dpsynth.rules import Constraint, constraints, derive, passing, violations, warning_rules
 from dpsynth.schema import Schema
 
 __all__ = ["MAX_DRAW_FACTOR", "Generated", "generate"]
@@ -38,6 +38,9 @@ __all__ = ["MAX_DRAW_FACTOR", "Generated", "generate"]
 MAX_DRAW_FACTOR = 50
 #: Rows drawn at once, at most.
 CHUNK_ROWS = 1_000_000
+#: A row breaking a rule is decoded again from its codes this many times before it
+#: is dropped (see :func:`_decode_within_rules`).
+REDECODE_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -92,19 +95,49 @@ def generate(model: Model, domain: Domain, schema: Schema, n_rows: int,
         batch = min(CHUNK_ROWS, max(want, math.ceil(want / max(rate, 1e-3) * 1.1) + 16),
                     limit - draws)
         c = model.sample(batch, rng)
-        t = derive(schema, domain.decode(c, rng))
         draws += batch
-        if rules:
-            for name, n in violations(t, rules).items():
-                rejected[name] += n
-            keep = passing(t, rules)
-            t, c = t.filter(pl.Series(keep)), c[keep]
+        t, c = _decode_within_rules(domain, schema, rules, c, rng, rejected)
         tables.append(t)
         codes.append(c)
         have += t.height
         rate = max(have / draws, 1e-6)
     table = pl.concat(tables, how="vertical") if len(tables) > 1 else tables[0]
     all_codes = np.concatenate(codes) if len(codes) > 1 else codes[0]
-    table, all_codes = table.head(n_rows), all_codes[:n_rows]
+    if table.height > n_rows:  # a uniform subset: rows redecoded last are not favoured
+        keep = np.sort(rng.choice(table.height, n_rows, replace=False))
+        table, all_codes = table[keep], all_codes[keep]
     return Generated(table=table, codes=all_codes, draws=draws, rejected=rejected,
                      warnings=violations(table, warning_rules(schema)))
+
+
+def _decode_within_rules(domain: Domain, schema: Schema, rules: tuple[Constraint, ...],
+                         c: np.ndarray, rng: np.random.Generator, rejected: dict[str, int]
+                         ) -> tuple[pl.DataFrame, np.ndarray]:
+    """Decode sampled codes to rows that satisfy ``rules``, in row order.
+
+    A value inside a bin carries no information (it is drawn uniformly), so a row
+    that breaks a rule is first decoded again from the *same codes*, up to
+    :data:`REDECODE_TRIES` times: the model's distribution over cells is kept, and
+    only the within-bin draws are conditioned on the rules. Rows still breaking a
+    rule are dropped (their cell admits few or no values satisfying it), and
+    counted in ``rejected`` per rule they break."""
+    t = derive(schema, domain.decode(c, rng))
+    if not rules:
+        return t, c
+    good = passing(t, rules)
+    pieces, positions = [t.filter(pl.Series(good))], [np.flatnonzero(good)]
+    pending, failed = np.flatnonzero(~good), t.filter(pl.Series(~good))
+    for _ in range(REDECODE_TRIES):
+        if pending.size == 0:
+            break
+        again = derive(schema, domain.decode(c[pending], rng))
+        good = passing(again, rules)
+        pieces.append(again.filter(pl.Series(good)))
+        positions.append(pending[good])
+        pending, failed = pending[~good], again.filter(pl.Series(~good))
+    if pending.size:
+        for name, n in violations(failed, rules).items():
+            rejected[name] += n
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    rows = pl.concat(pieces, how="vertical")[order]
+    return rows, c[np.sort(np.concatenate(positions))]

@@ -19,6 +19,7 @@ boundary sees it (the reports get the ledger's public summary as data).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import secrets
@@ -53,7 +54,7 @@ from dpsynth.privacy.ledger import Ledger, open_ledger
 from dpsynth.privacy.session import MeasurementSession
 from dpsynth.record import ReleaseRecord
 from dpsynth.report.builder import build_reports, settings_dict
-from dpsynth.rules import check_satisfiable
+from dpsynth.rules import check_satisfiable, rule_cliques
 from dpsynth.schema import Schema, load_schema
 from dpsynth.validate import raise_for_outcome, validate_synthetic
 from dpsynth.version import __version__
@@ -182,7 +183,11 @@ def _prepare(cfg: ReleaseConfig, say: Progress, warn: Progress | None) -> _Run:
     _check_out_dir(cfg.out_dir)
     if cfg.backend == "polars" and not Path(cfg.input_path).is_file():
         raise UsageError(f"input file {str(cfg.input_path)!r} does not exist")
-    run = _Run(cfg=cfg, schema=schema, engine=get_engine(cfg.engine), settings=cfg.settings(),
+    settings = cfg.settings()
+    if "keep_together" in {f.name for f in dataclasses.fields(settings)}:
+        # the schema's error rules: model their columns jointly (public choice)
+        settings = dataclasses.replace(settings, keep_together=rule_cliques(schema))
+    run = _Run(cfg=cfg, schema=schema, engine=get_engine(cfg.engine), settings=settings,
                budget=ApproxDP(cfg.epsilon, cfg.delta), dataset_id=cfg.dataset_id or schema.name,
                release_id=cfg.release_id or _new_release_id(schema), say=say, warn=warn)
     placement = ledger_placement_warning(str(cfg.ledger_url), cfg.out_dir)

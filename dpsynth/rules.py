@@ -40,6 +40,7 @@ __all__ = [
     "derive",
     "derived_expr",
     "passing",
+    "rule_cliques",
     "rule_frame",
     "violations",
     "warning_rules",
@@ -109,6 +110,29 @@ def constraints(schema: Schema) -> tuple[Constraint, ...]:
         if not c.nullable:
             out.append(Constraint(f"{c.name}:not-null", col.is_not_null(), (c.name,),
                                   f"{c.name} can be computed (its inputs are present)"))
+    return tuple(out)
+
+
+def rule_cliques(schema: Schema) -> tuple[tuple[str, ...], ...]:
+    """For each ``error`` rule, the measured columns it depends on (a derived
+    column stands for the measured columns its formula reads), when there are at
+    least two: sets the engines should model jointly (``keep_together``)."""
+    by_name = {c.name: c for c in schema.columns}
+
+    def measured_inputs(name: str) -> list[str]:
+        c = by_name[name]
+        if c.kind != "derived":
+            return [name]
+        reads = pl.sql_expr(c.expr).meta.root_names()
+        return [m for r in dict.fromkeys(reads) for m in measured_inputs(r)]
+
+    out: list[tuple[str, ...]] = []
+    for r in schema.rules:
+        if r.severity != "error":
+            continue
+        cols = tuple(dict.fromkeys(m for c in r.columns for m in measured_inputs(c)))
+        if len(cols) >= 2 and cols not in out:
+            out.append(cols)
     return tuple(out)
 
 

@@ -295,3 +295,14 @@ def test_release_refuses_an_impossible_value_but_clamps_a_rare_one(tmp_path: Pat
     assert res.exit_code == 3
     assert "column 'meds'" in res.stderr and "[rule: valid]" in res.stderr
     assert not (tmp_path / "o" / "b2").exists()
+
+
+def test_the_readme_schema_example_loads_and_its_rules_can_hold() -> None:
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(format: dpsynth.*?)```", readme, re.S)
+    assert block is not None
+    schema = parse_schema(block.group(1))
+    check_satisfiable(schema)
+    assert schema.rules and schema.derived_columns

@@ -81,6 +81,12 @@ class AIMSettings:
     (relative) over 10 iterations; the final estimate runs to ``1e-5``."""
     final_iters: int = 1000
     """Mirror-descent iterations of the final estimate."""
+    keep_together: tuple[tuple[str, ...], ...] = ()
+    """Column sets measured jointly right after the 1-way marginals, at one round's
+    measurement cost each, without selection (public: the release sets them from
+    the schema's error rules, so that the model learns what a rule allows instead
+    of having it imposed by rejection). A set larger than ``degree`` columns, or
+    over ``max_model_size`` cells, is measured as the pairs of a chain instead."""
 
     def __post_init__(self) -> None:
         if self.degree not in (1, 2, 3):
@@ -212,6 +218,24 @@ def _measure_oneway(session: SessionLike, cols: tuple[str, ...], oneway_rho: flo
     return out
 
 
+def _forced_cliques(cols: tuple[str, ...], sizes: list[int], s: AIMSettings
+                    ) -> list[tuple[int, ...]]:
+    """The cliques ``keep_together`` asks for (columns in the domain, sorted), each at
+    most ``degree`` columns and ``max_model_size`` cells, else as chain pairs."""
+    index = {c: j for j, c in enumerate(cols)}
+    out: list[tuple[int, ...]] = []
+    for group in s.keep_together:
+        members = sorted({index[c] for c in group if c in index})
+        if len(members) < 2:
+            continue
+        if len(members) <= s.degree and math.prod(sizes[a] for a in members) <= s.max_model_size:
+            parts = [tuple(members)]
+        else:
+            parts = [tuple(sorted(p)) for p in itertools.pairwise(members)]
+        out.extend(p for p in parts if p not in out)
+    return out
+
+
 def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> FittedModel:
     """Fit AIM, spending the session's whole remaining budget."""
     s = settings or AIMSettings()
@@ -232,6 +256,12 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
     # 1-way measurements at the round's measurement cost (AIM's initialisation);
     # if that alone would exhaust the budget, split what remains instead.
     measurements = _measure_oneway(session, cols, min(rho_meas, rho / d), rho)
+    forced = _forced_cliques(cols, sizes, s)
+    for n, cl in enumerate(forced):  # public choices: no selection, only measurement
+        share = session.remaining.rho / (len(forced) - n + 1)
+        measurements.append(session.measure(tuple(cols[a] for a in cl), min(rho_meas, share),
+                                            "aim/keep-together"))
+        shortlist.add(cl)
     index_of = lambda m: to_observation(m, index)  # noqa: E731
     est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements], max_iters=s.round_iters)
     n_rounds = 0

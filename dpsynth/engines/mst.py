@@ -13,6 +13,7 @@ has (it spends exactly what remains).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,12 @@ class MSTSettings:
     """Stop when the loss improves by less than this (relative) over 10 iterations."""
     compress_sigmas: float = 3.0
     """Merge categories whose noisy 1-way count is below this many sigma (0: never)."""
+    keep_together: tuple[tuple[str, ...], ...] = ()
+    """Column sets to model jointly (public: the release sets them from the schema's
+    error rules, so that the model learns what a rule allows rather than having it
+    imposed by rejection). The tree is selected as usual; each set then adds the
+    2-way marginals of a chain through its columns that the tree lacks, measured
+    like the tree's edges (the model is then a junction tree, no longer a tree)."""
 
     def __post_init__(self) -> None:
         for name in ("oneway_share", "select_share"):
@@ -104,6 +111,7 @@ def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> Fitted
     gmap = {cols[j]: g for j, g in enumerate(groups) if g is not None}
     if d > 1:
         chosen = _select_tree(session, cols, obs, expansions, rho * s.select_share / (d - 1))
+        chosen += [e for e in _forced_edges(cols, s.keep_together) if e not in chosen]
         measure_rho = session.remaining.rho / len(chosen)
         for n, (a, b) in enumerate(chosen):
             pair = (cols[a], cols[b])
@@ -115,6 +123,19 @@ def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> Fitted
     est = estimate(csizes, obs, max_iters=s.max_iters, tol=s.tol)
     info = {"engine": "mst", "iterations": est.iterations, "estimation_seconds": est.seconds}
     return FittedModel(cols, sizes, est.model, measurements, info, expansions)
+
+
+def _forced_edges(cols: tuple[str, ...], keep: tuple[tuple[str, ...], ...]) -> list[tuple[int, int]]:
+    """The pairs ``keep_together`` asks for: a chain through each set's columns."""
+    index = {c: j for j, c in enumerate(cols)}
+    edges: list[tuple[int, int]] = []
+    for group in keep:
+        members = [index[c] for c in group if c in index]
+        for a, b in itertools.pairwise(members):
+            e = (min(a, b), max(a, b))
+            if e not in edges:
+                edges.append(e)
+    return edges
 
 
 def _select_tree(session: SessionLike, cols: tuple[str, ...], obs: list[Observation],
