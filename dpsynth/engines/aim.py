@@ -81,9 +81,6 @@ class AIMSettings:
     (relative) over 10 iterations; the final estimate runs to ``1e-5``."""
     final_iters: int = 1000
     """Mirror-descent iterations of the final estimate."""
-    oneway_share: float = 0.0
-    """Share of the budget for the initial 1-way marginals, split evenly; 0 (the
-    paper's initialisation): each at one round's measurement cost."""
     keep_together: tuple[tuple[str, ...], ...] = ()
     """Column sets measured jointly right after the 1-way marginals, at one round's
     measurement cost each, without selection (public: the release sets them from
@@ -101,8 +98,6 @@ class AIMSettings:
         v = self.max_seconds
         if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
             raise UsageError(f"max_seconds ({v}) must be a positive number of seconds")
-        if not (0 <= self.oneway_share < 1):
-            raise UsageError(f"oneway_share ({self.oneway_share}) must be in [0, 1)")
         if not (0 < self.measure_share < 1):
             raise UsageError(f"measure_share ({self.measure_share}) must be in (0, 1)")
         for name in ("round_iters", "final_iters"):
@@ -255,13 +250,12 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         raise UsageError("the session has no budget left (rho must be positive)")
     rounds = s.max_rounds or 16 * d
     shortlist = _Shortlist(d, sizes, _workload(d, s.degree, sizes, s.max_model_size))
-    oneway_rho = s.oneway_share * rho / d
-    rho_round = (rho - oneway_rho * d) / rounds
+    rho_round = rho / rounds
     rho_meas = s.measure_share * rho_round
     rho_sel = rho_round - rho_meas
     # 1-way measurements at the round's measurement cost (AIM's initialisation);
     # if that alone would exhaust the budget, split what remains instead.
-    measurements = _measure_oneway(session, cols, min(max(rho_meas, oneway_rho), rho / d), rho)
+    measurements = _measure_oneway(session, cols, min(rho_meas, rho / d), rho)
     forced = _forced_cliques(cols, sizes, s)
     for n, cl in enumerate(forced):  # public choices: no selection, only measurement
         share = session.remaining.rho / (len(forced) - n + 1)
