@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from conftest import SessionFactory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -306,3 +307,37 @@ def test_the_readme_schema_example_loads_and_its_rules_can_hold() -> None:
     schema = parse_schema(block.group(1))
     check_satisfiable(schema)
     assert schema.rules and schema.derived_columns
+
+
+# -- fitting: the engines model an error rule's columns jointly ----------------------------
+
+
+def test_engines_measure_the_columns_of_each_error_rule_jointly(make_session: SessionFactory) -> None:
+    from conftest import SeededNoise
+
+    from dpsynth.engines.aim import AIMSettings, fit_aim
+    from dpsynth.engines.mst import MSTSettings, fit_mst
+    from dpsynth.rules import rule_cliques
+
+    s = schema_with("""rules:
+  - {name: men_not_pregnant, require: "sex = 'F' OR pregnant = 'no'"}
+  - {name: bmi_range, require: "bmi IS NULL OR bmi < 40"}
+  - {name: w, require: "income > 0", severity: warning}
+""")
+    # a derived column stands for the measured columns its formula reads
+    assert rule_cliques(s) == (("sex", "pregnant"), ("weight", "height"))
+    rng = np.random.default_rng(0)
+    sizes = [2, 2, 6]
+    codes = np.column_stack([rng.integers(0, n, 3000) for n in sizes])
+    keep = (("c0", "c1"), ("c1", "c2"))
+    for seed in range(5):  # a 3-column tree holds both pairs by chance 1 time in 3
+        model = fit_mst(make_session(codes, sizes, SeededNoise(seed), rho=0.5),
+                        MSTSettings(keep_together=keep))
+        measured = {tuple(m.columns) for m in model.measurements}
+        assert {("c0", "c1"), ("c1", "c2")} <= measured, measured
+    session = make_session(codes, sizes, SeededNoise(1), rho=0.5)
+    fit_aim(session, AIMSettings(keep_together=keep, max_rounds=4))
+    forced = [c.columns for c in session.charges if c.step == "aim/keep-together"]
+    assert forced == [("c0", "c1"), ("c1", "c2")], session.charges
+    plain = fit_mst(make_session(codes, sizes, SeededNoise(1), rho=0.5), MSTSettings())
+    assert len([m for m in plain.measurements if len(m.columns) == 2]) == 2  # a tree: d - 1
