@@ -408,7 +408,12 @@ def test_hadolint() -> None:
 
 def test_dockerfile_policy() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    # the base: Debian 12's python 3.11, by digest, or by tag with the reason written down
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
+    assert base, "no ARG BASE_IMAGE default"
+    assert re.fullmatch(r"python:3\.11-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1))
+    if "@sha256:" not in base.group(1):
+        assert "could not be resolved or verified" in text and "@sha256:<digest>" in text
     assert re.search(r"^ARG EXTRAS=postgres$", text, re.M)
     assert re.search(r"^ARG SMARTNOISE=false$", text, re.M)
     assert re.search(r'^ENTRYPOINT \["dpsynth"\]$', text, re.M)
@@ -423,6 +428,40 @@ def test_dockerfile_policy() -> None:
         assert f"org.opencontainers.image.{label}=" in text
     code = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
     assert "torch" not in code.lower() and "cuda" not in code.lower()
+
+
+def _lock() -> Any:
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "ci" / "lock.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_lock_file_matches_pyproject() -> None:
+    """requirements.lock pins (with hashes) what pyproject.toml asks for; it fails after a
+    dependency change until `python3 ci/lock.py update` is run."""
+    assert _lock().problems() == []
+
+
+def test_lock_check_catches_drift(tmp_path: Path) -> None:
+    lock = _lock()
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text((ROOT / "pyproject.toml").read_text().replace(
+        '"click>=8.1",', '"click>=8.1", "requests>=2",'))
+    found = lock.problems(ROOT / "requirements.lock", pyproject)
+    assert any("changed since" in p for p in found)
+    bad = tmp_path / "requirements.lock"
+    bad.write_text(re.sub(r"(?m)^numpy==\S+ ", "numpy==1.0 ",
+                          (ROOT / "requirements.lock").read_text()))
+    assert any("numpy==1.0, outside" in p for p in lock.problems(bad))
+
+
+def test_image_installs_from_the_lock() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"pip install [^;]*--require-hashes[^;]*-r requirements\.lock", text)
+    assert "--no-deps --no-build-isolation --no-index ." in text
+    assert "!requirements.lock" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
 # ---------------------------------------------------------------- ci/job2pod.py
