@@ -401,6 +401,23 @@ def test_unreadable_parquet_is_a_problem_not_a_crash(bundle: Path) -> None:
     assert problems and all("synthetic.parquet is not readable Parquet" in p for p in problems)
 
 
+def _set_results(b: Path, success: bool, severity: str) -> None:
+    p = b / "validation" / "results.json"
+    doc = json.loads(p.read_text())
+    doc["success"] = success
+    doc["results"][0]["success"] = success
+    doc["results"][0]["expectation_config"]["severity"] = severity
+    p.write_text(json.dumps(doc, indent=2))
+    rehash(b, "validation/results.json")
+
+
+def test_failed_warning_rule_is_not_a_problem(bundle: Path) -> None:
+    _set_results(bundle, False, "warning")  # severity: warning rules are reported, not fatal
+    assert verify_bundle(bundle).ok
+    _set_results(bundle, False, "critical")
+    assert [p.split(":")[0] for p in verify_bundle(bundle).problems] == ["release"]
+
+
 def test_not_a_directory(tmp_path: Path) -> None:
     from dpsynth.errors import StorageError
 
