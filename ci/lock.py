@@ -1,8 +1,8 @@
 """requirements.lock: the image's packages, pinned with hashes, and the check that keeps it
 in step with pyproject.toml.
 
-    python3 ci/lock.py update   # regenerate (needs uv; PyPI reachable)
-    python3 ci/lock.py check    # offline: exit 1 when pyproject.toml and the lock disagree
+    .venv/bin/python ci/lock.py update   # regenerate (needs uv and packaging; PyPI reachable)
+    .venv/bin/python ci/lock.py check    # offline: exit 1 when pyproject.toml and the lock disagree
 
 The lock covers what the Dockerfile installs: pyproject.toml's ``dependencies``, the
 ``postgres`` extra (the image's default EXTRAS) and the build backend
@@ -37,7 +37,7 @@ HEADER = """\
 # the same versions, and `pip install --require-hashes` refuses any file whose SHA-256 is
 # not listed here (a replaced or tampered upload fails the build). "# via" names the
 # requirement that needs each package.
-# Regenerate after changing pyproject.toml: python3 ci/lock.py update (uv {uv}).
+# Regenerate after changing pyproject.toml: .venv/bin/python ci/lock.py update (uv {uv}).
 # tests/test_k8s_manifests.py (ci/lock.py check) fails while this file and pyproject.toml
 # disagree.
 # input-sha256: {digest}
