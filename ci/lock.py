@@ -80,14 +80,14 @@ def problems(lock: Path = LOCK, pyproject: Path = ROOT / "pyproject.toml") -> li
     from packaging.version import Version
 
     if not lock.is_file():
-        return [f"{lock.name} is missing: run python3 ci/lock.py update"]
+        return [f"{lock.name} is missing: run .venv/bin/python ci/lock.py update"]
     text = lock.read_text(encoding="utf-8")
     reqs = direct_requirements(pyproject)
     out = []
     m = re.search(r"^# input-sha256: ([0-9a-f]{64})$", text, re.M)
     if not m or m.group(1) != input_digest(reqs):
         out.append("pyproject.toml's dependencies changed since requirements.lock was made: "
-                   "run python3 ci/lock.py update")
+                   "run .venv/bin/python ci/lock.py update")
     pinned = pins(text)
     env = {"python_version": PYTHON, "python_full_version": f"{PYTHON}.0", "sys_platform": "linux",
            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
@@ -117,7 +117,7 @@ def update() -> int:
     res = subprocess.run(
         [uv, "pip", "compile", "pyproject.toml", "-", *(f"--extra={e}" for e in EXTRAS),
          "--generate-hashes", "--python-version", PYTHON, "--python-platform", PLATFORM,
-         "--custom-compile-command", "python3 ci/lock.py update", "--quiet"],
+         "--custom-compile-command", ".venv/bin/python ci/lock.py update", "--quiet"],
         cwd=ROOT, input=build + "\n", capture_output=True, text=True, check=False)
     if res.returncode != 0:
         print(res.stderr, file=sys.stderr)
