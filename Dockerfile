@@ -3,18 +3,34 @@
 #   podman build -t dpsynth:0.1.0 .                      # or: docker build (BuildKit)
 #
 # Build arguments
-#   BASE_IMAGE   any Debian-like image with python3.11 + venv (CI passes a base built from
-#                the Debian mirror with mmdebstrap, because no registry is reachable there)
+#   BASE_IMAGE   any Debian-like image with python3.11 + venv. Pin it by digest for a
+#                release build (see below). CI passes the digest of a base it builds from the
+#                Debian mirror with mmdebstrap, because no registry is reachable there.
 #   EXTRAS       pip extras of dpsynth; the default "postgres" adds psycopg[binary] for a
-#                postgresql:// ledger. Never add torch/CUDA to the default image.
+#                postgresql:// ledger and is what requirements.lock covers: any other value
+#                installs its extras unlocked (no hash check). Never add torch/CUDA.
 #   SMARTNOISE   "true" adds the optional smartnoise-synth engines (MST/AIM/MWEM adapters)
 #                the torch-free way (design.md §4): about +1 GB (jax). Default "false".
+#                Not covered by requirements.lock (installed by range, without hashes).
 #   VERSION, SOURCE   go into the OCI labels.
 # Optional build secret `extra_ca`: a full PEM CA bundle pip should trust, for build
 # machines behind a TLS-intercepting proxy:
 #   --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt
 # Without it, pip uses its own CA bundle. Nothing from the secret stays in the image.
-ARG BASE_IMAGE=python:3.11-slim
+#
+# Base image: tag python:3.11-slim-bookworm (Debian 12, as CI's stand-in base built with
+# mmdebstrap). It should be pinned by digest, python:3.11-slim-bookworm@sha256:<digest>, so that a
+# rebuild gets the same bytes and a re-pushed tag cannot change the image. The digest is not
+# written here because it could not be resolved or verified: the machines this repository is
+# built and tested on reach PyPI, Debian's apt mirror and npm only, no container registry
+# (docker.io, ghcr.io, quay.io, public.ecr.aws and mirror.gcr.io do not resolve), and a digest
+# copied from elsewhere unverified would be a guess. Resolve it where the registry is reachable
+# and pass it (docs/deploy.md, section 1):
+#   docker buildx imagetools inspect python:3.11-slim-bookworm --format '{{json .Manifest}}'
+#   docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:<digest> ...
+# What is pinned here: the Debian release (bookworm, not the moving 3.11-slim, which is now
+# trixie) and every Python package (requirements.lock, by version and SHA-256).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 # marks the build stage's intermediate images, so CI can prune them (ci/container_e2e.sh)
@@ -26,10 +42,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends binutils \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY dpsynth ./dpsynth
 ARG EXTRAS=postgres
 ARG SMARTNOISE=false
+# Install: every package from requirements.lock, pinned and hash-checked (pip refuses a file
+# whose SHA-256 is not in the lock, and a dependency missing from it), wheels only, so no
+# sdist's build step runs unpinned code; then dpsynth itself, built offline with the locked
+# setuptools. `pip check` fails the build on an inconsistent set (before the optional
+# smartnoise packages, which are installed --no-deps on purpose).
 # Size (the runtime deps are ~1 GB unpacked: opendp, polars, pyarrow, scipy, pandas): drop
 # the packages' own test suites (-100 MB), C/Cython sources and headers, pip/setuptools
 # (-23 MB), and strip debug symbols from the big Rust extensions (opendp, polars: -90 MB).
@@ -40,7 +61,14 @@ ARG SMARTNOISE=false
 RUN --mount=type=secret,id=extra_ca,target=/run/secrets/extra_ca \
     set -eu; \
     if [ -s /run/secrets/extra_ca ]; then export PIP_CERT=/run/secrets/extra_ca; fi; \
-    /opt/venv/bin/pip install --no-compile ".[${EXTRAS}]"; \
+    /opt/venv/bin/pip install --no-compile --require-hashes --only-binary=:all: \
+      -r requirements.lock; \
+    /opt/venv/bin/pip install --no-compile --no-deps --no-build-isolation --no-index .; \
+    /opt/venv/bin/pip check; \
+    if [ "${EXTRAS}" != "postgres" ]; then \
+      echo "EXTRAS=${EXTRAS}: not covered by requirements.lock, installed without hashes" >&2; \
+      /opt/venv/bin/pip install --no-compile ".[${EXTRAS}]"; \
+    fi; \
     if [ "${SMARTNOISE}" = "true" ]; then \
       /opt/venv/bin/pip install --no-compile --no-deps smartnoise-synth==1.0.8 smartnoise-sql==1.0.10 \
       && /opt/venv/bin/pip install --no-compile 'opendp>=0.14.1,<0.15' mbi==1.1.0 \
@@ -55,7 +83,8 @@ RUN --mount=type=secret,id=extra_ca,target=/run/secrets/extra_ca \
       'for f; do readelf -d "$f" 2>/dev/null | grep -q "R.*PATH" || strip --strip-unneeded "$f"; done' \
       sh {} +; \
     /opt/venv/bin/python -c 'import numpy, scipy.optimize, scipy.sparse, scipy.special, pandas, \
-polars, pyarrow.parquet, opendp.prelude, matplotlib.pyplot, great_expectations, dpsynth.cli'; \
+polars, pyarrow.parquet, opendp.prelude, matplotlib.pyplot, great_expectations, dpsynth.cli, \
+dpsynth.signing'; \
     case ",${EXTRAS}," in *,postgres,*) /opt/venv/bin/python -c 'import psycopg';; esac; \
     /opt/venv/bin/dpsynth --version
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Container lane: build the real Dockerfile with podman (no Docker daemon, no registry), run
-# dpsynth in it with a read-only root filesystem, then run the Kubernetes Jobs' pod templates
-# (kubectl kustomize k8s -> ci/job2pod.py -> podman kube play) against a throwaway PostgreSQL
-# ledger on loopback, and check the bundle on the output volume and the ledger rows.
+# dpsynth in it with a read-only root filesystem (a signed release, checked with the public
+# key), then run the Kubernetes Jobs' pod templates (kubectl kustomize of a copy of k8s/ with
+# the test ledger URL in its git-ignored ledger-url file -> ci/job2pod.py -> podman kube play)
+# against a throwaway PostgreSQL ledger on loopback, and check the bundle on the output
+# volume, the ledger rows, and that the ledger password appears in no log.
 # Works on a fresh Debian 12 machine (installs what it uses) and when run again (cached base
 # image and build layers). Needs root. See ../shared/notes/container-ci.md for why each knob.
 #   env: E2E_KEEP=1 keeps the temp dir and the podman objects for debugging.
@@ -26,7 +28,7 @@ cleanup() {
   if [ "${E2E_KEEP:-0}" != 1 ]; then
     for p in "${PLAYS[@]}"; do podman kube down "$p" >/dev/null 2>&1; done
     # PVC stand-ins, and the volumes kube play made for the ConfigMaps (kube down keeps them)
-    podman volume ls -q | grep -E '^dpsynth-(input|output|schema|release-config)' \
+    podman volume ls -q | grep -E '^dpsynth-(input|output|schema|release-config|ledger)' \
       | xargs -r podman volume rm -f >/dev/null 2>&1
     # the build stage's intermediate images (~1 GB each time the sources change)
     podman image prune -f --filter label=org.dpsynth.stage=build >/dev/null 2>&1
@@ -68,6 +70,10 @@ if ! podman image exists "$BASE"; then
 else
   say "base image $BASE cached"
 fi
+# the base by digest, as a release build should use it (the Dockerfile's comment says why its
+# default is a tag): the digest of the image just built or found, not a tag that can move
+BASE_REF="${BASE%%:*}@$(podman image inspect --format '{{.Digest}}' "$BASE")"
+say "base image $BASE_REF"
 step base
 
 # 4. the real Dockerfile; the machine's CA bundle as the optional build secret (TLS-intercepted
@@ -75,7 +81,7 @@ step base
 say "podman build"
 OLD_ID=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 podman build -q --network host --secret id=extra_ca,src=/etc/ssl/certs/ca-certificates.crt \
-  --build-arg BASE_IMAGE="$BASE" --build-arg SOURCE="file://$REPO" -t "$IMAGE" . >/dev/null
+  --build-arg BASE_IMAGE="$BASE_REF" --build-arg SOURCE="file://$REPO" -t "$IMAGE" . >/dev/null
 NEW_ID=$(podman image inspect --format '{{.Id}}' "$IMAGE")
 # a rebuilt image leaves the previous one dangling: remove it so repeated runs don't fill the disk
 if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$NEW_ID" ]; then podman rmi "$OLD_ID" >/dev/null 2>&1 || true; fi
@@ -102,18 +108,22 @@ else  # checkout without ../shared: the bundled example (slower)
 fi
 INPUT=$(basename "$DATA")
 mkdir -p "$WORK/data" "$WORK/out"; cp "$DATA" "$WORK/data/"; chown 10001:10001 "$WORK/out"
-say "release in the container (--read-only, --network none): $DATASET, mst, epsilon 1"
+mkdir -p "$WORK/keys"; chown 10001:10001 "$WORK/keys"
+say "signed release in the container (--read-only, --network none): $DATASET, mst, epsilon 1"
+"${RUN[@]}" -v "$WORK/keys:/keys" "$IMAGE" keygen --out /keys/custodian.pem --json >/dev/null
 "${RUN[@]}" -v "$WORK/out:/out" "$IMAGE" ledger init --ledger sqlite:////out/ledger.db \
   --dataset-id "$DATASET" --total-epsilon 2 --json >/dev/null
 rc=0
-"${RUN[@]}" -v "$WORK/data:/data:ro" -v "$WORK/out:/out" "$IMAGE" release \
+"${RUN[@]}" -v "$WORK/data:/data:ro" -v "$WORK/out:/out" -v "$WORK/keys:/keys:ro" "$IMAGE" release \
   --schema "/opt/dpsynth/schemas/$SCHEMA" --input "/data/$INPUT" --engine mst --epsilon 1 \
   --ledger sqlite:////out/ledger.db --release-id ci-podman-run --out /out/bundle --seed 1 --json \
-  > "$WORK/run-release.json" || rc=$?
+  --sign-key /keys/custodian.pem > "$WORK/run-release.json" || rc=$?
 [ "$rc" = 0 ] || { cat "$WORK/run-release.json"; die "release in the container exited $rc"; }
-"${RUN[@]}" -v "$WORK/out:/out:ro" "$IMAGE" inspect /out/bundle --json > "$WORK/run-inspect.json" \
-  || { cat "$WORK/run-inspect.json"; die "dpsynth inspect failed on the bundle"; }
-say "bundle from podman run verified: $(ls "$WORK/out/bundle" | tr '\n' ' ')"
+"${RUN[@]}" -v "$WORK/out:/out:ro" -v "$WORK/keys/custodian.pem.pub:/custodian.pub:ro" "$IMAGE" \
+  inspect /out/bundle --verify-key /custodian.pub --json > "$WORK/run-inspect.json" \
+  || { cat "$WORK/run-inspect.json"; die "dpsynth inspect --verify-key failed on the bundle"; }
+grep -q '"signature": "verified"' "$WORK/run-inspect.json" || die "signature not verified"
+say "signed bundle from podman run verified: $(ls "$WORK/out/bundle" | tr '\n' ' ')"
 step run
 
 # 6. throwaway PostgreSQL ledger on loopback (a free port; trust auth is fine on 127.0.0.1)
@@ -127,14 +137,18 @@ LEDGER="postgresql://dpsynth:ci-only@127.0.0.1:$PGPORT/dpsynth"
 step postgres
 
 # 7. the Jobs' pod templates from the rendered kustomization, with the Job controller's label
-#    (release id = Job name), the test ledger URL in the Secret, and volumes named like the PVCs
-kubectl kustomize k8s > "$WORK/rendered.yaml"
+#    (release id = Job name), the test ledger URL in the custodian's git-ignored k8s/ledger-url
+#    (in a copy of k8s/: nothing is written into the checkout), and volumes named like the PVCs
+mkdir -p "$WORK/k8s"; cp -r k8s/. "$WORK/k8s/"; rm -f "$WORK/k8s/ledger-url"
+if kubectl kustomize "$WORK/k8s" >/dev/null 2>&1; then die "kustomize rendered without k8s/ledger-url"; fi
+(umask 077; printf '%s\n' "$LEDGER" > "$WORK/k8s/ledger-url")
+kubectl kustomize "$WORK/k8s" > "$WORK/rendered.yaml"
 JOB=$(python3 -c 'import sys, yaml; print(next(d["metadata"]["name"] for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Job" and d["metadata"]["name"] != "dpsynth-ledger-init"))' "$WORK/rendered.yaml")
 podman volume rm -f dpsynth-input dpsynth-output >/dev/null 2>&1 || true
 podman volume create dpsynth-input >/dev/null; podman volume create dpsynth-output >/dev/null
 cp "$DATA" "$(podman volume inspect --format '{{.Mountpoint}}' dpsynth-input)/"
 chown 10001:10001 "$(podman volume inspect --format '{{.Mountpoint}}' dpsynth-output)"
-OVR=(--image "$IMAGE" --secret "dpsynth-ledger:DPSYNTH_LEDGER=$LEDGER")
+OVR=(--image "$IMAGE")
 if [ "$DATASET" != diabetes130 ]; then  # the small table keeps CI fast; the manifests are unchanged
   OVR+=(--config-file "dpsynth-schema:schema.yaml=schemas/$SCHEMA"
         --config "dpsynth-release-config:DATASET_ID=$DATASET"
@@ -174,7 +188,10 @@ step kube_play
 CHECK=(podman run --rm --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges)
 "${CHECK[@]}" --network none -v dpsynth-output:/output:ro "$IMAGE" inspect "/output/$JOB" --json \
   > "$WORK/inspect.json" || { cat "$WORK/inspect.json"; die "dpsynth inspect failed on the Job's bundle"; }
-"${CHECK[@]}" --network host -e DPSYNTH_LEDGER="$LEDGER" "$IMAGE" ledger show --json > "$WORK/ledger.json"
+# the ledger URL as a file (DPSYNTH_LEDGER_FILE), as the pods get it
+(umask 022; printf '%s\n' "$LEDGER" > "$WORK/ledger-url")
+LEDGER_FILE=(-v "$WORK/ledger-url:/run/dpsynth/ledger-url:ro" -e DPSYNTH_LEDGER_FILE=/run/dpsynth/ledger-url)
+"${CHECK[@]}" --network host "${LEDGER_FILE[@]}" "$IMAGE" ledger show --json > "$WORK/ledger.json"
 python3 - "$WORK/inspect.json" "$WORK/ledger.json" "$JOB" "$DATASET" <<'PY'
 import json, sys
 inspect, ledger = (json.load(open(p)) for p in sys.argv[1:3])
@@ -195,7 +212,7 @@ OUTMP=$(podman volume inspect --format '{{.Mountpoint}}' dpsynth-output)
 mv "$OUTMP/$JOB" "$OUTMP/$JOB.first"
 rc=$(play "$WORK/play-release.yaml" "$JOB" dpsynth)
 [ "$rc" != 0 ] || die "a second run with release id $JOB was not refused"
-"${CHECK[@]}" --network host -e DPSYNTH_LEDGER="$LEDGER" "$IMAGE" ledger show --json > "$WORK/ledger2.json"
+"${CHECK[@]}" --network host "${LEDGER_FILE[@]}" "$IMAGE" ledger show --json > "$WORK/ledger2.json"
 python3 - "$WORK/ledger.json" "$WORK/ledger2.json" <<'PY'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
@@ -206,6 +223,15 @@ grep -q "already has a charge" "$WORK/rerun.log" \
   || { tail -3 "$WORK/rerun.log"; die "the re-run failed for another reason than the ledger"; }
 [ ! -e "$OUTMP/$JOB" ] || die "the refused re-run wrote a bundle"
 say "re-run refused by the ledger (exit $rc); ledger unchanged"
+# the ledger's password never reaches a log or an output
+for f in "$WORK"/*.log "$WORK"/*.json; do
+  if grep -q "ci-only" "$f"; then die "the ledger password appears in $(basename "$f")"; fi
+done
+# both *_FILE and the plain variable set: refused (exit 2), without echoing either
+rc=0; "${CHECK[@]}" --network none "${LEDGER_FILE[@]}" -e DPSYNTH_LEDGER="$LEDGER" "$IMAGE" \
+  ledger show > "$WORK/both.out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "both set" "$WORK/both.out" && ! grep -q "ci-only" "$WORK/both.out" \
+  || { cat "$WORK/both.out"; die "DPSYNTH_LEDGER with DPSYNTH_LEDGER_FILE was not refused cleanly"; }
 step checks
 
 say "OK image_size=${SIZE}B ($((SIZE / 1000000)) MB) timings: ${TIMINGS}total=$(( $(date +%s) - T0 ))s"

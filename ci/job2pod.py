@@ -12,8 +12,12 @@ of the kubelet's environment handling, for one pod:
   does not depend on what this podman version expands;
 * ConfigMaps the pod uses are copied into the play file (podman mounts them as volumes and
   reads them for envFrom), with optional overrides;
-* the Secrets the pod uses become podman secrets holding JSON ``{key: base64(value)}``, the
-  only form podman 4.3's ``secretKeyRef`` reads; values can be overridden (test ledger URL);
+* the Secrets the pod uses through ``secretKeyRef``/``secretRef`` become podman secrets
+  holding JSON ``{key: base64(value)}``, the only form podman 4.3's ``secretKeyRef`` reads;
+* Secret *volumes* (the ledger URL file) are played as ConfigMap volumes with the same keys,
+  items and mount: podman 4.3.1's ``kube play`` panics on a ``secret`` volume (nil pointer in
+  ``kube.VolumeFromSecret``), and its ConfigMap volumes give the container the same read-only
+  files. Secret values can be overridden (the test ledger URL);
 * PersistentVolumeClaims are NOT emitted: the caller creates podman volumes named like the
   claims (input filled with data, output writable), as a provisioner would.
 
@@ -142,10 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                     for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
     secret_names |= {s["secretRef"]["name"] for c in containers for s in c.get("envFrom", [])
                      if "secretRef" in s}
-    secrets = {n: _secret_values(docs[("Secret", n)]) for n in secret_names}
+    volume_secrets = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    secrets = {_find(docs, "Secret", n)["metadata"]["name"]: _secret_values(_find(docs, "Secret", n))
+               for n in secret_names | volume_secrets}
     for s in a.secret:
         name, key, value = _kv(s)
-        secrets.setdefault(name, {})[key] = value
+        # a generator's name matches its rendered name-<hash>
+        full = next((n for n in secrets if re.fullmatch(rf"{re.escape(name)}(-[a-z0-9]{{10}})?", n)),
+                    name)
+        secrets.setdefault(full, {})[key] = value
 
     for c in containers:
         c["image"] = a.image
@@ -165,7 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         if new_env:
             c["env"] = new_env
 
+    played_secrets: list[dict[str, Any]] = []
+    for v in spec.get("volumes", []):
+        if "secret" in v:
+            sec = v.pop("secret")
+            v["configMap"] = {k: val for k, val in sec.items() if k != "secretName"}
+            v["configMap"]["name"] = sec["secretName"]
+            played_secrets.append({"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": sec["secretName"]},
+                                   "data": secrets[sec["secretName"]]})
     cm_names = {v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v}
+    cm_names -= {d["metadata"]["name"] for d in played_secrets}
     cm_names |= {s["configMapRef"]["name"] for c in containers for s in c.get("envFrom", [])
                  if "configMapRef" in s}
     out_docs: list[dict[str, Any]] = []
@@ -173,17 +192,21 @@ def main(argv: list[str] | None = None) -> int:
         cm = _find(docs, "ConfigMap", n)
         out_docs.append({"apiVersion": "v1", "kind": "ConfigMap",
                          "metadata": {"name": cm["metadata"]["name"]}, "data": cm.get("data", {})})
+    out_docs += played_secrets
     out_docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
 
+    env_secrets = {n: vals for n, vals in secrets.items()
+                   if n in secret_names or n not in volume_secrets}
     if not a.no_podman_secrets:
-        for n, vals in secrets.items():
+        for n, vals in env_secrets.items():
             data = {k: base64.b64encode(v.encode()).decode() for k, v in vals.items()}
             subprocess.run(["podman", "secret", "rm", n], capture_output=True, check=False)
             subprocess.run(["podman", "secret", "create", n, "-"], input=json.dumps(data).encode(),
                            check=True, capture_output=True)
     a.out.write_text(yaml.safe_dump_all(out_docs, sort_keys=False))
     print(json.dumps({"pod": a.job, "containers": [c["name"] for c in containers],
-                      "secrets": sorted(secrets)}))
+                      "secrets": sorted(env_secrets),
+                      "secret_volumes": sorted(d["metadata"]["name"] for d in played_secrets)}))
     return 0
 
 

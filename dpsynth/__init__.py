@@ -21,7 +21,9 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
     validate.py      great-expectations suite for the synthetic table
     record.py        ReleaseRecord: the public facts of one release
     report/          privacy report, quality report, datasheet (public side)
-    bundle.py        bundle layout, manifest, atomic write, verification
+    bundle.py        bundle layout, manifest, atomic write (optionally signed)
+    inspect.py       verification of a bundle: checksums, manifest against files, signature
+    signing.py       Ed25519 keys and detached signatures of the manifest
     confidential.py  where custodian-only files go, written 0600
     audit/           PRIVATE: the confidential internal audit report
     hashing.py       sha256_file

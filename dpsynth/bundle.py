@@ -1,12 +1,13 @@
-"""The release bundle: layout, synthetic-table writers, manifest, atomic write, verification.
+"""The release bundle: layout, synthetic-table writers, manifest, atomic write.
 
 A bundle is a directory handed to researchers. :func:`write_bundle` writes every
 file into a temporary directory beside the target (same filesystem), adds
 ``manifest.json`` (each file's SHA-256 and size plus provenance, valid against
 ``schemas/manifest.v1.json``), fsyncs, and renames the directory into place, so
 a bundle is either complete or absent: on any failure the temporary directory is
-removed. :func:`verify_bundle` (``dpsynth inspect``) checks a bundle against its
-manifest.
+removed. With a signer, ``manifest.json.sig`` (a detached signature of the manifest's
+bytes, see ``dpsynth/signing.py``) is written before the rename too. Verifying a
+bundle is ``dpsynth/inspect.py``'s job.
 
 No time of day: the run time grows with the private row count, so the bundle
 carries the release *date* only (:func:`release_date`, UTC, day precision) — in
@@ -36,7 +37,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -58,8 +58,8 @@ __all__ = [
     "DEPENDENCIES",
     "MANIFEST",
     "MANIFEST_FORMAT",
+    "SIGNATURE",
     "Content",
-    "InspectResult",
     "Writer",
     "csv_writer",
     "dependency_versions",
@@ -69,7 +69,6 @@ __all__ = [
     "release_files",
     "release_manifest",
     "synthetic_table_files",
-    "verify_bundle",
     "write_bundle",
     "write_synthetic_csv",
     "write_synthetic_csv_sidecar",
@@ -78,6 +77,9 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "dpsynth.bundle-manifest/v1"
+SIGNATURE = MANIFEST + ".sig"
+"""The detached signature of ``manifest.json`` (optional; not listed in the manifest,
+which cannot hold a hash of its own signature)."""
 PARQUET = "synthetic.parquet"
 CSV = "synthetic.csv"
 CSV_SIDECAR = "synthetic.csv.meta.json"
@@ -263,8 +265,8 @@ def _check_relpath(rel: str) -> PurePosixPath:
     if (not rel or p.is_absolute() or "\\" in rel or any(part in ("", ".", "..") for part in
                                                          rel.split("/"))):
         raise InternalError(f"bundle path {rel!r} must be a plain relative path")
-    if rel == MANIFEST:
-        raise InternalError(f"{MANIFEST} is written by write_bundle, not passed in")
+    if rel in (MANIFEST, SIGNATURE):
+        raise InternalError(f"{rel} is written by write_bundle, not passed in")
     return p
 
 
@@ -312,7 +314,8 @@ def _refuse_existing(out_dir: Path) -> None:
 
 
 def write_bundle(out_dir: Path, files: Mapping[str, Content],
-                 manifest_fields: dict[str, Any]) -> Path:
+                 manifest_fields: dict[str, Any],
+                 sign: Callable[[bytes], bytes] | None = None) -> Path:
     """Write a complete bundle to ``out_dir`` atomically and return its path.
 
     ``files`` maps relative POSIX paths to contents (``manifest.json`` excluded):
@@ -323,6 +326,8 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
     ``format``, ``created``, ``dpsynth_version``, ``dependencies`` (unless
     given) and ``files`` are filled in here. The manifest is validated against
     ``schemas/manifest.v1.json`` before anything is renamed into place.
+    ``sign``, when given, returns the signature of the manifest's bytes, written to
+    :data:`SIGNATURE` before the rename.
 
     Raises :class:`StorageError` (exit 6) when ``out_dir`` exists and is not
     empty or the filesystem fails, :class:`InternalError` when the caller passes
@@ -359,8 +364,10 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
         if problems:
             raise InternalError("manifest does not match schemas/manifest.v1.json: "
                                 + "; ".join(problems[:3]))
-        _write_file(tmp / MANIFEST,
-                    (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        _write_file(tmp / MANIFEST, manifest_bytes)
+        if sign is not None:
+            _write_file(tmp / SIGNATURE, sign(manifest_bytes))
         _stamp_day(tmp, manifest["created"])
         for d in sorted({p.parent for p in tmp.rglob("*")}, key=lambda p: -len(p.parts)):
             _fsync_dir(d)
@@ -384,86 +391,3 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
                                f"({exc.strerror or type(exc).__name__})") from None
         raise
     return out_dir
-
-
-# --------------------------------------------------------------------------- verification
-
-
-@dataclass(frozen=True)
-class InspectResult:
-    """What :func:`verify_bundle` found: ``ok`` when ``problems`` is empty."""
-
-    ok: bool
-    problems: list[str] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    privacy, engine = _obj(manifest.get("privacy")), _obj(manifest.get("engine"))
-    cols = manifest.get("columns")
-    return {
-        "release_id": manifest.get("release_id"),
-        "dataset_id": manifest.get("dataset_id"),
-        "created": manifest.get("created"),
-        "dpsynth_version": manifest.get("dpsynth_version"),
-        "engine": engine.get("name"),
-        "epsilon": privacy.get("epsilon"),
-        "delta": privacy.get("delta"),
-        "rows": manifest.get("rows"),
-        "columns": len(cols) if isinstance(cols, list) else None,
-        "files": len(manifest.get("files") or []),
-    }
-
-
-def verify_bundle(path: str | Path) -> InspectResult:
-    """Check a bundle against its manifest: schema validity, every listed file
-    present with the right size and SHA-256, and no unlisted file.
-
-    Never raises for a damaged bundle (problems are listed); raises
-    :class:`StorageError` only when ``path`` is not a readable directory.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise StorageError(f"bundle {str(root)!r} is not a directory")
-    problems: list[str] = []
-    try:
-        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return InspectResult(False, [f"missing file: {MANIFEST}"], {})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return InspectResult(False, [f"manifest invalid: not readable JSON ({type(exc).__name__})"],
-                             {})
-    problems.extend(f"manifest invalid: {p}" for p in _manifest_errors(manifest))
-    if not isinstance(manifest, dict):
-        return InspectResult(False, problems, {})
-
-    listed: dict[str, dict[str, Any]] = {}
-    for entry in manifest.get("files") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            listed[entry["path"]] = entry
-    for rel, entry in sorted(listed.items()):
-        try:
-            _check_relpath(rel)
-        except InternalError:
-            continue  # reported by the schema check
-        f = root / rel
-        if f.is_symlink() or not f.is_file():
-            problems.append(f"missing file: {rel}")
-            continue
-        size = f.stat().st_size
-        if size != entry.get("size"):
-            problems.append(f"size mismatch: {rel} (manifest {entry.get('size')}, found {size})")
-            continue
-        if sha256_file(f) != entry.get("sha256"):
-            problems.append(f"checksum mismatch: {rel}")
-    for f in sorted(root.rglob("*")):
-        rel = f.relative_to(root).as_posix()
-        if f.is_symlink():
-            problems.append(f"unlisted file: {rel} (symbolic link)")
-        elif f.is_file() and rel != MANIFEST and rel not in listed:
-            problems.append(f"unlisted file: {rel}")
-    return InspectResult(not problems, problems, _summary(manifest))

@@ -25,6 +25,7 @@ from dpsynth.config import (
     DEFAULT_DELTA,
     Option,
     ReleaseConfig,
+    env_or_file,
     load_config_file,
     parse_engine_options,
 )
@@ -145,9 +146,10 @@ def _warn(message: str) -> None:
 
 
 def _ledger_url(url: str | None) -> str:
+    url = env_or_file("DPSYNTH_LEDGER", url)
     if not url:
-        raise UsageError("--ledger (or DPSYNTH_LEDGER) must give a ledger URL, "
-                         "e.g. sqlite:///dpsynth-ledger.db")
+        raise UsageError("--ledger (or DPSYNTH_LEDGER, or DPSYNTH_LEDGER_FILE) must give a "
+                         "ledger URL, e.g. sqlite:///dpsynth-ledger.db")
     return url
 
 
@@ -203,6 +205,9 @@ def release_cmd(config_path: Path | None, quiet: bool, as_json: bool, **options:
     from dpsynth.pipeline import release
 
     file = load_config_file(config_path) if config_path is not None else {}
+    for f in dataclasses.fields(ReleaseConfig):  # NAME_FILE: the value from a mounted secret
+        if f.metadata["option"].envvar:
+            options[f.name] = env_or_file(f.metadata["option"].envvar, options[f.name])
     options["engine_options"] = {**file.pop("engine_options", {}),
                                  **parse_engine_options(options["engine_options"])}
     cfg = ReleaseConfig.from_values(options, file)
@@ -228,7 +233,8 @@ def ledger() -> None:
 
 @ledger.command("init")
 @click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER", help="Ledger URL "
-              "(sqlite:///path or postgresql://...; env DPSYNTH_LEDGER).")
+              "(sqlite:///path or postgresql://...; env DPSYNTH_LEDGER, or DPSYNTH_LEDGER_FILE "
+              "naming a file that holds it).")
 @click.option("--dataset-id", required=True, help="Dataset id (usually the schema's name).")
 @click.option("--total-epsilon", required=True, type=float,
               help="Total epsilon for all releases of this dataset (set once).")
@@ -254,7 +260,7 @@ def ledger_init(ledger_url: str | None, dataset_id: str, total_epsilon: float, t
 
 @ledger.command("show")
 @click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER", help="Ledger URL "
-              "(env DPSYNTH_LEDGER).")
+              "(env DPSYNTH_LEDGER, or DPSYNTH_LEDGER_FILE naming a file that holds it).")
 @click.option("--dataset-id", help="Only this dataset.")
 @json_option
 @handle_errors
@@ -279,29 +285,65 @@ def ledger_show(ledger_url: str | None, dataset_id: str | None, as_json: bool) -
 
 @main.command("inspect")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--verify-key", type=click.Path(path_type=Path), metavar="KEY.pub",
+              help="The custodian's Ed25519 public key (PEM): also require manifest.json.sig "
+                   "to be its signature of manifest.json, proving who released the bundle.")
 @json_option
 @handle_errors
-def inspect_cmd(bundle_dir: Path, as_json: bool) -> None:
-    """Verify a bundle's manifest and checksums and summarise it (exit 6 if it fails)."""
-    from dpsynth.bundle import verify_bundle
-    from dpsynth.errors import StorageError
+def inspect_cmd(bundle_dir: Path, verify_key: Path | None, as_json: bool) -> None:
+    """Verify a bundle: checksums, manifest against files, signature (exit 6 if it fails).
 
-    result = verify_bundle(bundle_dir)
-    if as_json:
-        _emit_json({"ok": result.ok, "problems": list(result.problems),
-                    "summary": result.summary})
-    else:
-        for key, value in result.summary.items():
-            click.echo(f"{key}: {value}")
+    Every file must match the manifest and nothing else may be in the directory; the
+    manifest's schema hash, row count, columns, ids and epsilon/delta/rho must agree with
+    the files that carry them. Without --verify-key this shows the bundle is complete and
+    consistent, not who made it (docs/bundle-format.md). All failures are listed.
+    """
+    from dpsynth.errors import BundleVerificationError
+    from dpsynth.inspect import verify_bundle
+    from dpsynth.signing import load_public_key
+
+    key = load_public_key(verify_key) if verify_key is not None else None
+    result = verify_bundle(bundle_dir, verify_key=key)
+    if as_json and result.ok:
+        _emit_json(result.to_dict())
+    elif not as_json:
+        for name, value in result.summary.items():
+            click.echo(f"{name}: {value}")
+        click.echo("checks: " + ", ".join(f"{n} {s}" for n, s in result.checks.items()))
+        click.echo(f"signature: {result.signature}"
+                   + (f" (key {key.fingerprint})" if key is not None else ""))
         for p in result.problems:
             click.echo(f"PROBLEM: {p}")
-        click.echo("bundle verified: every file matches the manifest" if result.ok
+        click.echo("bundle verified: every check passed" if result.ok
                    else "bundle FAILED verification")
     if not result.ok:
-        if as_json:
-            sys.exit(StorageError.exit_code)
-        raise StorageError(f"bundle {str(bundle_dir)!r} failed verification: "
-                           f"{len(result.problems)} problem(s)")
+        raise BundleVerificationError(str(bundle_dir), result.problems, result.checks,
+                                      result.summary, result.signature)
+
+
+@main.command("keygen")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              metavar="KEY", help="Private key file to create (PEM, mode 0600); the public key "
+                                  "is written to KEY.pub. Existing files are never overwritten.")
+@json_option
+@handle_errors
+def keygen_cmd(out_path: Path, as_json: bool) -> None:
+    """Create an Ed25519 key pair for signing bundles (release --sign-key KEY).
+
+    Keep KEY secret (a Kubernetes Secret, a vault); give KEY.pub to researchers by a
+    channel other than the bundle, so that `dpsynth inspect --verify-key KEY.pub` proves
+    the bundle came from you.
+    """
+    from dpsynth.signing import generate_keypair
+
+    private, public, fingerprint = generate_keypair(out_path)
+    if as_json:
+        _emit_json({"ok": True, "private_key": str(private), "public_key": str(public),
+                    "fingerprint": fingerprint})
+    else:
+        click.echo(f"private key (keep secret): {private}")
+        click.echo(f"public key (give to researchers): {public}")
+        click.echo(f"fingerprint: {fingerprint}")
 
 
 @main.command("audit")

@@ -9,6 +9,11 @@ variable and value type. From that one declaration come
 * ``docs/cli.md`` (generated from ``--help``) and the README's command block
   (:func:`release_synopsis`, checked by ``tests/test_cli_docs.py``).
 
+A setting with an environment variable ``NAME`` can also be given as ``NAME_FILE``,
+the path of a file that holds the value (a mounted Kubernetes Secret), so a
+credential such as the ledger URL need not sit in the process environment
+(:func:`env_or_file`).
+
 Engine and backend choices come from their registries (``dpsynth.engines.ENGINES``
 and ``BACKENDS`` below). Engine settings (AIM's ``max_model_size``, MST's
 shares, ...) are given as ``--engine-option KEY=VALUE`` or under
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -42,6 +48,7 @@ __all__ = [
     "Option",
     "ReleaseConfig",
     "engine_settings",
+    "env_or_file",
     "load_config_file",
     "release_synopsis",
 ]
@@ -65,13 +72,16 @@ class Option:
     required: bool = False
     choices: str | None = None
     """``engines`` or ``backends``: the choices come from that registry."""
+    secret: bool = False
+    """The value may hold a credential: kept out of ``repr`` and never echoed."""
 
 
 def _opt(default: Any, flag: str, help: str, **kw: Any) -> Any:
-    meta = {"option": Option(flag, help, **kw)}
+    opt = Option(flag, help, **kw)
+    meta = {"option": opt}
     if isinstance(default, Mapping):
         return field(default_factory=lambda: types.MappingProxyType({}), metadata=meta)
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not opt.secret)
 
 
 def _engine_names() -> tuple[str, ...]:
@@ -99,8 +109,9 @@ class ReleaseConfig:
                             "row count).", metavar="N")
     ledger_url: str | None = _opt(
         None, "--ledger", "Ledger URL: sqlite:///path or postgresql://...; required. Keep a "
-        "SQLite ledger away from the bundle's directory.", metavar="URL",
-        envvar="DPSYNTH_LEDGER", required=True)
+        "SQLite ledger away from the bundle's directory. DPSYNTH_LEDGER_FILE may name a file "
+        "holding the URL instead (a mounted secret).", metavar="URL",
+        envvar="DPSYNTH_LEDGER", required=True, secret=True)
     dataset_id: str | None = _opt(None, "--dataset-id", "Ledger dataset id (default: the "
                                   "schema's name).", metavar="ID")
     release_id: str | None = _opt(
@@ -109,6 +120,10 @@ class ReleaseConfig:
     audit_dir: Path | None = _opt(
         None, "--audit-dir", "Write the CONFIDENTIAL internal audit report (utility against the "
         "real table) here; never inside, at or above the bundle.", metavar="DIR")
+    sign_key: Path | None = _opt(
+        None, "--sign-key", "Sign the bundle: write manifest.json.sig, an Ed25519 signature of "
+        "manifest.json, with this private key (PEM; see `dpsynth keygen`). Researchers check it "
+        "with `dpsynth inspect --verify-key KEY.pub`.", metavar="KEY")
     seed: int | None = _opt(None, "--seed", "Seed of the post-processing sampler (not the DP "
                             "noise).", metavar="S")
     backend: str = _opt("polars", "--backend", "Where the private steps (read, check, bound, "
@@ -131,7 +146,8 @@ class ReleaseConfig:
         for f in dataclasses.fields(self):
             if f.metadata["option"].required and getattr(self, f.name) is None:
                 raise UsageError(f"{f.metadata['option'].flag} is required"
-                                 + (" (or DPSYNTH_LEDGER)" if f.name == "ledger_url" else ""))
+                                 + (" (or DPSYNTH_LEDGER or DPSYNTH_LEDGER_FILE)"
+                                    if f.name == "ledger_url" else ""))
         if not (isinstance(self.epsilon, int | float) and math.isfinite(self.epsilon)
                 and 0 < self.epsilon <= MAX_EPSILON):
             raise UsageError(f"epsilon ({self.epsilon}) must be a number in (0, {MAX_EPSILON:g}]")
@@ -175,12 +191,38 @@ class ReleaseConfig:
         for key, value in cli.items():
             if value is not None and value is not False and value != ():
                 values[key] = value
-        for key in ("schema_path", "out_dir", "audit_dir"):
+        for key in ("schema_path", "out_dir", "audit_dir", "sign_key"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         if values.get("backend", "polars") == "polars" and values.get("input_path") is not None:
             values["input_path"] = Path(values["input_path"])
         return cls(**values)
+
+
+def env_or_file(name: str, given: str | None = None) -> str | None:
+    """A setting's value from the environment: ``given`` (the command line, or ``$NAME``
+    as click read it) if set, else the content of the file named by ``$NAME_FILE``
+    without its trailing newline. Refuses both ``NAME`` and ``NAME_FILE`` being set,
+    and a file that is empty or holds more than one line. Messages name the variable
+    and the file, never the value (it may be a password)."""
+    var = f"{name}_FILE"
+    file = os.environ.get(var)
+    if file and os.environ.get(name):
+        raise UsageError(f"{name} and {var} are both set; set only one")
+    if given is not None or not file:
+        return given
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{var} ({file!r}) does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{var} ({file!r}) cannot be read ({type(exc).__name__})") from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not value.strip():
+        raise UsageError(f"{var} ({file!r}) is empty")
+    if "\n" in value or "\r" in value:
+        raise UsageError(f"{var} ({file!r}) must hold one line")
+    return value
 
 
 def _parse_scalar(text: str) -> Any:

@@ -14,6 +14,7 @@ rules, never cell values of the private table (docs/privacy-model.md).
     ├── BudgetError           exit 4  privacy budget refused (ledger or accountant)
     ├── OutputValidationError exit 5  the synthetic table failed its expectation suite
     ├── StorageError          exit 6  ledger or output storage unavailable
+    │   └── BundleVerificationError  exit 6  `dpsynth inspect`: a bundle failed a check
     ├── ResourceLimitError    exit 7  a time limit the user set was reached (budget spent)
     └── InternalError         exit 1  a bug in dpsynth, never the user's fault
 
@@ -118,6 +119,31 @@ class StorageError(DpsynthError):
     kind = "storage"
 
 
+class BundleVerificationError(StorageError):
+    """A bundle failed ``dpsynth inspect``: damaged, inconsistent, or not signed by the
+    given key. ``problems`` lists every failed check (not only the first); ``checks``
+    and ``summary`` are the inspection's, for ``--json``."""
+
+    kind = "bundle-verification"
+
+    def __init__(self, bundle: str, problems: list[str], checks: dict[str, str] | None = None,
+                 summary: dict[str, object] | None = None, signature: str = "") -> None:
+        failed = [name for name, status in (checks or {}).items() if status == "failed"]
+        super().__init__(f"bundle {bundle!r} failed verification: {len(problems)} problem(s) "
+                         f"in check(s) {', '.join(failed) or 'unknown'}")
+        self.bundle = bundle
+        self.problems = list(problems)
+        self.checks = dict(checks or {})
+        self.summary = dict(summary or {})
+        self.signature = signature
+
+    def to_dict(self) -> dict[str, object]:
+        d = super().to_dict()
+        d.update(problems=self.problems, checks=self.checks, signature=self.signature,
+                 summary=self.summary)
+        return d
+
+
 class ResourceLimitError(DpsynthError):
     """A resource limit the user set (such as AIM's ``max_seconds``) was reached.
 
@@ -152,6 +178,6 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(3, "input data error (the table does not match the schema)"),
     ExitCode(4, "privacy budget refused"),
     ExitCode(5, "output validation failed"),
-    ExitCode(6, "ledger or storage unavailable"),
+    ExitCode(6, "ledger or storage unavailable; or a bundle failed `dpsynth inspect`"),
     ExitCode(7, "a time limit set by the user was reached (budget stays spent)"),
 )

@@ -56,6 +56,7 @@ from dpsynth.record import ReleaseRecord
 from dpsynth.report.builder import build_reports, settings_dict
 from dpsynth.rules import check_satisfiable, rule_cliques
 from dpsynth.schema import Schema, load_schema
+from dpsynth.signing import load_signer
 from dpsynth.validate import raise_for_outcome, validate_synthetic
 from dpsynth.version import __version__
 
@@ -147,6 +148,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
     ``progress`` gets progress lines, ``warn`` warnings (also in the result)."""
     t0 = time.perf_counter()
     run = _prepare(cfg, progress or (lambda _m: None), warn)
+    sign = load_signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
     with open_ledger(str(cfg.ledger_url)) as ledger:
         _reserve(ledger, run)
         spent = False
@@ -158,7 +160,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
             record = _public_record(run, model, charges, _public_summary(ledger, run.dataset_id))
             with run.stage("bundle", "writing reports and the bundle"):
                 path = write_bundle(cfg.out_dir, release_files(record, build_reports(record)),
-                                    release_manifest(record))
+                                    release_manifest(record), sign=sign)
             ledger.mark_released(run.release_id)
         except BaseException as exc:
             _mark_failed(ledger, run, exc, spent)

@@ -1,7 +1,9 @@
-"""The release bundle: atomic write, manifest schema, verification, synthetic markers."""
+"""The release bundle: atomic write, manifest schema, signature file, synthetic markers
+(verification: tests/test_inspect.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -16,10 +18,10 @@ import dpsynth.bundle as bundle
 from dpsynth.bundle import (
     CSV_SIDECAR,
     MANIFEST,
+    SIGNATURE,
     Content,
     manifest_schema_json,
     synthetic_table_files,
-    verify_bundle,
     write_bundle,
     write_synthetic_csv,
     write_synthetic_parquet,
@@ -74,12 +76,42 @@ def test_write_and_verify(tmp_path: Path) -> None:
     assert {f["path"] for f in manifest["files"]} == set(_files())
     assert set(manifest["dependencies"]) >= {"opendp", "polars", "pyarrow", "pandas", "numpy",
                                              "great-expectations"}
-    res = verify_bundle(out)
-    assert res.ok, res.problems
-    assert res.summary["release_id"] == "rel-1"
-    assert res.summary["engine"] == "mst"
-    assert (res.summary["epsilon"], res.summary["delta"]) == (1.0, 1e-6)
-    assert (res.summary["rows"], res.summary["columns"]) == (3, 3)
+    assert _matches_manifest(out)
+    assert (manifest["release_id"], manifest["engine"]["name"], manifest["rows"]) == ("rel-1",
+                                                                                   "mst", 3)
+    assert not (out / SIGNATURE).exists()
+
+
+def _matches_manifest(out: Path) -> bool:
+    manifest = json.loads((out / MANIFEST).read_text())
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    return on_disk - {MANIFEST, SIGNATURE} == {e["path"] for e in manifest["files"]} and all(
+        hashlib.sha256((out / e["path"]).read_bytes()).hexdigest() == e["sha256"]
+        for e in manifest["files"])
+
+
+def test_signature_written_before_the_rename(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+
+    def sign(data: bytes) -> bytes:
+        seen.append(data)
+        assert not (tmp_path / "b").exists()  # still in the temporary directory
+        return b"s" * 64
+
+    out = write_bundle(tmp_path / "b", _files(), _fields(), sign=sign)
+    assert seen == [(out / MANIFEST).read_bytes()]
+    assert (out / SIGNATURE).read_bytes() == b"s" * 64
+    assert SIGNATURE not in {e["path"] for e in json.loads(seen[0])["files"]}
+    assert _matches_manifest(out)
+
+
+def test_failing_signer_leaves_nothing(tmp_path: Path) -> None:
+    def sign(data: bytes) -> bytes:
+        raise StorageError("key store unavailable")
+
+    with pytest.raises(StorageError):
+        write_bundle(tmp_path / "b", _files(), _fields(), sign=sign)
+    assert _leftovers(tmp_path) == []
 
 
 def test_published_schema_is_the_packaged_one() -> None:
@@ -125,61 +157,14 @@ def test_refuses_non_empty_out_dir(tmp_path: Path) -> None:
 def test_empty_out_dir_is_replaced(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     write_bundle(tmp_path / "b", _files(), _fields())
-    assert verify_bundle(tmp_path / "b").ok
+    assert _matches_manifest(tmp_path / "b")
 
 
 def test_rejects_unsafe_paths(tmp_path: Path) -> None:
-    for rel in ("../x", "/abs", "a/../b", MANIFEST):
+    for rel in ("../x", "/abs", "a/../b", MANIFEST, SIGNATURE):
         with pytest.raises(InternalError):
             write_bundle(tmp_path / "b", {rel: b"x"}, _fields())
     assert _leftovers(tmp_path) == []
-
-
-@pytest.fixture
-def written(tmp_path: Path) -> Path:
-    return write_bundle(tmp_path / "b", _files(), _fields())
-
-
-def test_verify_detects_modified_file(written: Path) -> None:
-    p = written / "schema.yaml"
-    p.write_bytes(p.read_bytes().replace(b"small", b"SMALL"))  # same size
-    res = verify_bundle(written)
-    assert not res.ok
-    assert res.problems == ["checksum mismatch: schema.yaml"]
-
-
-def test_verify_detects_size_change(written: Path) -> None:
-    (written / "synthetic.csv").write_bytes(b"sex\nF\n")
-    res = verify_bundle(written)
-    assert [p.split(" (")[0] for p in res.problems] == ["size mismatch: synthetic.csv"]
-
-
-def test_verify_detects_missing_file(written: Path) -> None:
-    (written / "validation" / "results.json").unlink()
-    assert verify_bundle(written).problems == ["missing file: validation/results.json"]
-
-
-def test_verify_detects_extra_file(written: Path) -> None:
-    (written / "validation" / "notes.txt").write_text("hello")
-    assert verify_bundle(written).problems == ["unlisted file: validation/notes.txt"]
-
-
-def test_verify_detects_invalid_manifest(written: Path) -> None:
-    m = json.loads((written / MANIFEST).read_text())
-    del m["release_id"]
-    (written / MANIFEST).write_text(json.dumps(m))
-    res = verify_bundle(written)
-    assert not res.ok
-    assert any(p.startswith("manifest invalid") and "release_id" in p for p in res.problems)
-    (written / MANIFEST).write_text("{not json")
-    assert verify_bundle(written).problems[0].startswith("manifest invalid")
-    (written / MANIFEST).unlink()
-    assert verify_bundle(written).problems == [f"missing file: {MANIFEST}"]
-
-
-def test_verify_not_a_directory(tmp_path: Path) -> None:
-    with pytest.raises(StorageError):
-        verify_bundle(tmp_path / "nope")
 
 
 def test_parquet_marked_synthetic() -> None:

