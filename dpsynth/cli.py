@@ -104,9 +104,15 @@ def schema() -> None:
 @click.option("--input", "input_path", type=click.Path(path_type=Path),
               help="Also check this table (CSV, gzip CSV or Parquet) against the schema. "
                    "Nothing is written and no budget is spent.")
+@click.option("--show-values", "show_values", type=click.IntRange(min=1), default=None,
+              metavar="N",
+              help="Custodian only: with --input, also print up to N offending raw values "
+                   "per failing column check, with counts, to the terminal (PRIVATE values; "
+                   "never with --json, never written to a file).")
 @json_option
 @handle_errors
-def schema_check(schema_path: Path, input_path: Path | None, as_json: bool) -> None:
+def schema_check(schema_path: Path, input_path: Path | None, show_values: int | None,
+                 as_json: bool) -> None:
     """Validate a schema file; with --input, check a table against it.
 
     With --input every problem is reported in one run (each input check, each rule
@@ -115,7 +121,10 @@ def schema_check(schema_path: Path, input_path: Path | None, as_json: bool) -> N
     when any input check or error rule fails; warning rules are listed only."""
     from dpsynth.pipeline import check
 
-    result = check(schema_path, input_path)
+    if show_values and (as_json or input_path is None):
+        raise UsageError("--show-values needs --input and prints to the terminal only: it "
+                         "cannot be combined with --json")
+    result = check(schema_path, input_path, show_values or 0)
     if as_json:
         _emit_json({"ok": True, **result})
     else:

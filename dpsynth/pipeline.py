@@ -47,7 +47,7 @@ from dpsynth.generate import generate
 from dpsynth.hashing import sha256_file
 from dpsynth.input_rules import no_rows
 from dpsynth.io import open_table
-from dpsynth.io.survey import survey_table
+from dpsynth.io.survey import offending_values, survey_table
 from dpsynth.marginals import TimedCounter, open_counter
 from dpsynth.privacy.accountant import Accountant, ApproxDP, Charge
 from dpsynth.privacy.ledger import Ledger, open_ledger
@@ -65,8 +65,13 @@ __all__ = ["ReleaseConfig", "ReleaseResult", "check", "ledger_placement_warning"
 Progress = Callable[[str], None]
 
 
-def check(schema_path: str | Path, input_path: str | Path | None = None) -> dict[str, Any]:
-    """Validate a schema, and optionally a table against it. Writes nothing."""
+def check(schema_path: str | Path, input_path: str | Path | None = None,
+          show_values: int = 0) -> dict[str, Any]:
+    """Validate a schema, and optionally a table against it. Writes nothing.
+
+    ``show_values`` (custodian only): a failing table's error also lists up to that
+    many offending raw values per failing column check, as message lines for the
+    terminal (never in the JSON form of the error)."""
     schema = load_schema(schema_path)
     check_satisfiable(schema)
     out: dict[str, Any] = {
@@ -83,12 +88,26 @@ def check(schema_path: str | Path, input_path: str | Path | None = None) -> dict
             raise no_rows()
         errors = [p for p in problems if p.severity == "error"]
         if errors:
-            raise TableProblemsError([p.to_dict() for p in problems],
-                                     [p.line() for p in problems])
+            lines = [p.line() for p in problems]
+            if show_values > 0:
+                lines += _value_lines(input_path, schema, show_values)
+            raise TableProblemsError([p.to_dict() for p in problems], lines)
         out.update(input_checked=True, input_rows=rows,
                    warnings=[p.line() for p in problems],
                    problems=[p.to_dict() for p in problems])
     return out
+
+
+def _value_lines(input_path: str | Path, schema: Schema, limit: int) -> list[str]:
+    """PRIVATE VALUES of the custodian's table, for their terminal only."""
+    with open_table(input_path, schema) as lf:
+        values = offending_values(lf, schema, lf.collect_schema().names(), limit)
+    lines = ["the values below are PRIVATE cell values of your table (--show-values): for "
+             "your eyes only; do not paste them into a schema, a ticket or a log"]
+    for (column, rule), vals in values.items():
+        shown = ", ".join(f"{v!r} ({n} row(s))" for v, n in vals)
+        lines.append(f"column {column!r} [rule: {rule}]: {shown}")
+    return lines
 
 
 @dataclass(frozen=True)

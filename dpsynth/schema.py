@@ -293,10 +293,29 @@ def load_schema(path: str | Path) -> Schema:
     return parse_schema(text, source_name=str(p))
 
 
+class _SchemaLoader(yaml.SafeLoader):
+    """YAML as the schema means it (the YAML 1.2 core schema's scalars): only
+    ``true``/``false`` are booleans, so ``categories: [no, yes]`` is two words,
+    not two booleans; and a number with a leading zero (``01``, ``0123``) is text,
+    so a code list keeps its zeros (YAML 1.1 reads ``0123`` as octal 83)."""
+
+
+_SchemaLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SchemaLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+_SchemaLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"))
+
+
 def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
     """Validate schema text (YAML) and build a :class:`Schema`."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_SchemaLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -312,8 +331,28 @@ def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
     if errors:
         err = jsonschema.exceptions.best_match(errors)
         path = _json_path(doc, list(err.absolute_path))
-        raise SchemaError(f"{_short(err.message)} (JSON Schema rule: {err.validator})", path)
+        raise SchemaError(_explain(err), path)
     return _build(doc, text)
+
+
+def _explain(err: jsonschema.ValidationError) -> str:
+    """A JSON Schema failure as an instruction: which keys to give instead of the
+    dumped entry for ``oneOf``/``anyOf``, and how to write a boolean."""
+    if err.validator in ("oneOf", "anyOf") and isinstance(err.instance, dict):
+        subs = err.validator_value if isinstance(err.validator_value, list) else []
+        forms = [sorted(sub.get("required", [])) for sub in subs if isinstance(sub, dict)]
+        given = [f for f in forms if f and all(k in err.instance for k in f)]
+        choices = " or ".join(" and ".join(f) for f in forms if f)
+        if len(given) > 1:
+            return f"give either {choices}, not both"
+        return f"give either {choices}"
+    if (err.validator == "type" and err.validator_value == "boolean"
+            and isinstance(err.instance, str)):
+        return (f"{err.instance!r} is text, not a boolean: write true or false (the schema "
+                "reads YAML 1.2, where yes/no/on/off are words)")
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        return _short(err.message) + " (check the spelling, or the keys this kind accepts)"
+    return f"{_short(err.message)} (JSON Schema rule: {err.validator})"
 
 
 def _short(message: str, limit: int = 160) -> str:

@@ -26,7 +26,7 @@ from dpsynth.io.reading import collect
 from dpsynth.rules import derived_expr
 from dpsynth.schema import Schema
 
-__all__ = ["Problem", "survey_table"]
+__all__ = ["Problem", "offending_values", "survey_table"]
 
 _ROW = "__dpsynth_row"
 
@@ -58,6 +58,31 @@ def survey_table(lf: pl.LazyFrame, schema: Schema, header: list[str]) -> tuple[i
     """The table's row count and every problem, input checks first (in release
     order), then rules, then derived columns the table holds. ``header`` is the
     table's columns. One streaming pass."""
+    n_rows, problems, _ = _survey(lf, schema, header)
+    return n_rows, problems
+
+
+def offending_values(lf: pl.LazyFrame, schema: Schema, header: list[str], limit: int
+                     ) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """PRIVATE VALUES, for the custodian's terminal only (``schema check
+    --show-values``; never written to a file or to ``--json``): per failing input
+    check of a column, up to ``limit`` distinct raw values that fail it, most
+    frequent first, with their row counts."""
+    _, problems, exprs = _survey(lf, schema, header)
+    out: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for p in problems:
+        key = (p.column or "", p.rule)
+        if p.column is None or key not in exprs or p.column not in header:
+            continue
+        top = collect(lf.filter(exprs[key].fill_null(False))
+                      .group_by(pl.col(p.column).cast(pl.String)).agg(pl.len().alias("n"))
+                      .sort(["n", p.column], descending=[True, False]).head(limit))
+        out[key] = [(str(v), int(n)) for v, n in top.iter_rows()]
+    return out
+
+
+def _survey(lf: pl.LazyFrame, schema: Schema, header: list[str]
+            ) -> tuple[int, list[Problem], dict[tuple[str, str], pl.Expr]]:
     checks: list[_Check] = [(c.column, c.rule, c.what, "error", e) for c, e in check_exprs(schema)]
     n_input = len(checks)
     # the values a synthetic table would hold, derived columns computed from them
@@ -86,7 +111,8 @@ def survey_table(lf: pl.LazyFrame, schema: Schema, header: list[str]) -> tuple[i
              if i >= n_input]
     out = collect(frame.with_columns(later).select(pl.len().alias("rows"),
                                                   *_aggregates(len(checks))))
-    return int(out["rows"].item()), _problems(out, checks)
+    raw_exprs = {(col or "", rule): e for col, rule, _, _, e in checks[:n_input]}
+    return int(out["rows"].item()), _problems(out, checks), raw_exprs
 
 
 _Check = tuple[str | None, str, str, str, pl.Expr]
