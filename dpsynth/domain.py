@@ -36,6 +36,7 @@ __all__ = [
     "decode_column",
     "level_labels",
     "levels",
+    "probe_values",
     "recode",
     "value_expr",
 ]
@@ -331,6 +332,52 @@ def _decode_number(col: Column, codes: np.ndarray, rng: np.random.Generator) -> 
     if col.kind == "integer":
         return np.rint(vals).astype(np.int64)
     return vals.astype(float)
+
+
+def probe_values(col: Column, per_bin: int = 64) -> pl.DataFrame:
+    """Representative decoded values of every code (``code``, ``value``), for
+    deciding what a rule allows in each cell: the code's value for categories,
+    groups, booleans, atoms and null; for a bin, its grid values (all of them, or
+    ``per_bin`` evenly spaced ones including both ends). Public: from the schema."""
+    n = col.domain_size
+    codes = np.arange(n)
+    if col.kind in ("categorical", "code", "boolean"):
+        values = decode_column(col, codes, np.random.default_rng(0))
+        return pl.DataFrame({"code": codes, "value": values})
+    parts: list[tuple[int, np.ndarray]] = []
+    if col.kind in ("integer", "float"):
+        for i in range(col.n_bins):
+            ks = grid_points(col, i)
+            if ks is not None:
+                k = np.unique(np.linspace(ks[0], ks[1], min(per_bin, ks[1] - ks[0] + 1)).round())
+                vals = np.round(k * (col.precision or 1.0), grid_decimals(col.precision or 1.0))
+                vals = vals[~np.isin(vals, col.atoms)]
+            else:
+                lo, hi, _ = bin_grid(col, i)
+                vals = np.linspace(lo, hi, per_bin)
+            parts.append((i, vals))
+        parts += [(col.n_bins + j, np.array([a])) for j, a in enumerate(col.atoms)]
+        dtype: pl.DataType = pl.Int64() if col.kind == "integer" else pl.Float64()
+        frame = pl.DataFrame({"code": np.concatenate([np.full(len(v), i) for i, v in parts]),
+                              "value": pl.Series(np.concatenate([v for _, v in parts])).cast(dtype)})
+    else:  # date, datetime: each day of the bin (or per_bin evenly spaced days)
+        assert col.date_bounds is not None
+        e, (b0, b1) = col.date_edges, col.date_bounds
+        dparts = []
+        for i in range(col.n_levels):
+            d_lo = max(e[i], b0)
+            d_hi = min(e[i + 1] - dt.timedelta(microseconds=1), b1)
+            days = pl.datetime_range(d_lo, max(d_lo, d_hi), "1d", eager=True, time_unit="us")
+            if days.len() > per_bin:
+                days = days.gather(np.linspace(0, days.len() - 1, per_bin).round().astype(int))
+            if col.kind == "date":
+                days = days.dt.date()
+            dparts.append(pl.DataFrame({"code": np.full(days.len(), i), "value": days}))
+        frame = pl.concat(dparts)
+    if col.nullable:
+        frame = pl.concat([frame, pl.DataFrame({"code": [col.n_levels], "value": [None]},
+                                               schema=frame.schema)])
+    return frame
 
 
 def recode(domain: Domain, df: pl.DataFrame) -> np.ndarray:

@@ -54,7 +54,7 @@ from dpsynth.privacy.ledger import Ledger, open_ledger
 from dpsynth.privacy.session import MeasurementSession
 from dpsynth.record import ReleaseRecord
 from dpsynth.report.builder import build_reports, settings_dict
-from dpsynth.rules import check_satisfiable, rule_cliques
+from dpsynth.rules import check_satisfiable, rule_cliques, structural_zeros
 from dpsynth.schema import Schema, load_schema
 from dpsynth.signing import load_signer
 from dpsynth.validate import raise_for_outcome, validate_synthetic
@@ -206,8 +206,10 @@ def _prepare(cfg: ReleaseConfig, say: Progress, warn: Progress | None) -> _Run:
         raise UsageError(f"input file {str(cfg.input_path)!r} does not exist")
     settings = cfg.settings()
     if "keep_together" in {f.name for f in dataclasses.fields(settings)}:
-        # the schema's error rules: model their columns jointly (public choice)
-        settings = dataclasses.replace(settings, keep_together=rule_cliques(schema))
+        # the schema's error rules: model their columns jointly, with zero mass on the
+        # cells they forbid (public choices, from the schema only)
+        settings = dataclasses.replace(settings, keep_together=rule_cliques(schema),
+                                       structural_zeros=structural_zeros(schema))
     run = _Run(cfg=cfg, schema=schema, engine=get_engine(cfg.engine), settings=settings,
                budget=ApproxDP(cfg.epsilon, cfg.delta), dataset_id=cfg.dataset_id or schema.name,
                release_id=cfg.release_id or _new_release_id(schema), say=say, warn=warn)

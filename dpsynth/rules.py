@@ -23,13 +23,14 @@ table itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from dpsynth.domain import Domain
+from dpsynth.domain import Domain, probe_values
 from dpsynth.errors import SchemaError
 from dpsynth.schema import Column, Rule, Schema, grid_decimals
 
@@ -42,6 +43,7 @@ __all__ = [
     "passing",
     "rule_cliques",
     "rule_frame",
+    "structural_zeros",
     "violations",
     "warning_rules",
 ]
@@ -133,6 +135,42 @@ def rule_cliques(schema: Schema) -> tuple[tuple[str, ...], ...]:
         cols = tuple(dict.fromkeys(m for c in r.columns for m in measured_inputs(c)))
         if len(cols) >= 2 and cols not in out:
             out.append(cols)
+    return tuple(out)
+
+
+#: Structural zeros are worked out for rules over at most this many cells.
+MAX_ZERO_CELLS = 200_000
+
+
+def structural_zeros(schema: Schema) -> tuple[tuple[tuple[str, ...], tuple[tuple[int, ...], ...]], ...]:
+    """For each ``error`` rule over 2 or 3 measured columns (no derived ones), the
+    cells (code tuples, in the rule's column order) where the rule is false for
+    every value the cell can decode to (:func:`dpsynth.domain.probe_values`): no
+    released row can hold them, so the engines fit the model with zero mass there.
+    A cell where some value passes (a threshold inside a bin) is left to generation,
+    which re-decodes or redraws. Public: computed from the schema only."""
+    by_name = {c.name: c for c in schema.columns}
+    out: list[tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]] = []
+    for r in schema.rules:
+        cols = r.columns
+        if (r.severity != "error" or not 2 <= len(cols) <= 3
+                or not all(by_name[c].measured for c in cols)):
+            continue
+        if math.prod(by_name[c].domain_size for c in cols) > MAX_ZERO_CELLS:
+            continue
+        frame: pl.DataFrame | None = None
+        for c in cols:
+            probes = probe_values(by_name[c]).rename({"code": f"__code_{c}", "value": c})
+            frame = probes if frame is None else frame.join(probes, how="cross")
+        assert frame is not None
+        if frame.height > 20 * MAX_ZERO_CELLS:
+            continue
+        keys = [f"__code_{c}" for c in cols]
+        held = (rule_frame(frame).with_columns(r.expr.alias("__ok"))
+                .group_by(keys).agg(pl.col("__ok").any()).filter(~pl.col("__ok")))
+        cells = tuple(sorted(tuple(int(v) for v in row) for row in held.select(keys).iter_rows()))
+        if cells:
+            out.append((cols, cells))
     return tuple(out)
 
 

@@ -341,3 +341,63 @@ def test_engines_measure_the_columns_of_each_error_rule_jointly(make_session: Se
     assert forced == [("c0", "c1"), ("c1", "c2")], session.charges
     plain = fit_mst(make_session(codes, sizes, SeededNoise(1), rho=0.5), MSTSettings())
     assert len([m for m in plain.measurements if len(m.columns) == 2]) == 2  # a tree: d - 1
+
+
+# -- structural zeros: the model puts no mass where an error rule cannot hold -------------
+
+
+def test_structural_zeros_are_the_cells_a_rule_forbids_for_every_value() -> None:
+    from dpsynth.rules import structural_zeros
+
+    s = parse_schema(HEAD + """rules:
+  - {name: young_unmarried, require: "(married IS NULL) = (age < 15)"}
+  - {name: inside_a_bin, require: "age < 12 OR income > 0"}
+columns:
+  - {name: married, kind: categorical, nullable: true, categories: ["no", "yes"]}
+  - {name: age, kind: integer, bounds: [0, 29], bin_edges: [0, 10, 15, 30]}
+  - {name: income, kind: integer, bounds: [0, 99], bin_width: 50, atoms: [0]}
+""")
+    (cols, cells), (cols2, cells2) = structural_zeros(s)
+    assert cols == ("married", "age")
+    # married no/yes (0, 1) under 15 (age bins 0, 1); null (2) from 15 (bin 2)
+    assert cells == ((0, 0), (0, 1), (1, 0), (1, 1), (2, 2))
+    # age bin [10, 15) holds ages 10 and 11 where the rule holds: not a zero;
+    # only bins [15, 30) (code 2) with the atom 0 (code 2 of income) are
+    assert (cols2, cells2) == (("age", "income"), ((2, 2),))
+
+
+def test_estimation_with_zeros_leaves_impossible_cells_and_configurations_empty() -> None:
+    from dpsynth.engines.estimation import Observation, estimate
+
+    rng = np.random.default_rng(0)
+    sizes = [3, 4, 5]
+    zero01 = np.zeros((3, 4), bool)
+    zero01[0, :2] = True
+    zero12 = np.zeros((4, 5), bool)
+    zero12[3, :] = True  # value 3 of attribute 1 is impossible altogether
+    obs = [Observation((0, 1), np.abs(rng.normal(80, 20, (3, 4))), 5.0),
+           Observation((1, 2), np.abs(rng.normal(50, 20, (4, 5))), 5.0),
+           Observation((2,), np.full(5, 200.0), 5.0)]
+    est = estimate(sizes, obs, zeros={(0, 1): zero01, (1, 2): zero12})
+    m01, m12 = est.model.marginal((0, 1)), est.model.marginal((1, 2))
+    assert not np.isnan(m01).any() and not np.isnan(m12).any()
+    assert np.all(m01[zero01] == 0) and np.all(m12[zero12] == 0) and np.all(m01[:, 3] == 0)
+    assert m01.sum() == pytest.approx(est.model.marginal((2,)).sum())
+    from dpsynth.engines.sampler import sample
+
+    rows = sample(est.model, 2000, np.random.default_rng(1)).astype(np.int64)
+    assert not np.any(zero01[rows[:, 0], rows[:, 1]]) and not np.any(rows[:, 1] == 3)
+
+
+def test_probe_values_of_dates_cover_each_bin() -> None:
+    from dpsynth.domain import probe_values
+
+    s = parse_schema(HEAD + "columns:\n  - {name: d, kind: date, nullable: true, "
+                     "bounds: ['2020-01-15', '2020-03-10'], bin_unit: month}\n")
+    f = probe_values(s.column("d"))
+    got = {code: (g["value"].min(), g["value"].max(), g.height)
+           for (code,), g in f.group_by(["code"])}
+    import datetime as dt
+    assert got[0] == (dt.date(2020, 1, 15), dt.date(2020, 1, 31), 17)
+    assert got[2] == (dt.date(2020, 3, 1), dt.date(2020, 3, 10), 10)
+    assert got[3][2] == 1  # null

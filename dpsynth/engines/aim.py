@@ -46,7 +46,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike, to_observation
+from dpsynth.engines.base import (
+    FittedModel,
+    NoisyMarginalLike,
+    SessionLike,
+    to_observation,
+    zero_masks,
+)
 from dpsynth.engines.estimation import EstimationResult, MarkovModel, estimate
 from dpsynth.engines.junction_tree import triangulate
 from dpsynth.engines.unionfind import DisjointSets
@@ -87,6 +93,10 @@ class AIMSettings:
     the schema's error rules, so that the model learns what a rule allows instead
     of having it imposed by rejection). A set larger than ``degree`` columns, or
     over ``max_model_size`` cells, is measured as the pairs of a chain instead."""
+    structural_zeros: tuple[tuple[tuple[str, ...], tuple[tuple[int, ...], ...]], ...] = ()
+    """Cells no row can hold (public: the release sets them from the schema's error
+    rules, :func:`dpsynth.rules.structural_zeros`): per column set, the code tuples.
+    Where the set is measured, the model is fitted with zero mass on them."""
 
     def __post_init__(self) -> None:
         if self.degree not in (1, 2, 3):
@@ -263,7 +273,9 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
                                             "aim/keep-together"))
         shortlist.add(cl)
     index_of = lambda m: to_observation(m, index)  # noqa: E731
-    est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements], max_iters=s.round_iters)
+    zeros = zero_masks(s.structural_zeros, index, sizes)
+    est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements],
+                                     max_iters=s.round_iters, zeros=zeros)
     n_rounds = 0
     while session.remaining.rho > 0 and len(shortlist.candidates) > 0:
         remaining = session.remaining.rho
@@ -302,14 +314,14 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         if last:
             break
         est = estimate(sizes, [index_of(x) for x in measurements], warm_start=est,
-                       max_iters=s.round_iters, tol=s.round_tol)
+                       max_iters=s.round_iters, tol=s.round_tol, zeros=zeros)
         after = est.model.marginal(cl)
         cells = math.prod(sizes[a] for a in cl)
         if float(np.abs(after - before).sum()) <= math.sqrt(2 / math.pi) * m.sigma * cells:
             rho_meas *= 4  # sigma / 2
             rho_sel *= 4  # epsilon * 2
     est = estimate(sizes, [index_of(x) for x in measurements], warm_start=est,
-                   max_iters=s.final_iters)
+                   max_iters=s.final_iters, zeros=zeros)
     info = {
         "engine": "aim",
         "rounds": n_rounds,

@@ -24,7 +24,8 @@ from dpsynth.engines.sampler import code_dtype, draw_rows
 from dpsynth.engines.sampler import sample as _sample
 from dpsynth.errors import UsageError
 
-__all__ = ["Engine", "FittedModel", "Model", "NoisyMarginalLike", "SessionLike", "to_observation"]
+__all__ = ["Engine", "FittedModel", "Model", "NoisyMarginalLike", "SessionLike", "to_observation",
+           "zero_masks"]
 
 
 @runtime_checkable
@@ -208,3 +209,22 @@ class Engine(Protocol):
     """
 
     def __call__(self, session: SessionLike, settings: Any) -> FittedModel: ...
+
+
+def zero_masks(zeros: tuple[tuple[tuple[str, ...], tuple[tuple[int, ...], ...]], ...],
+               index: dict[str, int], sizes: Sequence[int]) -> dict[tuple[int, ...], np.ndarray]:
+    """Structural zeros as boolean masks over cliques in an engine's layout (sorted
+    attribute indices); column sets not in the domain are skipped."""
+    out: dict[tuple[int, ...], np.ndarray] = {}
+    for cols, cells in zeros:
+        if not all(c in index for c in cols):
+            continue
+        attrs = [index[c] for c in cols]
+        order = np.argsort(attrs)
+        clique = tuple(int(attrs[k]) for k in order)
+        mask = np.zeros(tuple(sizes[a] for a in clique), dtype=bool)
+        if cells:
+            idx = np.asarray(cells, dtype=np.int64)[:, order]
+            mask[tuple(idx.T)] = True
+        out[clique] = out[clique] | mask if clique in out else mask
+    return out

@@ -207,8 +207,11 @@ class _Problem:
                 # Shift by the maximum per separator configuration, so every
                 # upward message is exact in log space (no underflow to -inf).
                 m = a.max(axis=ax, keepdims=True) if p >= 0 and ax else a.max()
-                if not np.all(np.isfinite(m)):
+                if np.any(np.isnan(m) | (m == np.inf)):
                     return self._calibrate_log(theta)
+                # a separator configuration with -inf everywhere (structural zeros)
+                # is impossible: its message is 0 (log -inf), never NaN
+                m = np.where(np.isfinite(m), m, 0.0)
                 a -= m
                 np.exp(a, out=a)
                 ex[i] = a
@@ -224,7 +227,9 @@ class _Problem:
                 if p >= 0:
                     pm = probs[p]
                     sm = pm.sum(axis=self.down_axes[i], keepdims=True) if self.down_axes[i] else pm
-                    e *= sm.reshape(self.cshape[i]) / up[i]
+                    ratio = np.divide(sm.reshape(self.cshape[i]), up[i],
+                                      out=np.zeros(up[i].shape), where=up[i] > 0)
+                    e *= ratio
                 z = float(e.sum())
                 if not (z > 0 and math.isfinite(z)):
                     return self._calibrate_log(theta)
@@ -252,7 +257,10 @@ class _Problem:
             else:
                 mu = up[i]
                 assert mu is not None
-                down = _lse(beliefs[p] - mu.reshape(self.pshape[i]), self.down_axes[i])
+                mu_p = mu.reshape(self.pshape[i])
+                # an impossible separator configuration stays impossible (-inf - -inf)
+                diff = np.where(np.isneginf(mu_p), -np.inf, beliefs[p] - mu_p)
+                down = _lse(diff, self.down_axes[i])
                 b = acc[i] + down.reshape(self.cshape[i])
             beliefs[i] = b - _lse(b, tuple(range(b.ndim)))
         probs = [np.exp(b) for b in beliefs]
@@ -294,13 +302,17 @@ def estimate(
     warm_start: EstimationResult | None = None,
     max_iters: int = 1000,
     tol: float = 1e-5,
+    zeros: Mapping[Clique, np.ndarray] | None = None,
 ) -> EstimationResult:
     """Fit a graphical model to ``observations`` by mirror descent.
 
     ``total`` defaults to :func:`estimate_total`. Stops after ``max_iters``
     iterations, or when the loss improved by less than ``tol`` (relative) over the
     last 10 iterations (never by the clock). ``warm_start`` reuses a
-    previous fit's potentials and step size.
+    previous fit's potentials and step size. ``zeros`` (public: from the schema's
+    rules) marks, per measured clique, the cells no row can hold (True): their
+    log-potential is -inf from the start, so the model puts no mass there and the
+    fit spreads the measured mass over the possible cells (structural zeros).
     """
     t0 = time.perf_counter()
     if total is None:
@@ -309,13 +321,19 @@ def estimate(
     theta: dict[Clique, np.ndarray] = {}
     # Natural scale of a mirror-descent step on count-scaled marginals.
     alpha = 1.0 / (max(float(np.max(w)) for w in prob.w.values()) * total)
+    def start(c: Clique) -> np.ndarray:
+        t = np.zeros(prob.y[c].shape)
+        if zeros is not None and c in zeros:
+            t[np.asarray(zeros[c], dtype=bool)] = -np.inf  # a mirror step keeps -inf
+        return t
+
     if warm_start is not None:
         alpha = warm_start.step
         for c in prob.cliques:
             prev = warm_start.theta.get(c)
-            theta[c] = prev.copy() if prev is not None else np.zeros(prob.y[c].shape)
+            theta[c] = prev.copy() if prev is not None else start(c)
     else:
-        theta = {c: np.zeros(prob.y[c].shape) for c in prob.cliques}
+        theta = {c: start(c) for c in prob.cliques}
     probs = prob.calibrate(theta)
     mu = prob.marginals(probs)
     loss, grad = prob.loss(mu)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike
+from dpsynth.engines.base import FittedModel, NoisyMarginalLike, SessionLike, zero_masks
 from dpsynth.engines.estimation import Observation, estimate, estimate_total
 from dpsynth.engines.unionfind import DisjointSets
 from dpsynth.errors import UsageError
@@ -48,6 +49,10 @@ class MSTSettings:
     imposed by rejection). The tree is selected as usual; each set then adds the
     2-way marginals of a chain through its columns that the tree lacks, measured
     like the tree's edges (the model is then a junction tree, no longer a tree)."""
+    structural_zeros: tuple[tuple[tuple[str, ...], tuple[tuple[int, ...], ...]], ...] = ()
+    """Cells no row can hold (public: the release sets them from the schema's error
+    rules, :func:`dpsynth.rules.structural_zeros`): per column set, the code tuples.
+    Where the set is measured, the model is fitted with zero mass on them."""
 
     def __post_init__(self) -> None:
         for name in ("oneway_share", "select_share"):
@@ -120,9 +125,36 @@ def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> Fitted
             m = session.measure(pair, r, "mst/2-way", groups={c: gmap[c] for c in pair if c in gmap})
             measurements.append(m)
             obs.append(Observation((a, b), np.asarray(m.counts, dtype=np.float64), m.sigma))
-    est = estimate(csizes, obs, max_iters=s.max_iters, tol=s.tol)
+    zeros = _compressed_zeros(zero_masks(s.structural_zeros, {c: j for j, c in enumerate(cols)},
+                                         sizes), groups, csizes)
+    est = estimate(csizes, obs, max_iters=s.max_iters, tol=s.tol,
+                   zeros={c: m for c, m in zeros.items() if any(o.attrs == c for o in obs)})
     info = {"engine": "mst", "iterations": est.iterations, "estimation_seconds": est.seconds}
     return FittedModel(cols, sizes, est.model, measurements, info, expansions)
+
+
+def _compressed_zeros(masks: dict[tuple[int, ...], np.ndarray], groups: list[np.ndarray | None],
+                      csizes: list[int]) -> dict[tuple[int, ...], np.ndarray]:
+    """Zero masks on the compressed domain: a merged cell is a zero only when every
+    cell merged into it is."""
+    out: dict[tuple[int, ...], np.ndarray] = {}
+    for clique, mask in masks.items():
+        for axis, a in enumerate(clique):
+            g = groups[a]
+            if g is None:
+                continue
+            shape = list(mask.shape)
+            shape[axis] = csizes[a]
+            merged = np.ones(shape, dtype=bool)
+            for orig in range(mask.shape[axis]):
+                idx: list[Any] = [slice(None)] * mask.ndim
+                idx[axis] = int(g[orig])
+                src: list[Any] = [slice(None)] * mask.ndim
+                src[axis] = orig
+                merged[tuple(idx)] &= mask[tuple(src)]
+            mask = merged
+        out[clique] = mask
+    return out
 
 
 def _forced_edges(cols: tuple[str, ...], keep: tuple[tuple[str, ...], ...]) -> list[tuple[int, int]]:
