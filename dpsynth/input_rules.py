@@ -10,7 +10,8 @@ and compiled by each backend into its own expressions: polars
 2. the header (:func:`check_header`: rules ``duplicate-column``,
    ``missing-column``, ``extra-column``) and, for Parquet, each column's stored
    type by family (:func:`check_parquet_type`: rule ``type``);
-3. the per-row checks (:func:`input_checks`): ``privacy-unit-missing``, then per
+3. the per-row checks (:func:`input_checks`): ``privacy-unit-missing`` (a null,
+   blank or missing-token patient id: :func:`unit_missing_tokens`), then per
    released column ``not-nullable``, the kind's parse rule and its domain rule;
    the first violated one fails the table with :func:`bad_rows`;
 4. how each released column's cells are read and coded (:class:`ColumnRules`).
@@ -41,6 +42,7 @@ __all__ = [
     "input_checks",
     "missing_input",
     "no_rows",
+    "unit_missing_tokens",
 ]
 
 
@@ -190,9 +192,12 @@ Flag = Literal["unit-missing", "missing", "malformed", "out-of-domain"]
 class Check:
     """One per-row check: rows where ``flag`` holds for ``column`` fail rule ``rule``.
 
-    ``flag``: ``unit-missing``, the patient id is null or only whitespace; else a
-    cell of a released column is ``missing``, ``malformed`` or ``out-of-domain``
-    as :class:`ColumnRules` defines them (each excludes the ones before it).
+    ``flag``: ``unit-missing``, the patient id is null (a Parquet null, or an empty
+    CSV field), only whitespace, or one of the id column's missing tokens once
+    stripped (:func:`unit_missing_tokens`): such rows have no known patient, and
+    merging them into one would bound the wrong unit; else a cell of a released
+    column is ``missing``, ``malformed`` or ``out-of-domain`` as
+    :class:`ColumnRules` defines them (each excludes the ones before it).
     """
 
     column: str
@@ -200,6 +205,16 @@ class Check:
     what: str
     """The message's subject (:func:`bad_rows`)."""
     flag: Flag
+
+
+def unit_missing_tokens(schema: Schema) -> tuple[str, ...]:
+    """The patient id column's missing tokens, stripped, that are not blank: a
+    patient id equal to one of them (once stripped) is missing (rule
+    ``privacy-unit-missing``). Empty when there is no patient id column."""
+    unit = schema.privacy_unit.column
+    if unit is None:
+        return ()
+    return tuple(sorted({t.strip() for t in schema.column(unit).missing_tokens} - {""}))
 
 
 def input_checks(schema: Schema) -> tuple[Check, ...]:

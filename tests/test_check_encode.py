@@ -44,9 +44,10 @@ columns:
               {label: other, ranges: [[1, 389], [460, 999]]}]}
 """)
 
-# Values a column may hold: valid ones, missing tokens, garbage, whitespace variants.
-POOL = {
-    "pid": ["1", "2", "3", " 4", "", "  "],
+# Values a column may hold: valid ones, missing tokens, garbage, whitespace variants
+# (None: a Parquet null; in a CSV file, an empty field).
+POOL: dict[str, list[str | None]] = {
+    "pid": ["1", "2", "3", " 4", "", "  ", "?", None],
     "cat": ["a", "b", "None", "?", "", "A", "c"],
     "n": ["-5", "0", "12", "37", "38", "-6", " 7 ", "?", "1.5", "x", ""],
     "c": ["0", "3", "10", "11", "-1", "abc", ""],
@@ -91,7 +92,7 @@ def _same(a: object, b: object) -> None:
         assert a == b
 
 
-def _table(draw: st.DrawFn, pool: dict[str, list[str]], n: int) -> pl.DataFrame:
+def _table(draw: st.DrawFn, pool: dict[str, list[str | None]], n: int) -> pl.DataFrame:
     return pl.DataFrame({name: draw(st.lists(st.sampled_from(values), min_size=n, max_size=n))
                          for name, values in pool.items()}, schema={k: pl.String for k in pool})
 

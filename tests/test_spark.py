@@ -161,6 +161,9 @@ def _bad_csv(tmp: Path, edit: str) -> Path:
     elif edit == "missing patient id":
         df = df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit(""))
                              .otherwise(pl.col("pid")).alias("pid"))
+    elif edit == "missing-token patient id":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("?"))
+                             .otherwise(pl.col("pid")).alias("pid"))
     path = tmp / "bad.csv"
     df.write_csv(path)
     if edit == "ragged row":
@@ -171,7 +174,7 @@ def _bad_csv(tmp: Path, edit: str) -> Path:
 
 @pytest.mark.parametrize("edit", ["missing column", "bad category", "unparseable integer",
                                   "null in non-nullable", "bad code", "missing patient id",
-                                  "ragged row"])
+                                  "missing-token patient id", "ragged row"])
 def test_same_error_as_polars(spark: object, schema: Schema, tmp_path: Path, edit: str) -> None:
     from dpsynth.marginals.spark import spark_load
 
@@ -186,6 +189,28 @@ def test_same_error_as_polars(spark: object, schema: Schema, tmp_path: Path, edi
         assert str(s) == str(p)
     assert CANARY not in str(s) and "34.5" not in str(s)
     assert s.__cause__ is None and (s.__context__ is None or s.__suppress_context__)
+
+
+@pytest.mark.parametrize("nulls", ["one", "all"])
+def test_null_patient_ids_in_parquet_fail_on_both_backends(spark: object, schema: Schema,
+                                                            tmp_path: Path, nulls: str) -> None:
+    """Issue 17 (1): a null patient id is not a patient; it must not be merged with one."""
+    from dpsynth.marginals.spark import spark_load
+
+    df = _table(40)
+    null_id = pl.lit(None, dtype=pl.String)
+    df = df.with_columns((pl.when(pl.int_range(pl.len()) == 6).then(null_id).otherwise(pl.col("pid"))
+                          if nulls == "one" else null_id).alias("pid"))
+    path = tmp_path / "nulls.parquet"
+    df.write_parquet(path)
+    with pytest.raises(InputDataError) as polars_err:
+        load_encoded(path, schema, bounding_secret=SECRET)
+    with pytest.raises(InputDataError) as spark_err:
+        spark_load(str(path), schema, SECRET, spark)  # type: ignore[arg-type]
+    for err in (polars_err.value, spark_err.value):
+        assert (err.column, err.rule) == ("pid", "privacy-unit-missing")
+    assert str(spark_err.value) == str(polars_err.value)
+    assert f"in {1 if nulls == 'one' else 40} row(s)" in str(polars_err.value)
 
 
 def test_full_release_through_spark(spark: object, schema: Schema,

@@ -23,7 +23,7 @@ import polars as pl
 
 from dpsynth.domain import Domain, column_exprs
 from dpsynth.errors import InternalError
-from dpsynth.input_rules import Check, bad_rows, input_checks, no_rows
+from dpsynth.input_rules import Check, bad_rows, input_checks, no_rows, unit_missing_tokens
 from dpsynth.io.reading import collect, unparseable
 from dpsynth.schema import Schema
 
@@ -104,11 +104,13 @@ class _ColumnCodes:
         ids = phys.fill_null(0).to_numpy()
         self.counts += np.bincount(ids if null is None else ids[~null],
                                    minlength=len(self.counts))
+        if null is not None:  # every column, the patient id too (privacy-unit-missing)
+            self.nulls += int(null.sum())
         if self._code is None:
+            # a null id gets id 0 here; the table then fails its null check
             return ids.astype(self._np_dtype)
         out = self.codes[ids]
         if null is not None:
-            self.nulls += int(null.sum())
             out[null] = self.null_code
         return out.astype(self._np_dtype)
 
@@ -161,8 +163,11 @@ def check_exprs(schema: Schema) -> list[tuple[Check, pl.Expr]]:
     out = []
     for check in input_checks(schema):
         if check.flag == "unit-missing":
-            uid = pl.col(check.column)
-            expr = uid.is_null() | (uid.str.strip_chars() == "")
+            stripped = pl.col(check.column).str.strip_chars()
+            tokens = unit_missing_tokens(schema)
+            expr = pl.col(check.column).is_null() | (stripped == "")
+            if tokens:
+                expr = expr | stripped.is_in(list(tokens))
         else:
             e = exprs[check.column]
             expr = {"missing": e.missing, "malformed": e.malformed,

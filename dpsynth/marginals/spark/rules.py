@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dpsynth.errors import UsageError
-from dpsynth.input_rules import ColumnRules, bad_rows, column_rules, input_checks, no_rows
+from dpsynth.input_rules import (
+    ColumnRules,
+    bad_rows,
+    column_rules,
+    input_checks,
+    no_rows,
+    unit_missing_tokens,
+)
 from dpsynth.marginals.spark.reading import CORRUPT, ROW_NUMBER
 from dpsynth.marginals.spark.session import pyspark_functions
 from dpsynth.schema import Column, Schema
@@ -53,7 +60,7 @@ def check(df: DataFrame, schema: Schema, from_csv: bool) -> int:
     for chk in input_checks(schema):
         if chk.flag == "unit-missing":
             uid = F.col(f"`{chk.column}`")
-            expr = uid.isNull() | (_strip(uid) == "")
+            expr = uid.isNull() | (_strip(uid) == "") | _in(_strip(uid), unit_missing_tokens(schema))
         else:
             e = exprs[chk.column]
             expr = {"missing": e.missing, "malformed": e.malformed,
