@@ -5,8 +5,12 @@ and compiled by each backend into its own expressions: polars
 (:func:`dpsynth.domain.column_exprs`, run by :mod:`dpsynth.io`) and Spark SQL
 (:mod:`dpsynth.marginals.spark`). Both backends read, in this order:
 
-1. the file-level rules and their messages (:func:`missing_input`,
-   :func:`empty_file`, :func:`header_not_utf8`, :func:`no_rows`);
+1. the file-level rules and their messages: ``input-file`` (the path is missing, a
+   directory or not a regular file: :func:`input_path_problem`), ``empty-file``,
+   ``encoding`` (:func:`header_not_utf8`), ``parquet-format`` (a corrupt or
+   truncated Parquet file: :func:`parquet_unreadable`), ``no-rows``; for CSV
+   also ``gzip`` (a corrupt gzip file) and ``csv-format`` (a record with another
+   number of fields than the header, or a file the parser cannot split);
 2. the header (:func:`check_header`: rules ``duplicate-column``,
    ``missing-column``, ``extra-column``) and, for Parquet, each column's stored
    type by family (:func:`check_parquet_type`: rule ``type``);
@@ -23,6 +27,8 @@ Must not: import a backend (polars, pyspark) or read data.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import stat
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,8 +46,10 @@ __all__ = [
     "empty_file",
     "header_not_utf8",
     "input_checks",
-    "missing_input",
+    "input_file_error",
+    "input_path_problem",
     "no_rows",
+    "parquet_unreadable",
     "unit_missing_tokens",
 ]
 
@@ -49,8 +57,36 @@ __all__ = [
 # -- file-level rules -------------------------------------------------------------------
 
 
-def missing_input(path: str) -> InputDataError:
-    return InputDataError(f"input file {path!r} does not exist or is not a file", rule="input-file")
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def input_path_problem(path: str | os.PathLike[str], *, directory_ok: bool = False) -> str | None:
+    """What keeps a local input path from being read, as the end of a message
+    (``does not exist``, ``is a directory``, ``is not a regular file (it is a
+    FIFO)``), or ``None`` when it is a regular file (or a directory, when
+    ``directory_ok``: Spark reads a directory of part files). Only the path is
+    looked at (``os.stat``): a FIFO is never opened, so nothing blocks. A URL
+    (``scheme://...``) is for Spark to open: ``None``."""
+    if "://" in str(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be looked at ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(mode) or (directory_ok and stat.S_ISDIR(mode)):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
+    return f"is not a regular file (it is {what})"
+
+
+def input_file_error(path: str, problem: str) -> InputDataError:
+    """Rule ``input-file``: ``problem`` from :func:`input_path_problem`."""
+    return InputDataError(f"input file {path!r} {problem}", rule="input-file")
 
 
 def empty_file() -> InputDataError:
@@ -59,6 +95,13 @@ def empty_file() -> InputDataError:
 
 def header_not_utf8() -> InputDataError:
     return InputDataError("the header is not valid UTF-8", rule="encoding")
+
+
+def parquet_unreadable() -> InputDataError:
+    """Rule ``parquet-format``: a Parquet file that cannot be read (corrupt or
+    truncated: its footer, schema or data pages)."""
+    return InputDataError("the file could not be read as Parquet (corrupt or truncated)",
+                          rule="parquet-format")
 
 
 def no_rows() -> InputDataError:

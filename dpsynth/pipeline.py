@@ -37,6 +37,7 @@ from dpsynth.domain import Domain
 from dpsynth.engines import EngineSpec, Model, get_engine
 from dpsynth.errors import BudgetError, DpsynthError, StorageError, UsageError
 from dpsynth.hashing import sha256_file
+from dpsynth.input_rules import input_path_problem
 from dpsynth.io import check_table, is_parquet, open_table
 from dpsynth.marginals import TimedCounter, open_counter
 from dpsynth.privacy.accountant import Accountant, ApproxDP, Charge
@@ -158,8 +159,9 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
 def _prepare(cfg: ReleaseConfig, say: Progress, warn: Progress | None) -> _Run:
     schema = load_schema(cfg.schema_path)
     _check_out_dir(cfg.out_dir)
-    if cfg.backend == "polars" and not Path(cfg.input_path).is_file():
-        raise UsageError(f"input file {str(cfg.input_path)!r} does not exist")
+    problem = input_path_problem(cfg.input_path, directory_ok=cfg.backend == "spark")
+    if problem is not None:
+        raise UsageError(f"input file {str(cfg.input_path)!r} {problem}")
     run = _Run(cfg=cfg, schema=schema, engine=get_engine(cfg.engine), settings=cfg.settings(),
                budget=ApproxDP(cfg.epsilon, cfg.delta), dataset_id=cfg.dataset_id or schema.name,
                release_id=cfg.release_id or _new_release_id(schema), say=say, warn=warn)

@@ -134,14 +134,15 @@ def _scan(lf: pl.LazyFrame, schema: Schema, from_csv: bool) -> Iterator[pl.DataF
     select = [pl.col(n).cast(pl.Categorical(pl.Categories(n, namespace))) for n in names]
     if from_csv:
         # Empty CSV fields arrive as "" (empty_string_is_null=False). polars 2.x
-        # also reads a short row's missing fields as "" (the column rules then
-        # reject it, unless "" is a valid value there), so this flag is a guard;
-        # touching every column is what makes polars reject rows with more fields.
+        # also reads a short row's missing fields as "", so the fields of every
+        # record are counted before this scan (dpsynth.io.reading.check_fields,
+        # rule csv-format); this flag (a null cell, polars 1.x's short row) is a
+        # guard, and touching every column makes polars reject longer rows.
         select.append(_short_row().alias(_SHORT_ROW))
     try:
         yield from lf.select(select).collect_batches(chunk_size=_BATCH_ROWS, engine="streaming")
     except pl.exceptions.PolarsError:
-        raise unparseable() from None
+        raise unparseable(parquet=not from_csv) from None
 
 
 def _short_row() -> pl.Expr:
@@ -149,10 +150,10 @@ def _short_row() -> pl.Expr:
     return pl.any_horizontal(pl.all().is_null())
 
 
-def _first_bad_row(lf: pl.LazyFrame, expr: pl.Expr) -> int:
+def _first_bad_row(lf: pl.LazyFrame, expr: pl.Expr, from_csv: bool) -> int:
     """Second pass, only for a failing table: the first row a rule rejects."""
     first = collect(lf.with_row_index("__dpsynth_row").filter(expr.fill_null(False))
-                    .select(pl.col("__dpsynth_row").min())).item()
+                    .select(pl.col("__dpsynth_row").min()), parquet=not from_csv).item()
     return int(first)
 
 
@@ -204,13 +205,13 @@ def check_and_encode(lf: pl.DataFrame | pl.LazyFrame, schema: Schema, *,
     if n_rows == 0:
         raise no_rows()
     if n_short:
-        first = _first_bad_row(lf, _short_row())
+        first = _first_bad_row(lf, _short_row(), from_csv)
         raise bad_rows("a row has fewer fields than the header", n_short, first + 1,
                        rule="csv-format")
     for (check, expr), i in zip(checks, position, strict=True):
         n_bad = states[check.column].bad_rows(i)
         if n_bad:
-            first = _first_bad_row(lf, expr)
+            first = _first_bad_row(lf, expr, from_csv)
             raise bad_rows(check.what, n_bad, first + 1, column=check.column, rule=check.rule)
     for c in schema.measured_columns:
         if states[c.name].unencodable():  # pragma: no cover - the checks prevent it
