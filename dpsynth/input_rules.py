@@ -50,6 +50,7 @@ __all__ = [
     "input_path_problem",
     "no_rows",
     "parquet_unreadable",
+    "ragged_rows",
     "unit_missing_tokens",
 ]
 
@@ -113,6 +114,14 @@ def bad_rows(what: str, n_bad: int, first_row: int, *, column: str | None = None
     """A row rule failed in ``n_bad`` rows, the first at data row ``first_row`` (1-based)."""
     return InputDataError(f"{what} in {n_bad} row(s), first at data row {first_row}",
                           column=column, rule=rule)
+
+
+def ragged_rows(n_bad: int, first_row: int) -> InputDataError:
+    """Rule ``csv-format``: ``n_bad`` CSV records do not have the header's number of
+    fields (a record cut short, a blank line, an extra field, or quoting that
+    splits a record wrongly), the first at data row ``first_row``."""
+    return bad_rows("a row has a different number of fields than the header (or bad quoting)",
+                    n_bad, first_row, rule="csv-format")
 
 
 def check_header(names: list[str], schema: Schema) -> None:

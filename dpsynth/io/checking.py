@@ -23,7 +23,14 @@ import polars as pl
 
 from dpsynth.domain import Domain, column_exprs
 from dpsynth.errors import InternalError
-from dpsynth.input_rules import Check, bad_rows, input_checks, no_rows, unit_missing_tokens
+from dpsynth.input_rules import (
+    Check,
+    bad_rows,
+    input_checks,
+    no_rows,
+    ragged_rows,
+    unit_missing_tokens,
+)
 from dpsynth.io.reading import collect, unparseable
 from dpsynth.schema import Schema
 
@@ -206,8 +213,7 @@ def check_and_encode(lf: pl.DataFrame | pl.LazyFrame, schema: Schema, *,
         raise no_rows()
     if n_short:
         first = _first_bad_row(lf, _short_row(), from_csv)
-        raise bad_rows("a row has fewer fields than the header", n_short, first + 1,
-                       rule="csv-format")
+        raise ragged_rows(n_short, first + 1)
     for (check, expr), i in zip(checks, position, strict=True):
         n_bad = states[check.column].bad_rows(i)
         if n_bad:

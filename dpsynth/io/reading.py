@@ -39,7 +39,6 @@ from dpsynth.crashpoints import crash_point
 from dpsynth.errors import InputDataError
 from dpsynth.input_rules import (
     TypeFamily,
-    bad_rows,
     check_header,
     check_parquet_type,
     empty_file,
@@ -48,6 +47,7 @@ from dpsynth.input_rules import (
     input_path_problem,
     no_rows,
     parquet_unreadable,
+    ragged_rows,
 )
 from dpsynth.schema import Schema
 
@@ -234,8 +234,7 @@ def check_fields(p: Path, n_fields: int, lf: pl.LazyFrame) -> None:
         return
     n_bad, first, records = _count_records_exactly(p, n_fields)
     if n_bad:
-        raise bad_rows("a row has a different number of fields than the header", n_bad, first,
-                       rule="csv-format")
+        raise ragged_rows(n_bad, first)
     if records != expected:
         raise unparseable()
 
