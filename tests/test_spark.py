@@ -215,6 +215,18 @@ def test_null_patient_ids_in_parquet_fail_on_both_backends(spark: object, schema
     assert f"in {1 if nulls == 'one' else 40} row(s)" in str(polars_err.value)
 
 
+def test_a_fifo_is_refused_before_spark_opens_it(spark: object, schema: Schema,
+                                                 tmp_path: Path) -> None:
+    """Issue 17 (8): say what the path is (reading a FIFO would block)."""
+    from dpsynth.marginals.spark import spark_load
+
+    os.mkfifo(tmp_path / "t.csv")
+    with pytest.raises(InputDataError) as err:
+        spark_load(str(tmp_path / "t.csv"), schema, SECRET, spark)  # type: ignore[arg-type]
+    assert err.value.rule == "input-file"
+    assert "is not a regular file (it is a FIFO)" in str(err.value)
+
+
 def test_full_release_through_spark(spark: object, schema: Schema,
                                     inputs: dict[str, Path]) -> None:
     from dpsynth.engines import get_engine
