@@ -114,6 +114,23 @@ def test_a_record_with_an_extra_field_is_refused_with_its_data_row(tmp_path: Pat
     assert CANARY not in out
 
 
+@pytest.mark.parametrize("short", [False, True], ids=["good", "short record"])
+def test_a_record_longer_than_the_counting_block_is_counted(tmp_path: Path, short: bool) -> None:
+    """A 3 MiB clinical note: pyarrow's 1 MiB blocks cannot hold the record, so the
+    fields are counted by the csv module instead, with the same result."""
+    rows = [list(r) for r in ROWS]
+    rows[0][1] = '"' + "word, \n" * (3 << 17) + '"'
+    text = csv_bytes(HEADER, rows)
+    if short:
+        text += b"5,x,M,70,31,2010-01-01,true\n"
+    (tmp_path / "t.csv").write_bytes(text)
+    code, out = _check(tmp_path, tmp_path / "t.csv")
+    if short:
+        assert code == 3 and "csv-format" in out and "first at data row 6" in out, out
+    else:
+        assert code == 0, out
+
+
 def test_quoted_line_breaks_and_crlf_are_still_read(tmp_path: Path) -> None:
     rows = [list(r) for r in ROWS]
     rows[0][1] = '"a note\r\nover two lines, with a comma"'

@@ -56,6 +56,10 @@ __all__ = ["check_fields", "collect", "decompressed", "is_parquet", "open_table"
 
 _TEMPORAL = (pl.Date, pl.Datetime)
 _CHUNK = 1 << 24
+_FIELD_BLOCK = 1 << 20
+"""pyarrow's block in :func:`check_fields`: its reader reads up to 32 blocks ahead, so
+this bounds its memory (about 40 MiB); a longer record makes pyarrow fail, and the
+csv module then counts the fields instead (slower, same result)."""
 _PROC_FD = "/proc/self/fd"
 _NAMED_PREFIX = "dpsynth-input-"
 
@@ -217,13 +221,14 @@ def check_fields(p: Path, n_fields: int, lf: pl.LazyFrame) -> None:
     line is a record of ``""``), so a record cut short in fields that may be
     empty would pass every column rule: the fields are counted here, by a second
     parser. pyarrow's streaming CSV reader (quote-aware, quoted line breaks
-    allowed, blocks of 16 MiB, one column converted) reports every record with
+    allowed, blocks of 1 MiB, one column converted) reports every record with
     too few or too many fields to ``invalid_row_handler``; it skips blank lines,
     so its number of records must also equal the number polars reads (``lf``,
     polars' fast row count). Only when they disagree (or pyarrow fails) does
     Python's :mod:`csv` module read the file again for the count and the first
     bad record's data row number; a disagreement it cannot explain fails as
-    :func:`unparseable`. Memory: one block. Never shows a cell.
+    :func:`unparseable`. Memory: pyarrow's read-ahead (about 40 MiB, whatever the
+    file's size) or one record. Never shows a cell.
     """
     fast = _count_records(p, n_fields)
     try:
@@ -255,8 +260,8 @@ def _count_records(p: Path, n_fields: int) -> tuple[int, int] | None:
     try:
         reader = pacsv.open_csv(
             p,
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=_CHUNK, skip_rows=1,
-                                           column_names=names),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=_FIELD_BLOCK,
+                                           skip_rows=1, column_names=names),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True,
                                              invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(include_columns=names[:1],
