@@ -85,12 +85,24 @@ class InputDataError(DpsynthError):
 
 class TableProblemsError(InputDataError):
     """``schema check --input`` found problems: every one, each as a line of its own
-    (``details``) and in ``--json`` (``problems``)."""
+    (``details``) and in ``--json`` (``problems``). ``column`` and ``rule`` are the
+    first failing check's (as a release would report it); a single problem is the
+    message itself, as a release's error would be."""
 
-    def __init__(self, problems: list[dict[str, object]], details: list[str]) -> None:
-        super().__init__(f"the table does not satisfy the schema: {len(problems)} problem(s)")
+    def __init__(self, problems: list[dict[str, object]], lines: list[str],
+                 extra: list[str] | None = None) -> None:
+        first = next((p for p in problems if p.get("severity") == "error"), problems[0])
+        column = first.get("column")
+        if len(lines) == 1:
+            super().__init__(lines[0])
+            self.details = list(extra or [])
+        else:
+            super().__init__(f"the table does not satisfy the schema: {len(problems)} "
+                             "problem(s)")
+            self.details = [*lines, *(extra or [])]
+        self.column = column if isinstance(column, str) else None
+        self.rule = str(first.get("rule") or "")
         self.problems = problems
-        self.details = details
 
     def to_dict(self) -> dict[str, object]:
         d = super().to_dict()

@@ -5,12 +5,17 @@ and compiled by each backend into its own expressions: polars
 (:func:`dpsynth.domain.column_exprs`, run by :mod:`dpsynth.io`) and Spark SQL
 (:mod:`dpsynth.marginals.spark`). Both backends read, in this order:
 
-1. the file-level rules and their messages (:func:`missing_input`,
-   :func:`empty_file`, :func:`header_not_utf8`, :func:`no_rows`);
+1. the file-level rules and their messages: ``input-file`` (the path is missing, a
+   directory or not a regular file: :func:`input_path_problem`), ``empty-file``,
+   ``encoding`` (:func:`header_not_utf8`), ``parquet-format`` (a corrupt or
+   truncated Parquet file: :func:`parquet_unreadable`), ``no-rows``; for CSV
+   also ``gzip`` (a corrupt gzip file) and ``csv-format`` (a record with another
+   number of fields than the header, or a file the parser cannot split);
 2. the header (:func:`check_header`: rules ``duplicate-column``,
    ``missing-column``, ``extra-column``) and, for Parquet, each column's stored
    type by family (:func:`check_parquet_type`: rule ``type``);
-3. the per-row checks (:func:`input_checks`): ``privacy-unit-missing``, then per
+3. the per-row checks (:func:`input_checks`): ``privacy-unit-missing`` (a null,
+   blank or missing-token patient id: :func:`unit_missing_tokens`), then per
    released column ``not-nullable``, the kind's parse rule and its domain rule;
    the first violated one fails the table with :func:`bad_rows`;
 4. how each released column's cells are read and coded (:class:`ColumnRules`).
@@ -22,6 +27,8 @@ Must not: import a backend (polars, pyspark) or read data.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import stat
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,16 +46,48 @@ __all__ = [
     "empty_file",
     "header_not_utf8",
     "input_checks",
-    "missing_input",
+    "input_file_error",
+    "input_path_problem",
     "no_rows",
+    "parquet_unreadable",
+    "ragged_rows",
+    "unit_missing_tokens",
 ]
 
 
 # -- file-level rules -------------------------------------------------------------------
 
 
-def missing_input(path: str) -> InputDataError:
-    return InputDataError(f"input file {path!r} does not exist or is not a file", rule="input-file")
+_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def input_path_problem(path: str | os.PathLike[str], *, directory_ok: bool = False) -> str | None:
+    """What keeps a local input path from being read, as the end of a message
+    (``does not exist``, ``is a directory``, ``is not a regular file (it is a
+    FIFO)``), or ``None`` when it is a regular file (or a directory, when
+    ``directory_ok``: Spark reads a directory of part files). Only the path is
+    looked at (``os.stat``): a FIFO is never opened, so nothing blocks. A URL
+    (``scheme://...``) is for Spark to open: ``None``."""
+    if "://" in str(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be looked at ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(mode) or (directory_ok and stat.S_ISDIR(mode)):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
+    return f"is not a regular file (it is {what})"
+
+
+def input_file_error(path: str, problem: str) -> InputDataError:
+    """Rule ``input-file``: ``problem`` from :func:`input_path_problem`."""
+    return InputDataError(f"input file {path!r} {problem}", rule="input-file")
 
 
 def empty_file() -> InputDataError:
@@ -57,6 +96,13 @@ def empty_file() -> InputDataError:
 
 def header_not_utf8() -> InputDataError:
     return InputDataError("the header is not valid UTF-8", rule="encoding")
+
+
+def parquet_unreadable() -> InputDataError:
+    """Rule ``parquet-format``: a Parquet file that cannot be read (corrupt or
+    truncated: its footer, schema or data pages)."""
+    return InputDataError("the file could not be read as Parquet (corrupt or truncated)",
+                          rule="parquet-format")
 
 
 def no_rows() -> InputDataError:
@@ -68,6 +114,14 @@ def bad_rows(what: str, n_bad: int, first_row: int, *, column: str | None = None
     """A row rule failed in ``n_bad`` rows, the first at data row ``first_row`` (1-based)."""
     return InputDataError(f"{what} in {n_bad} row(s), first at data row {first_row}",
                           column=column, rule=rule)
+
+
+def ragged_rows(n_bad: int, first_row: int) -> InputDataError:
+    """Rule ``csv-format``: ``n_bad`` CSV records do not have the header's number of
+    fields (a record cut short, a blank line, an extra field, or quoting that
+    splits a record wrongly), the first at data row ``first_row``."""
+    return bad_rows("a row has a different number of fields than the header (or bad quoting)",
+                    n_bad, first_row, rule="csv-format")
 
 
 def check_header(names: list[str], schema: Schema) -> None:
@@ -199,10 +253,12 @@ Flag = Literal["unit-missing", "missing", "malformed", "invalid", "out-of-domain
 class Check:
     """One per-row check: rows where ``flag`` holds for ``column`` fail rule ``rule``.
 
-    ``flag``: ``unit-missing``, the patient id is null or only whitespace; else a
-    cell of a released column is ``missing``, ``malformed``, ``invalid`` or
-    ``out-of-domain`` as :class:`ColumnRules` defines them (each excludes the ones
-    before it).
+    ``flag``: ``unit-missing``, the patient id is null (a Parquet null, or an empty
+    CSV field), only whitespace, or one of the id column's missing tokens once
+    stripped (:func:`unit_missing_tokens`): such rows have no known patient, and
+    merging them into one would bound the wrong unit; else a cell of a released
+    column is ``missing``, ``malformed``, ``invalid`` or ``out-of-domain`` as
+    :class:`ColumnRules` defines them (each excludes the ones before it).
     """
 
     column: str
@@ -210,6 +266,16 @@ class Check:
     what: str
     """The message's subject (:func:`bad_rows`)."""
     flag: Flag
+
+
+def unit_missing_tokens(schema: Schema) -> tuple[str, ...]:
+    """The patient id column's missing tokens, stripped, that are not blank: a
+    patient id equal to one of them (once stripped) is missing (rule
+    ``privacy-unit-missing``). Empty when there is no patient id column."""
+    unit = schema.privacy_unit.column
+    if unit is None:
+        return ()
+    return tuple(sorted({t.strip() for t in schema.column(unit).missing_tokens} - {""}))
 
 
 def input_checks(schema: Schema) -> tuple[Check, ...]:

@@ -45,8 +45,8 @@ from dpsynth.errors import (
 )
 from dpsynth.generate import generate
 from dpsynth.hashing import sha256_file
-from dpsynth.input_rules import no_rows
-from dpsynth.io import open_table
+from dpsynth.input_rules import input_path_problem, no_rows
+from dpsynth.io import is_parquet, open_table
 from dpsynth.io.survey import offending_values, survey_table
 from dpsynth.marginals import TimedCounter, open_counter
 from dpsynth.privacy.accountant import Accountant, ApproxDP, Charge
@@ -83,15 +83,15 @@ def check(schema_path: str | Path, input_path: str | Path | None = None,
     }
     if input_path is not None:
         with open_table(input_path, schema) as lf:
-            rows, problems = survey_table(lf, schema, lf.collect_schema().names())
+            rows, problems = survey_table(lf, schema, lf.collect_schema().names(),
+                                          parquet=is_parquet(input_path))
         if rows == 0:
             raise no_rows()
         errors = [p for p in problems if p.severity == "error"]
         if errors:
-            lines = [p.line() for p in problems]
-            if show_values > 0:
-                lines += _value_lines(input_path, schema, show_values)
-            raise TableProblemsError([p.to_dict() for p in problems], lines)
+            extra = _value_lines(input_path, schema, show_values) if show_values > 0 else []
+            raise TableProblemsError([p.to_dict() for p in problems],
+                                     [p.line() for p in problems], extra)
         out.update(input_checked=True, input_rows=rows,
                    warnings=[p.line() for p in problems],
                    problems=[p.to_dict() for p in problems])
@@ -101,7 +101,8 @@ def check(schema_path: str | Path, input_path: str | Path | None = None,
 def _value_lines(input_path: str | Path, schema: Schema, limit: int) -> list[str]:
     """PRIVATE VALUES of the custodian's table, for their terminal only."""
     with open_table(input_path, schema) as lf:
-        values = offending_values(lf, schema, lf.collect_schema().names(), limit)
+        values = offending_values(lf, schema, lf.collect_schema().names(), limit,
+                                  parquet=is_parquet(input_path))
     lines = ["the values below are PRIVATE cell values of your table (--show-values): for "
              "your eyes only; do not paste them into a schema, a ticket or a log"]
     for (column, rule), vals in values.items():
@@ -202,8 +203,9 @@ def _prepare(cfg: ReleaseConfig, say: Progress, warn: Progress | None) -> _Run:
     schema = load_schema(cfg.schema_path)
     check_satisfiable(schema)
     _check_out_dir(cfg.out_dir)
-    if cfg.backend == "polars" and not Path(cfg.input_path).is_file():
-        raise UsageError(f"input file {str(cfg.input_path)!r} does not exist")
+    problem = input_path_problem(cfg.input_path, directory_ok=cfg.backend == "spark")
+    if problem is not None:
+        raise UsageError(f"input file {str(cfg.input_path)!r} {problem}")
     settings = cfg.settings()
     if "keep_together" in {f.name for f in dataclasses.fields(settings)}:
         # the schema's error rules: model their columns jointly, with zero mass on the

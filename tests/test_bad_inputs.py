@@ -32,7 +32,7 @@ columns:
   - {name: pid, kind: identifier}
   - {name: note, kind: text, nullable: true}
   - {name: sex, kind: categorical, categories: [F, M]}
-  - {name: age, kind: integer, bounds: [0, 109], bin_width: 10}
+  - {name: age, kind: integer, bounds: [0, 119], bin_width: 10}
   - {name: bmi, kind: float, nullable: true, bounds: [10, 70], bin_edges: [10, 18.5, 25, 30, 70]}
   - {name: visit, kind: date, bounds: ["2000-01-01", "2020-12-31"], bin_unit: year}
   - {name: smoker, kind: boolean, nullable: true}
@@ -128,8 +128,17 @@ CASES = [
     Case("malformed ICD code", 3, "dx", "code-format", with_cell("dx", CANARY)),
     Case("code outside every group", 3, "dx", "code-group", with_cell("dx", "250.83")),
     Case("missing patient id", 3, "pid", "privacy-unit-missing", with_cell("pid", "")),
+    Case("patient id is a missing token", 3, "pid", "privacy-unit-missing", with_cell("pid", "?")),
+    Case("parquet: one null patient id", 3, "pid", "privacy-unit-missing",
+         parquet_with(pid=pl.Series([None, "1", "2", "3", "4"], dtype=pl.String)),
+         suffix=".parquet"),
+    Case("parquet: every patient id null", 3, "pid", "privacy-unit-missing",
+         parquet_with(pid=pl.Series([None] * 5, dtype=pl.String)), suffix=".parquet"),
     Case("ragged row", 3, None, "csv-format", GOOD + f"5,{CANARY},F,1,20,2001-01-01,true,8,9\n".encode()),
     Case("corrupt gzip", 3, None, "gzip", gzip.compress(GOOD)[:40], suffix=".csv.gz"),
+    Case("gzip: corrupt deflate data", 3, None, "gzip",
+         bytes(b ^ 0xFF if 20 <= i < 40 else b for i, b in enumerate(gzip.compress(GOOD, mtime=0))),
+         suffix=".csv.gz"),
     Case("parquet: categorical stored as float", 3, "sex", "type",
          parquet_with(sex=pl.Series([1.0, 2.0, 1.0, 2.0, 1.0])), suffix=".parquet"),
     Case("parquet: missing column", 3, "dx", "missing-column", parquet_with(dx=None),

@@ -161,17 +161,23 @@ def _bad_csv(tmp: Path, edit: str) -> Path:
     elif edit == "missing patient id":
         df = df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(pl.lit(""))
                              .otherwise(pl.col("pid")).alias("pid"))
+    elif edit == "missing-token patient id":
+        df = df.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("?"))
+                             .otherwise(pl.col("pid")).alias("pid"))
     path = tmp / "bad.csv"
     df.write_csv(path)
     if edit == "ragged row":
         with path.open("a") as fh:
             fh.write(f"p1,{CANARY},F,1,20,2001-01-01,true,8,9\n")
+    if edit == "short row":  # issue 17 (2): the missing fields (smoker, dx) may be empty
+        with path.open("a") as fh:
+            fh.write(f"p1,{CANARY},F,1,20,2001-01-01\n")
     return path
 
 
 @pytest.mark.parametrize("edit", ["missing column", "bad category", "unparseable integer",
                                   "null in non-nullable", "bad code", "missing patient id",
-                                  "ragged row"])
+                                  "missing-token patient id", "ragged row", "short row"])
 def test_same_error_as_polars(spark: object, schema: Schema, tmp_path: Path, edit: str) -> None:
     from dpsynth.marginals.spark import spark_load
 
@@ -182,10 +188,43 @@ def test_same_error_as_polars(spark: object, schema: Schema, tmp_path: Path, edi
         spark_load(str(path), schema, SECRET, spark)  # type: ignore[arg-type]
     p, s = polars_err.value, spark_err.value
     assert (s.column, s.rule) == (p.column, p.rule)
-    if p.rule != "csv-format":  # the row rules share one message (dpsynth.input_rules)
-        assert str(s) == str(p)
+    assert str(s) == str(p)  # one message (dpsynth.input_rules), the same count and first row
     assert CANARY not in str(s) and "34.5" not in str(s)
     assert s.__cause__ is None and (s.__context__ is None or s.__suppress_context__)
+
+
+@pytest.mark.parametrize("nulls", ["one", "all"])
+def test_null_patient_ids_in_parquet_fail_on_both_backends(spark: object, schema: Schema,
+                                                            tmp_path: Path, nulls: str) -> None:
+    """Issue 17 (1): a null patient id is not a patient; it must not be merged with one."""
+    from dpsynth.marginals.spark import spark_load
+
+    df = _table(40)
+    null_id = pl.lit(None, dtype=pl.String)
+    df = df.with_columns((pl.when(pl.int_range(pl.len()) == 6).then(null_id).otherwise(pl.col("pid"))
+                          if nulls == "one" else null_id).alias("pid"))
+    path = tmp_path / "nulls.parquet"
+    df.write_parquet(path)
+    with pytest.raises(InputDataError) as polars_err:
+        load_encoded(path, schema, bounding_secret=SECRET)
+    with pytest.raises(InputDataError) as spark_err:
+        spark_load(str(path), schema, SECRET, spark)  # type: ignore[arg-type]
+    for err in (polars_err.value, spark_err.value):
+        assert (err.column, err.rule) == ("pid", "privacy-unit-missing")
+    assert str(spark_err.value) == str(polars_err.value)
+    assert f"in {1 if nulls == 'one' else 40} row(s)" in str(polars_err.value)
+
+
+def test_a_fifo_is_refused_before_spark_opens_it(spark: object, schema: Schema,
+                                                 tmp_path: Path) -> None:
+    """Issue 17 (8): say what the path is (reading a FIFO would block)."""
+    from dpsynth.marginals.spark import spark_load
+
+    os.mkfifo(tmp_path / "t.csv")
+    with pytest.raises(InputDataError) as err:
+        spark_load(str(tmp_path / "t.csv"), schema, SECRET, spark)  # type: ignore[arg-type]
+    assert err.value.rule == "input-file"
+    assert "is not a regular file (it is a FIFO)" in str(err.value)
 
 
 def test_full_release_through_spark(spark: object, schema: Schema,

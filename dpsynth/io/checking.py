@@ -23,7 +23,14 @@ import polars as pl
 
 from dpsynth.domain import Domain, column_exprs
 from dpsynth.errors import InternalError
-from dpsynth.input_rules import Check, bad_rows, input_checks, no_rows
+from dpsynth.input_rules import (
+    Check,
+    bad_rows,
+    input_checks,
+    no_rows,
+    ragged_rows,
+    unit_missing_tokens,
+)
 from dpsynth.io.reading import collect, unparseable
 from dpsynth.schema import Schema
 
@@ -104,11 +111,13 @@ class _ColumnCodes:
         ids = phys.fill_null(0).to_numpy()
         self.counts += np.bincount(ids if null is None else ids[~null],
                                    minlength=len(self.counts))
+        if null is not None:  # every column, the patient id too (privacy-unit-missing)
+            self.nulls += int(null.sum())
         if self._code is None:
+            # a null id gets id 0 here; the table then fails its null check
             return ids.astype(self._np_dtype)
         out = self.codes[ids]
         if null is not None:
-            self.nulls += int(null.sum())
             out[null] = self.null_code
         return out.astype(self._np_dtype)
 
@@ -132,14 +141,15 @@ def _scan(lf: pl.LazyFrame, schema: Schema, from_csv: bool) -> Iterator[pl.DataF
     select = [pl.col(n).cast(pl.Categorical(pl.Categories(n, namespace))) for n in names]
     if from_csv:
         # Empty CSV fields arrive as "" (empty_string_is_null=False). polars 2.x
-        # also reads a short row's missing fields as "" (the column rules then
-        # reject it, unless "" is a valid value there), so this flag is a guard;
-        # touching every column is what makes polars reject rows with more fields.
+        # also reads a short row's missing fields as "", so the fields of every
+        # record are counted before this scan (dpsynth.io.reading.check_fields,
+        # rule csv-format); this flag (a null cell, polars 1.x's short row) is a
+        # guard, and touching every column makes polars reject longer rows.
         select.append(_short_row().alias(_SHORT_ROW))
     try:
         yield from lf.select(select).collect_batches(chunk_size=_BATCH_ROWS, engine="streaming")
     except pl.exceptions.PolarsError:
-        raise unparseable() from None
+        raise unparseable(parquet=not from_csv) from None
 
 
 def _short_row() -> pl.Expr:
@@ -147,10 +157,10 @@ def _short_row() -> pl.Expr:
     return pl.any_horizontal(pl.all().is_null())
 
 
-def _first_bad_row(lf: pl.LazyFrame, expr: pl.Expr) -> int:
+def _first_bad_row(lf: pl.LazyFrame, expr: pl.Expr, from_csv: bool) -> int:
     """Second pass, only for a failing table: the first row a rule rejects."""
     first = collect(lf.with_row_index("__dpsynth_row").filter(expr.fill_null(False))
-                    .select(pl.col("__dpsynth_row").min())).item()
+                    .select(pl.col("__dpsynth_row").min()), parquet=not from_csv).item()
     return int(first)
 
 
@@ -161,8 +171,11 @@ def check_exprs(schema: Schema) -> list[tuple[Check, pl.Expr]]:
     out = []
     for check in input_checks(schema):
         if check.flag == "unit-missing":
-            uid = pl.col(check.column)
-            expr = uid.is_null() | (uid.str.strip_chars() == "")
+            stripped = pl.col(check.column).str.strip_chars()
+            tokens = unit_missing_tokens(schema)
+            expr = pl.col(check.column).is_null() | (stripped == "")
+            if tokens:
+                expr = expr | stripped.is_in(list(tokens))
         else:
             e = exprs[check.column]
             expr = {"missing": e.missing, "malformed": e.malformed, "invalid": e.invalid,
@@ -199,13 +212,12 @@ def check_and_encode(lf: pl.DataFrame | pl.LazyFrame, schema: Schema, *,
     if n_rows == 0:
         raise no_rows()
     if n_short:
-        first = _first_bad_row(lf, _short_row())
-        raise bad_rows("a row has fewer fields than the header", n_short, first + 1,
-                       rule="csv-format")
+        first = _first_bad_row(lf, _short_row(), from_csv)
+        raise ragged_rows(n_short, first + 1)
     for (check, expr), i in zip(checks, position, strict=True):
         n_bad = states[check.column].bad_rows(i)
         if n_bad:
-            first = _first_bad_row(lf, expr)
+            first = _first_bad_row(lf, expr, from_csv)
             raise bad_rows(check.what, n_bad, first + 1, column=check.column, rule=check.rule)
     for c in schema.measured_columns:
         if states[c.name].unencodable():  # pragma: no cover - the checks prevent it

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from dpsynth.domain import value_expr
+from dpsynth.input_rules import bad_rows
 from dpsynth.io.checking import check_exprs
 from dpsynth.io.reading import collect
 from dpsynth.rules import derived_expr
@@ -45,30 +46,32 @@ class Problem:
     is a warning rule the table breaks."""
 
     def line(self) -> str:
-        where = f"column {self.column!r}: " if self.column else ""
+        """As a release reports a failed check (:func:`dpsynth.input_rules.bad_rows`)."""
         tag = "warning: " if self.severity == "warning" else ""
-        return (f"{tag}{where}{self.what} in {self.rows} row(s), first at data row "
-                f"{self.first_row} [rule: {self.rule}]")
+        return tag + bad_rows(self.what, self.rows, self.first_row, column=self.column,
+                              rule=self.rule).message
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def survey_table(lf: pl.LazyFrame, schema: Schema, header: list[str]) -> tuple[int, list[Problem]]:
+def survey_table(lf: pl.LazyFrame, schema: Schema, header: list[str], *,
+                 parquet: bool = False) -> tuple[int, list[Problem]]:
     """The table's row count and every problem, input checks first (in release
     order), then rules, then derived columns the table holds. ``header`` is the
-    table's columns. One streaming pass."""
-    n_rows, problems, _ = _survey(lf, schema, header)
+    table's columns (``parquet``: a read failure is rule ``parquet-format``). One
+    streaming pass."""
+    n_rows, problems, _ = _survey(lf, schema, header, parquet)
     return n_rows, problems
 
 
-def offending_values(lf: pl.LazyFrame, schema: Schema, header: list[str], limit: int
-                     ) -> dict[tuple[str, str], list[tuple[str, int]]]:
+def offending_values(lf: pl.LazyFrame, schema: Schema, header: list[str], limit: int, *,
+                     parquet: bool = False) -> dict[tuple[str, str], list[tuple[str, int]]]:
     """PRIVATE VALUES, for the custodian's terminal only (``schema check
     --show-values``; never written to a file or to ``--json``): per failing input
     check of a column, up to ``limit`` distinct raw values that fail it, most
     frequent first, with their row counts."""
-    _, problems, exprs = _survey(lf, schema, header)
+    _, problems, exprs = _survey(lf, schema, header, parquet)
     out: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for p in problems:
         key = (p.column or "", p.rule)
@@ -76,12 +79,13 @@ def offending_values(lf: pl.LazyFrame, schema: Schema, header: list[str], limit:
             continue
         top = collect(lf.filter(exprs[key].fill_null(False))
                       .group_by(pl.col(p.column).cast(pl.String)).agg(pl.len().alias("n"))
-                      .sort(["n", p.column], descending=[True, False]).head(limit))
+                      .sort(["n", p.column], descending=[True, False]).head(limit),
+                      parquet=parquet)
         out[key] = [(str(v), int(n)) for v, n in top.iter_rows()]
     return out
 
 
-def _survey(lf: pl.LazyFrame, schema: Schema, header: list[str]
+def _survey(lf: pl.LazyFrame, schema: Schema, header: list[str], parquet: bool
             ) -> tuple[int, list[Problem], dict[tuple[str, str], pl.Expr]]:
     checks: list[_Check] = [(c.column, c.rule, c.what, "error", e) for c, e in check_exprs(schema)]
     n_input = len(checks)
@@ -110,7 +114,8 @@ def _survey(lf: pl.LazyFrame, schema: Schema, header: list[str]
     later = [e.fill_null(False).alias(f"f{i}") for i, (*_, e) in enumerate(checks)
              if i >= n_input]
     out = collect(frame.with_columns(later).select(pl.len().alias("rows"),
-                                                  *_aggregates(len(checks))))
+                                                  *_aggregates(len(checks))),
+                  parquet=parquet)
     raw_exprs = {(col or "", rule): e for col, rule, _, _, e in checks[:n_input]}
     return int(out["rows"].item()), _problems(out, checks), raw_exprs
 

@@ -19,7 +19,8 @@ from dpsynth.input_rules import (
     check_parquet_type,
     empty_file,
     header_not_utf8,
-    missing_input,
+    input_file_error,
+    input_path_problem,
 )
 from dpsynth.io import is_parquet, parse_header
 from dpsynth.marginals.spark.session import pyspark_functions
@@ -48,10 +49,11 @@ def read_input(spark: SparkSession, path: str, schema: Schema) -> tuple[DataFram
     """The table with one text column per schema column, in schema order, plus
     ``_metadata``; CSV also carries the :data:`CORRUPT` flag. Returns the frame and
     whether the input is CSV."""
-    if os.path.exists(path) and os.path.isfile(path) and os.path.getsize(path) == 0:
+    problem = input_path_problem(path, directory_ok=True)
+    if problem is not None:
+        raise input_file_error(path, problem)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise empty_file()
-    if not (os.path.exists(path) or "://" in path):
-        raise missing_input(path)
     if is_parquet(path):
         return _read_parquet(spark, path, schema), False
     return _read_csv(spark, path, schema), True

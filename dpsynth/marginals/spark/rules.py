@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dpsynth.errors import UsageError
-from dpsynth.input_rules import ColumnRules, bad_rows, column_rules, input_checks, no_rows
+from dpsynth.input_rules import (
+    ColumnRules,
+    bad_rows,
+    column_rules,
+    input_checks,
+    no_rows,
+    ragged_rows,
+    unit_missing_tokens,
+)
 from dpsynth.marginals.spark.reading import CORRUPT, ROW_NUMBER
 from dpsynth.marginals.spark.session import pyspark_functions
 from dpsynth.schema import Column, Schema
@@ -42,9 +50,8 @@ def check(df: DataFrame, schema: Schema, from_csv: bool) -> int:
     (PRIVATE: never for anything released)."""
     F = pyspark_functions()
     checks: list[tuple[str | None, str, str, SparkColumn]] = []
-    if from_csv:
-        checks.append((None, "csv-format", "a row has a different number of fields than the "
-                       "header (or bad quoting)", F.col(CORRUPT)))
+    if from_csv:  # a short or long record is corrupt to Spark (PERMISSIVE mode)
+        checks.append((None, "csv-format", "", F.col(CORRUPT)))
         utf8_bad = F.lit(False)
         for c in schema.input_columns:
             utf8_bad = utf8_bad | F.coalesce(F.col(f"`{c.name}`").contains("\ufffd"), F.lit(False))
@@ -53,7 +60,7 @@ def check(df: DataFrame, schema: Schema, from_csv: bool) -> int:
     for chk in input_checks(schema):
         if chk.flag == "unit-missing":
             uid = F.col(f"`{chk.column}`")
-            expr = uid.isNull() | (_strip(uid) == "")
+            expr = uid.isNull() | (_strip(uid) == "") | _in(_strip(uid), unit_missing_tokens(schema))
         else:
             e = exprs[chk.column]
             expr = {"missing": e.missing, "malformed": e.malformed, "invalid": e.invalid,
@@ -70,6 +77,8 @@ def check(df: DataFrame, schema: Schema, from_csv: bool) -> int:
         raise no_rows()
     for i, (col, rule, what, _) in enumerate(checks):
         n_bad = res[f"n{i}"]
+        if n_bad and rule == "csv-format":
+            raise ragged_rows(n_bad, int(res[f"r{i}"]) + 1)
         if n_bad:
             raise bad_rows(what, n_bad, int(res[f"r{i}"]) + 1, column=col, rule=rule)
     return int(res["n_rows"])

@@ -13,8 +13,8 @@ What this module owns
   (concurrent reserves of one dataset run one after the other, others in
   parallel) or on the charge's row, and a transaction-scoped advisory lock while
   the tables are created.
-* Turning psycopg errors into :class:`~dpsynth.errors.StorageError` with the
-  password scrubbed out.
+* Turning psycopg errors into :class:`~dpsynth.errors.StorageError`: one line,
+  with the password scrubbed out.
 
 The tables are called ``ledger_schema_version``, ``datasets`` and ``charges``; to
 keep them apart from other applications' tables use a dedicated database, or a
@@ -104,6 +104,9 @@ POSTGRES_DDL: tuple[str, ...] = (
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
+    """The driver's message on one line ("; " between its lines: an error is one
+    line, as every dpsynth error), the password replaced by ``***``."""
+    text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
     for s in secrets:
         if s:
             text = text.replace(s, "***")
@@ -142,7 +145,7 @@ class PostgresBackend:
         try:
             self._conn = psycopg.connect(raw_url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
         except Exception as exc:  # psycopg.Error, or ValueError for a bad conninfo
-            msg = _scrub(str(exc).strip(), self._secrets) or type(exc).__name__
+            msg = _scrub(str(exc), self._secrets) or type(exc).__name__
             raise StorageError(f"ledger {url}: cannot connect to PostgreSQL: {msg}") from None
 
     @contextmanager
@@ -174,7 +177,7 @@ class PostgresBackend:
         except self._psycopg.Error as exc:
             if self.is_unique_violation(exc):
                 raise
-            msg = _scrub(str(exc).strip(), self._secrets)
+            msg = _scrub(str(exc), self._secrets)
             raise StorageError(f"ledger {self.url}: PostgreSQL error: {msg}") from None
 
     def table_exists(self, tx: Transaction, table: str) -> bool:
