@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     schema = args.schema.relative_to(ROOT) if args.schema.is_relative_to(ROOT) else args.schema
     command = (f"python benchmarks/release_stages.py --runs {args.runs} --label {args.label} "
                f"--engine {args.engine} --epsilon {args.epsilon:g} --input {args.input} "
-               f"--schema {schema}")
+               f"--schema {schema}"
+               + (f" --pythonpath {args.pythonpath}" if args.pythonpath != ROOT else ""))
     text = "\n".join([
         f"# dpsynth release stages: {args.label}", "",
         f"Command: `{command}` (each run: `dpsynth release --engine {args.engine} --epsilon "

@@ -339,3 +339,17 @@ def test_render_harness_sees_errors_and_broken_images(tmp_path: Path) -> None:
     out = _render(exe, svg, tmp_path / "bad-svg.png", max_height=400)
     assert out["rasters"] == [[0, 0]]  # a broken PNG inside an SVG
     assert out["svgs"][1][2:] == [0, 0, 0]  # an SVG that draws nothing has an empty box
+
+
+def test_chart_svg_escapes_labels_and_marks_ticks() -> None:
+    from dpsynth.report.charts import _nice_ticks, _tick_label, bar_chart_svg, heatmap_svg
+
+    ticks = _nice_ticks(0.0, 0.11)
+    assert [_tick_label(t, ticks[1] - ticks[0]) for t in ticks][:3] == ["0.0%", "2.5%", "5.0%"]
+    svg = bar_chart_svg("t1", "col<x>", ["<b>&", "ok"], np.array([0.4, 0.6]),
+                        np.array([0.45, 0.55]), 0.02)
+    assert "<b>" not in svg and "&lt;b&gt;&amp;" in svg and "col&lt;x&gt;" in svg
+    assert svg.startswith('<svg class="chart" role="img"') and svg.count("<rect") >= 4
+    hm = heatmap_svg("t2", ("a", "b"), (["x", "y"], ["u", "v", "w"]),
+                     [("noisy measured", np.full((2, 3), 0.1)), ("synthetic", np.eye(2, 3))], 1.0)
+    assert hm.count("data:image/png;base64,") == 3  # two panels and the colour bar

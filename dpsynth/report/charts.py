@@ -80,7 +80,11 @@ def _nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
 
 
 def _tick_label(v: float, step: float) -> str:
-    digits = max(0, -math.floor(math.log10(100 * step) + 1e-9)) if step > 0 else 0
+    """``v`` as a percentage with as many decimals as the tick step needs (2.5% steps: 1)."""
+    pct = 100 * step
+    digits = 0
+    while digits < 4 and pct > 0 and abs(round(pct, digits) - pct) > 1e-9 * max(pct, 1):
+        digits += 1
     return f"{100 * v:.{digits}f}%"
 
 
