@@ -29,6 +29,8 @@ import numpy as np
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The release's stages, as its ``--json`` ``timings`` name them (``count`` is part of ``fit``).
+STAGES = ("read_check_encode", "fit", "count", "sample", "validate", "bundle")
 SCHEMA = ROOT / "schemas" / "diabetes130.yaml"
 EXAMPLE = ROOT / "examples" / "diabetes130" / "diabetic_data.csv.gz"
 
@@ -108,6 +110,17 @@ def run_release(table: Path, engine: str, workdir: Path, backend: str = "polars"
             "timings": result["timings"]}
 
 
+def stage_breakdown(timings: dict[str, float]) -> str:
+    """One line: each stage's seconds and share of the release's ``total``."""
+    total = timings.get("total", 0.0)
+    parts = []
+    for k in STAGES:
+        v = timings.get(k, 0.0)
+        tag = " (in fit)" if k == "count" else f" {100 * v / total:.0f}%" if total > 0 else ""
+        parts.append(f"{k} {v:.1f}s{tag}")
+    return ", ".join(parts) + f"; total {total:.1f}s"
+
+
 def polars_floor(table: Path) -> float:
     """Seconds for one streaming pass of scan_csv + group_by(all released columns).len()."""
     from dpsynth.schema import load_schema
@@ -140,6 +153,9 @@ def main() -> None:
                 r = run_release(table, engine, args.workdir, backend)
                 r.update(rows=n, engine=engine, backend=backend, floor_s=floor)
                 print(json.dumps(r), file=sys.stderr)
+                if isinstance(r.get("timings"), dict):
+                    print(f"{n:,} rows, {backend}, {engine}: {stage_breakdown(r['timings'])}",
+                          file=sys.stderr)
                 rows.append(r)
     lines = ["| rows | backend | engine | wall s | peak RSS GiB | rows/s | read+check+bound+encode s "
              "(rows/s) | fit s (of which counting) | sample s | validate s | bundle s | other s | "
@@ -160,6 +176,20 @@ def main() -> None:
                      + " | ".join(f"{x:.1f}" for x in parts[2:])
                      + f" | {wall - sum(parts):.1f} | {r['floor_s']:.1f} "
                      f"({n_rows / float(r['floor_s']):,.0f}) |")
+    lines += ["", "Stage breakdown (seconds and share of the release's `total`; `count` is "
+              "part of `fit`):", "",
+              "| rows | backend | engine | " + " | ".join(STAGES) + " | total |",
+              "|" + "---|" * (len(STAGES) + 4)]
+    for r in rows:
+        tm = r.get("timings")
+        if not isinstance(tm, dict):
+            continue
+        total = float(tm.get("total", 0.0))
+        cells = [f"{tm.get(k, 0.0):.1f}" + (f" ({100 * tm.get(k, 0.0) / total:.0f}%)"
+                                             if total > 0 and k != "count" else "")
+                 for k in STAGES]
+        lines.append(f"| {r['rows']:,} | {r['backend']} | {r['engine']} | "
+                     + " | ".join(cells) + f" | {total:.1f} |")
     header = (f"# dpsynth scale benchmark\n\nMachine: {platform.platform()}, "
               f"{os.cpu_count()} cores. Command: `python benchmarks/scale.py "
               f"--sizes {' '.join(map(str, args.sizes))} --engines {' '.join(args.engines)} "

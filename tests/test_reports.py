@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import re
@@ -117,9 +118,21 @@ def quality_html(schema: Schema) -> str:
 
 
 def test_quality_report_content(quality_html: str, schema: Schema) -> None:
-    imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', quality_html)
-    assert len(imgs) >= len(schema.measured_columns)
-    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    # charts are inline SVG, each with a title and a description (no matplotlib PNGs)
+    charts = re.findall(r'<svg [^>]*role="img"[^>]*aria-labelledby="([^"]+)"', quality_html)
+    assert len(charts) >= len(schema.measured_columns) + 1
+    for ids in charts:
+        t, d = ids.split()
+        assert f'<title id="{t}">' in quality_html and f'<desc id="{d}">' in quality_html
+    assert "One-way marginal of race" in quality_html and "noisy measured" in quality_html
+    # a heatmap's cells: a valid PNG with one pixel per cell
+    from PIL import Image
+
+    cells = re.findall(r'href="data:image/png;base64,([A-Za-z0-9+/=]+)"', quality_html)
+    assert cells
+    sizes = {Image.open(io.BytesIO(base64.b64decode(b))).size for b in cells}
+    assert (10, 6) in sizes  # race (6 levels) x age (10 levels)
+    assert "<img" not in quality_html
     assert '<table id="marginals">' in quality_html
     assert "age × gender" in quality_html
     assert "Declared subgroups" in quality_html and "Relative noise" in quality_html
@@ -159,8 +172,11 @@ class _Chromium:
                 f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
 
         def child() -> None:
-            os.dup2(to_r, 3)
-            os.dup2(from_w, 4)
+            # copy first: dup2 onto the same number (a fresh process gets fds 3-6 here) is a
+            # no-op that keeps close-on-exec, and chromium would start without its pipe
+            r, w = os.dup(to_r), os.dup(from_w)
+            os.dup2(r, 3)
+            os.dup2(w, 4)
 
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, close_fds=False,
@@ -237,6 +253,20 @@ def _render(exe: str, page: Path, shot: Path, max_height: int = 5000) -> dict[st
                 "expression": "Array.from(document.images).map(i => [i.complete, "
                               "i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])",
                 "returnByValue": True}, session=sid)["result"]["value"]
+            # inline SVG charts: laid-out size, and the bounding box of what they draw
+            svgs = b.send("Runtime.evaluate", {
+                "expression": "Array.from(document.querySelectorAll('svg')).map(s => {"
+                              "const r = s.getBoundingClientRect(), b = s.getBBox(); "
+                              "return [r.width, r.height, b.width, b.height, "
+                              "s.querySelectorAll('rect, text, image').length]; })",
+                "returnByValue": True}, session=sid)["result"]["value"]
+            # the PNGs inside SVG <image> elements decode
+            rasters = b.send("Runtime.evaluate", {
+                "expression": "Promise.all(Array.from(document.querySelectorAll('svg image'))"
+                              ".map(e => new Promise(ok => { const i = new Image(); "
+                              "i.onload = () => ok([i.naturalWidth, i.naturalHeight]); "
+                              "i.onerror = () => ok([0, 0]); i.src = e.getAttribute('href'); })))",
+                "awaitPromise": True, "returnByValue": True}, session=sid)["result"]["value"]
             height = b.send("Runtime.evaluate", {
                 "expression": "document.documentElement.scrollHeight",
                 "returnByValue": True}, session=sid)["result"]["value"]
@@ -257,7 +287,8 @@ def _render(exe: str, page: Path, shot: Path, max_height: int = 5000) -> dict[st
             errors.append(str(p.get("args")))
         elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             errors.append(str(p["entry"].get("text")))
-    return {"errors": errors, "images": images, "height": height}
+    return {"errors": errors, "images": images, "svgs": svgs, "rasters": rasters,
+            "height": height}
 
 
 def _browser() -> str:
@@ -281,10 +312,14 @@ def test_reports_render_in_chromium(schema: Schema, quality_html: str, tmp_path:
         out = _render(exe, page, Path(f"/tmp/report-{name}.png"))
         assert out["errors"] == [], (name, out["errors"])
         assert out["height"] > 300
+        for complete, w, h, shown in out["images"]:
+            assert complete and w > 0 and h > 0 and shown > 0
         if name == "quality":
-            assert len(out["images"]) >= len(schema.measured_columns)
-            for complete, w, h, shown in out["images"]:
-                assert complete and w > 0 and h > 0 and shown > 0
+            assert len(out["svgs"]) >= len(schema.measured_columns) + 1
+            for width, height, box_w, box_h, marks in out["svgs"]:
+                assert width > 100 and height > 100, out["svgs"]
+                assert box_w > 100 and box_h > 100 and marks > 5, out["svgs"]
+            assert out["rasters"] and all(w > 0 and h > 0 for w, h in out["rasters"])
 
 
 @pytest.mark.browser
@@ -297,3 +332,24 @@ def test_render_harness_sees_errors_and_broken_images(tmp_path: Path) -> None:
     out = _render(exe, page, tmp_path / "bad.png", max_height=400)
     assert any("boom" in e for e in out["errors"])
     assert out["images"][0][1] == 0  # naturalWidth of a broken image
+    svg = tmp_path / "bad-svg.html"
+    svg.write_text("<!DOCTYPE html><html><body><svg width=\"200\" height=\"200\"><image "
+                   "href=\"data:image/png;base64,AAAA\" width=\"10\" height=\"10\"/></svg>"
+                   "<svg width=\"200\" height=\"200\"></svg></body></html>")
+    out = _render(exe, svg, tmp_path / "bad-svg.png", max_height=400)
+    assert out["rasters"] == [[0, 0]]  # a broken PNG inside an SVG
+    assert out["svgs"][1][2:] == [0, 0, 0]  # an SVG that draws nothing has an empty box
+
+
+def test_chart_svg_escapes_labels_and_marks_ticks() -> None:
+    from dpsynth.report.charts import _nice_ticks, _tick_label, bar_chart_svg, heatmap_svg
+
+    ticks = _nice_ticks(0.0, 0.11)
+    assert [_tick_label(t, ticks[1] - ticks[0]) for t in ticks][:3] == ["0.0%", "2.5%", "5.0%"]
+    svg = bar_chart_svg("t1", "col<x>", ["<b>&", "ok"], np.array([0.4, 0.6]),
+                        np.array([0.45, 0.55]), 0.02)
+    assert "<b>" not in svg and "&lt;b&gt;&amp;" in svg and "col&lt;x&gt;" in svg
+    assert svg.startswith('<svg class="chart" role="img"') and svg.count("<rect") >= 4
+    hm = heatmap_svg("t2", ("a", "b"), (["x", "y"], ["u", "v", "w"]),
+                     [("noisy measured", np.full((2, 3), 0.1)), ("synthetic", np.eye(2, 3))], 1.0)
+    assert hm.count("data:image/png;base64,") == 3  # two panels and the colour bar

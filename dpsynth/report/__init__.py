@@ -15,6 +15,8 @@ Shared helpers (also used by the CONFIDENTIAL audit, :mod:`dpsynth.audit`):
 - :mod:`dpsynth.report.metrics` — the one total variation distance of the package.
 - :mod:`dpsynth.report.plotting` — a matplotlib Figure as a base64 PNG, unmarked unless
   the caller passes a watermark (the audit marks every plot CONFIDENTIAL).
+- :mod:`dpsynth.report.charts` — the quality report's bar charts and heatmaps, written
+  directly as inline SVG (no matplotlib).
 - :mod:`dpsynth.report.page` — the page shell (CSS, document) of the public HTML reports.
 
 Everything here is post-processing of DP outputs (docs/privacy-model.md): these modules never

@@ -34,9 +34,9 @@ tr.thin td { background: #fff0f0; }
 dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; }
 dl.kv dt { font-weight: 600; color: #3a4352; }
 dl.kv dd { margin: 0; }
-.plots { display: flex; flex-wrap: wrap; gap: 10px; }
+.plots { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }
 figure { margin: 0; border: 1px solid #e3e6eb; padding: 6px; background: #fff; }
-figure img { display: block; max-width: 100%; height: auto; }
+figure img, figure svg { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: .8rem; color: #5a6473; }
 code { background: #f0f2f5; padding: 0 3px; border-radius: 3px; }
 .muted { color: #6b7483; font-size: .85rem; }

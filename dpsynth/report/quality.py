@@ -12,9 +12,10 @@ Must not: receive or compute anything on the real table (exact counts, the true
 row count, utility against the real data belong to the internal audit report).
 Its inputs are DP measurements (public once released) and synthetic codes,
 so everything here is post-processing. The HTML is self-contained: inline CSS,
-PNGs embedded as data URIs, no scripts, fonts or remote resources (page shell:
-:mod:`dpsynth.report.page`; PNG encoding, unmarked: :mod:`dpsynth.report.plotting`;
-TVD: :mod:`dpsynth.report.metrics`).
+charts as inline SVG (a heatmap's cells a small PNG ``data:`` URI inside it), no scripts,
+fonts or remote resources (page shell: :mod:`dpsynth.report.page`; charts, written
+directly without matplotlib: :mod:`dpsynth.report.charts`; TVD:
+:mod:`dpsynth.report.metrics`).
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from dpsynth.domain import level_labels
 from dpsynth.errors import InternalError
+from dpsynth.report.charts import MEAS_COLOR, SYN_COLOR, bar_chart_svg, heatmap_svg
 from dpsynth.report.metrics import distribution, tvd
 from dpsynth.report.page import html_page
-from dpsynth.report.plotting import png_base64
 from dpsynth.schema import Column, Schema
 
 __all__ = ["MAX_HEATMAPS", "MAX_ONE_WAY_PLOTS", "MeasurementLike", "quality_report_html"]
@@ -48,8 +48,8 @@ _MAX_DETAIL_ROWS = 40
 #: A subgroup whose relative noise exceeds this is flagged as thin.
 THIN_RELATIVE_NOISE = 0.10
 _Z95 = 1.96
-_SYN_COLOR = "#2b6cb0"
-_MEAS_COLOR = "#e08a00"
+_SYN_COLOR = SYN_COLOR
+_MEAS_COLOR = MEAS_COLOR
 
 
 class MeasurementLike(Protocol):
@@ -120,76 +120,8 @@ def _noise_floor(cells: int, sigma: float, total: float) -> float:
     return min(1.0, 0.5 * cells * sigma * math.sqrt(2 / math.pi) / total)
 
 
-def _img(b64: str, alt: str, caption: str) -> str:
-    return (f"<figure><img src=\"data:image/png;base64,{b64}\" alt=\"{html.escape(alt)}\">"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-def _short(label: str, limit: int) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"
-
-
-def _bar_plot(name: str, labels: list[str], syn: np.ndarray, meas: np.ndarray,
-              half: float) -> str:
-    n = len(labels)
-    fig = Figure(figsize=(3.6 if n <= 12 else 7.4, 2.7))
-    ax = fig.add_subplot(1, 1, 1)
-    x = np.arange(n)
-    ax.bar(x - 0.2, syn, width=0.4, color=_SYN_COLOR, label="synthetic")
-    ax.bar(x + 0.2, meas, width=0.4, color=_MEAS_COLOR, label="noisy measured",
-           yerr=np.full(n, half), ecolor="#333333", capsize=2 if n <= 30 else 0,
-           error_kw={"elinewidth": 0.8})
-    ax.set_title(name, fontsize=9)
-    ax.set_ylabel("share", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.set_xlim(-0.6, n - 0.4)
-    if n <= 40:
-        ax.set_xticks(x)
-        short = [_short(lb, 14) for lb in labels]
-        if n <= 3 and max(len(lb) for lb in short) <= 10:
-            ax.set_xticklabels(short)
-        else:
-            ax.set_xticklabels(short, rotation=45, ha="right", rotation_mode="anchor")
-    else:
-        ax.set_xlabel(f"{n} levels (see the tables below)", fontsize=7)
-    ax.axhline(0, color="#999999", linewidth=0.5)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    # fixed margins (tight_layout would cost one more full draw per plot)
-    fig.subplots_adjust(left=0.17 if n <= 12 else 0.085, right=0.98, top=0.9,
-                        bottom=0.32 if n <= 40 else 0.14)
-    return png_base64(fig)
-
-
-def _heatmap(m: _Marginal, labels: tuple[list[str], list[str]], total: float) -> str:
-    syn = m.synthetic / max(m.synthetic.sum(), 1.0)
-    meas = m.noisy / total if total > 0 else m.noisy
-    vmax = float(max(syn.max(initial=0.0), meas.max(initial=0.0), 1e-12))
-    rows, cols = m.shape
-    panel_w = max(1.8, 0.24 * cols)
-    fig = Figure(figsize=(min(11.0, 2.4 + 2 * panel_w), min(7.0, 1.9 + max(1.4, 0.22 * rows))),
-                 layout="constrained")
-    ax0 = fig.add_subplot(1, 2, 1)
-    ax1 = fig.add_subplot(1, 2, 2, sharey=ax0)
-    im = None
-    for ax, data, title in ((ax0, meas, "noisy measured"), (ax1, syn, "synthetic")):
-        im = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0, vmax=vmax,
-                       interpolation="nearest")
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel(m.columns[1], fontsize=7)
-        ax.tick_params(labelsize=6)
-        if cols <= 24:
-            ax.set_xticks(range(cols))
-            ax.set_xticklabels([_short(lb, 10) for lb in labels[1]], rotation=45, ha="right",
-                               rotation_mode="anchor")
-    ax0.set_ylabel(m.columns[0], fontsize=7)
-    if rows <= 24:
-        ax0.set_yticks(range(rows))
-        ax0.set_yticklabels([_short(lb, 14) for lb in labels[0]])
-    ax1.tick_params(labelleft=False)
-    if im is not None:
-        fig.colorbar(im, ax=[ax0, ax1], shrink=0.85, label="share").ax.tick_params(labelsize=6)
-    return png_base64(fig)
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def _fmt_share(x: float) -> str:
@@ -331,9 +263,9 @@ def _one_way_plots(p: _Page, one_way: dict[str, _Marginal]) -> list[str]:
         syn = m.synthetic / max(p.n_syn, 1)
         meas = m.noisy / p.total if p.total > 0 else np.zeros(m.shape)
         half = _Z95 * m.sigma / p.total if p.total > 0 else 0.0
-        b64 = _bar_plot(c, labels, syn, meas, half)
         note = " (summed)" if m.derived else ""
-        parts.append(_img(b64, f"one-way marginal of {c}", f"{c}{note}: TVD {m.tvd:.3f}"))
+        svg = bar_chart_svg(f"q1-{plotted}", c, labels, syn, meas, half, note=note)
+        parts.append(_figure(svg, f"{c}{note}: TVD {m.tvd:.3f}"))
         plotted += 1
     parts.append("</div>")
     if len(one_way) > plotted:
@@ -347,11 +279,14 @@ def _heatmaps(p: _Page, ranked: list[_Marginal]) -> list[str]:
     if not pairs:
         return []
     parts = ["<h2>Two-way marginals with the largest TVD</h2><div class=\"plots\">"]
-    for m in pairs[:MAX_HEATMAPS]:
+    for k, m in enumerate(pairs[:MAX_HEATMAPS]):
         labels2 = tuple(level_labels(p.by_name[c]) for c in m.columns)
-        b64 = _heatmap(m, (labels2[0], labels2[1]), p.total)
-        parts.append(_img(b64, f"two-way marginal of {m.columns[0]} and {m.columns[1]}",
-                          f"{m.columns[0]} × {m.columns[1]}: TVD {m.tvd:.3f}"))
+        syn = m.synthetic / max(m.synthetic.sum(), 1.0)
+        meas = m.noisy / p.total if p.total > 0 else m.noisy
+        vmax = float(max(syn.max(initial=0.0), meas.max(initial=0.0), 1e-12))
+        svg = heatmap_svg(f"q2-{k}", (m.columns[0], m.columns[1]), (labels2[0], labels2[1]),
+                          [("noisy measured", meas), ("synthetic", syn)], vmax)
+        parts.append(_figure(svg, f"{m.columns[0]} × {m.columns[1]}: TVD {m.tvd:.3f}"))
     parts.append("</div>")
     return parts
 
