@@ -151,7 +151,7 @@ def test_datasheet(schema: Schema) -> None:
                     "## Known limits", "## How to cite"):
         assert heading in md
     assert "not real patients" in md
-    assert "uniformly inside" in md and "groups" in md and "Cross-column rules" in md
+    assert "uniformly inside" in md and "groups" in md and "cross-column rules" in md
     assert "Strack" in md  # the citation from the schema
     assert "encounter_id" in md and "Withheld" in md
 
