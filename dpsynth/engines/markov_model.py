@@ -211,6 +211,60 @@ class MarkovModel:
         return _contract(factors[top], q)
 
 
+Reduction = tuple[int, tuple[int, ...], int]
+"""One step of a :func:`reduction_plan`: ``(source slot, axes to sum, target slot)``."""
+
+
+def reduction_plan(sizes: Sequence[int], attrs: Clique, targets: Sequence[Clique],
+                   first_slot: int) -> tuple[list[Reduction], dict[Clique, int]]:
+    """How to sum a table over ``attrs`` (slot 0) down to every clique of ``targets``
+    with few passes over the large table.
+
+    Targets that do not contain some attribute ``x`` are summed from the table with
+    ``x`` summed out once (a slot of its own, numbered from ``first_slot``), the
+    rest from the table itself; recursively. Pairs inside a 5-attribute clique cost
+    about two passes over it instead of one each. Returns the steps and each
+    target's slot. Exact: the same sums in another order.
+    """
+    steps: list[Reduction] = []
+    where: dict[Clique, int] = {}
+    counter = [first_slot]
+
+    def rec(slot: int, over: Clique, todo: list[Clique]) -> None:
+        for t in todo:
+            if t == over:
+                where[t] = slot
+        todo = [t for t in todo if t != over]
+        while todo:
+            if len(todo) == 1:
+                t = todo[0]
+                dst = counter[0]
+                counter[0] += 1
+                steps.append((slot, tuple(k for k, a in enumerate(over) if a not in t), dst))
+                where[t] = dst
+                return
+            x = max(over, key=lambda a: (sum(a not in t for t in todo), sizes[a], -a))
+            rest = [t for t in todo if x not in t]
+            todo = [t for t in todo if x in t]
+            if len(rest) == 1:
+                rec(slot, over, rest)
+            else:
+                dst = counter[0]
+                counter[0] += 1
+                steps.append((slot, (over.index(x),), dst))
+                rec(dst, tuple(a for a in over if a != x), rest)
+
+    rec(0, tuple(attrs), sorted(set(targets)))
+    return steps, where
+
+
+def run_plan(table: np.ndarray, steps: Sequence[Reduction], slots: dict[int, np.ndarray]) -> None:
+    """Apply :func:`reduction_plan` steps to ``table`` (slot 0), filling ``slots``."""
+    slots[0] = table
+    for src, axes, dst in steps:
+        slots[dst] = slots[src].sum(axis=axes) if axes else slots[src]
+
+
 def _contract(factors: Sequence[tuple[Clique, np.ndarray]], out: Clique) -> np.ndarray:
     labels: dict[int, int] = {}
     for vs, _ in factors:
