@@ -197,6 +197,13 @@ class _Problem:
             else:
                 self.down_axes.append(())
                 self.pshape.append(())
+        # The separator marginals a parent hands its children, summed through shared
+        # partial sums (a large clique with several children is read about once).
+        self.sep_plan = [
+            reduction_plan(self.sizes, c, [jt.separator[i] for i in range(len(jt.cliques))
+                                           if jt.parent[i] == h], 1)
+            for h, c in enumerate(jt.cliques)
+        ]
 
     def views(self, flat: np.ndarray) -> dict[Clique, np.ndarray]:
         """Per-clique views (shaped) into a flat vector of this problem's layout."""
@@ -263,14 +270,19 @@ class _Problem:
                 up[i] = s
                 acc[p] += (np.log(s) + m).reshape(self.pshape[i])
             probs: list[np.ndarray] = [np.empty(0)] * n
+            seps: dict[int, dict[int, np.ndarray]] = {}
             for i in jt.order:
                 e = ex[i]
                 p = jt.parent[i]
                 if p >= 0:
                     # sums to the parent's total (1): sum_S sm(S) / up(S) * up(S); no
                     # renormalisation pass. Bounded: e <= 1, sm <= 1, up >= 1.
-                    pm = probs[p]
-                    sm = pm.sum(axis=self.down_axes[i], keepdims=True) if self.down_axes[i] else pm
+                    steps, where = self.sep_plan[p]
+                    slots = seps.get(p)
+                    if slots is None:
+                        slots = seps[p] = {}
+                        run_plan(probs[p], steps, slots)
+                    sm = slots[where[jt.separator[i]]]
                     e *= sm.reshape(self.cshape[i]) / up[i]
                 else:
                     z = float(e.sum())

@@ -72,12 +72,25 @@ class MarkovModel:
         """
         out: list[np.ndarray | None] = [None] * len(queries)
         by_first: dict[int, dict[int, list[int]]] = {}
+        by_host: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
         for k, q in enumerate(queries):
             qt = tuple(int(a) for a in q)
-            if len(qt) == 2 and qt[0] != qt[1] and self.jt.containing(qt) is None:
+            host = self.jt.containing(qt) if len(set(qt)) == len(qt) else None
+            if host is not None:
+                by_host.setdefault(host, []).append((k, qt))
+            elif len(qt) == 2 and qt[0] != qt[1]:
                 by_first.setdefault(qt[0], {}).setdefault(qt[1], []).append(k)
             else:
                 out[k] = self.marginal(qt)
+        for h, items in by_host.items():  # queries a clique holds: shared partial sums
+            steps, where = reduction_plan(self.sizes, self.jt.cliques[h],
+                                          [tuple(sorted(qt)) for _, qt in items], 1)
+            slots: dict[int, np.ndarray] = {}
+            run_plan(self.probs[h], steps, slots)
+            for k, qt in items:
+                srt = tuple(sorted(qt))
+                m = slots[where[srt]] * self.total
+                out[k] = np.ascontiguousarray(np.transpose(m, [srt.index(a) for a in qt]))
         if by_first:
             nbrs = self._neighbours()
             for a, want in by_first.items():
