@@ -15,8 +15,12 @@ hypothetical junction-tree size of each candidate is computed exactly but only
 over the connected components the candidate touches, and reused until a new
 clique is measured (:class:`_SizeOracle`); the model marginals of all
 candidates come from one tree walk per attribute
-(:meth:`MarkovModel.marginals`); each round's estimate is warm-started and
-stops at ``round_iters`` or when it stalls (``round_tol``).
+(:meth:`MarkovModel.marginals`; pairs a clique holds through shared partial
+sums); each round's estimate is warm-started and stops at ``round_iters`` or
+when it stalls (``round_tol``). The min-fill triangulation behind the sizes
+rescores only the vertices an elimination can affect. Where the time goes on
+NIST national2019 (ε = 1) and what was changed for it: ``benchmarks/aim_profile.py``
+and ``benchmarks/results/aim-speed.md``.
 
 Budget: every round spends ``rho / max_rounds`` (0.9 measure, 0.1 select)
 until fewer than two rounds' worth remain; that round then spends exactly the

@@ -6,6 +6,15 @@ mirror descent with Armijo line search (McKenna et al., Private-PGM) minimising
 ``sum_m ||M_c(mu) - y_m||^2 / sigma_m^2`` with warm starts. The fitted model it
 returns is a :class:`~dpsynth.engines.markov_model.MarkovModel`.
 
+Cost of one iteration (AIM runs thousands): the measured cliques' targets,
+weights, potentials, marginals and gradients live in one flat vector, so the
+loss, the gradient and a step are whole-array operations; a junction-tree
+clique's potential is built from small partial sums and written once; and the
+marginals a large clique hands on (measured cliques it hosts, its children's
+separators) are summed through shared partial sums
+(:func:`~dpsynth.engines.markov_model.reduction_plan`), about one pass over it
+instead of one per marginal. All exact: the same sums in another order.
+
 Everything here is post-processing of DP measurements. Must not: import the
 measurement session or any private-table module, use the true row count, or
 draw randomness (sampling lives in ``sampler.py``).
@@ -21,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dpsynth.engines.junction_tree import Clique, build_junction_tree
-from dpsynth.engines.markov_model import MarkovModel
+from dpsynth.engines.markov_model import MarkovModel, reduction_plan, run_plan
 
 _GROW_AFTER = 3
 
@@ -110,8 +119,27 @@ class _Problem:
             else:
                 acc[o.attrs] = (yw, w)
         self.cliques: list[Clique] = list(acc)
-        self.y = {c: acc[c][0] / acc[c][1] for c in self.cliques}
-        self.w = {c: acc[c][1] for c in self.cliques}
+        # Every per-clique vector (targets, weights, potentials, marginals, gradients)
+        # lives in one flat array, clique after clique: the loss, the gradient and a
+        # mirror-descent step are a few whole-array operations, not one per clique.
+        self.offsets: dict[Clique, slice] = {}
+        self.cshapes: dict[Clique, tuple[int, ...]] = {}
+        n_cells = 0
+        for c in self.cliques:
+            shape = acc[c][0].shape
+            size = math.prod(shape)
+            self.offsets[c] = slice(n_cells, n_cells + size)
+            self.cshapes[c] = shape
+            n_cells += size
+        self.n_cells = n_cells
+        self.y_flat = np.empty(n_cells)
+        self.w_flat = np.empty(n_cells)
+        for c in self.cliques:
+            sl = self.offsets[c]
+            self.w_flat[sl] = np.asarray(acc[c][1]).ravel()
+            self.y_flat[sl] = (acc[c][0] / acc[c][1]).ravel()
+        self.y = self.views(self.y_flat)
+        self.w = self.views(self.w_flat)
         covered = {a for c in self.cliques for a in c}
         structure = [*self.cliques, *[(a,) for a in range(n) if a not in covered]]
         self.jt = build_junction_tree(n, structure, self.sizes)
@@ -145,6 +173,22 @@ class _Problem:
                 tuple(k for k, a in enumerate(c2) if a not in c),
                 tuple(self.sizes[a] if a in c else 1 for a in c2),
             )
+        # Per junction-tree clique, the measured cliques whose potentials it hosts (those
+        # not added through a measured container), ordered so that each partial sum
+        # spans as few cells as possible: only the last addition is host-sized.
+        self.plan: list[list[Clique]] = [[] for _ in jt.cliques]
+        for h in range(len(jt.cliques)):
+            todo = [c for c in self.cliques if self.via[c] is None and self.host[c] == h]
+            span: set[int] = set()
+            while todo:
+                nxt = min(todo, key=lambda c: (math.prod(self.sizes[a] for a in span.union(c)), c))
+                todo.remove(nxt)
+                span.update(nxt)
+                self.plan[h].append(nxt)
+        # ... and how to sum their marginals out of the host's table (few passes).
+        self.reduce = [reduction_plan(self.sizes, jt.cliques[h], self.plan[h], 1)
+                       for h in range(len(jt.cliques))]
+        self.via_desc = [(c, v[0], v[1]) for c in self.desc if (v := self.via[c]) is not None]
         # Message plumbing per non-root clique.
         self.up_axes: list[tuple[int, ...]] = []
         self.down_axes: list[tuple[int, ...]] = []
@@ -162,6 +206,17 @@ class _Problem:
             else:
                 self.down_axes.append(())
                 self.pshape.append(())
+        # The separator marginals a parent hands its children, summed through shared
+        # partial sums (a large clique with several children is read about once).
+        self.sep_plan = [
+            reduction_plan(self.sizes, c, [jt.separator[i] for i in range(len(jt.cliques))
+                                           if jt.parent[i] == h], 1)
+            for h, c in enumerate(jt.cliques)
+        ]
+
+    def views(self, flat: np.ndarray) -> dict[Clique, np.ndarray]:
+        """Per-clique views (shaped) into a flat vector of this problem's layout."""
+        return {c: flat[self.offsets[c]].reshape(self.cshapes[c]) for c in self.cliques}
 
     def potentials(self, theta: Mapping[Clique, np.ndarray]) -> list[np.ndarray]:
         acc: dict[Clique, np.ndarray] = {}
@@ -179,9 +234,15 @@ class _Problem:
                 )
             else:
                 acc[c] = t
-        pots = [np.zeros(s) for s in self.shapes]
-        for c, t in acc.items():
-            pots[self.host[c]] += t.reshape(self.bshape[c])
+        pots: list[np.ndarray] = []
+        for h, shape in enumerate(self.shapes):
+            part: np.ndarray | None = None
+            for c in self.plan[h]:  # small partial sums first, one pass over the host
+                t = acc[c].reshape(self.bshape[c])
+                part = t if part is None else part + t
+            pot = np.empty(shape)
+            pot[...] = 0.0 if part is None else part
+            pots.append(pot)
         return pots
 
     def calibrate(self, theta: Mapping[Clique, np.ndarray]) -> list[np.ndarray]:
@@ -221,19 +282,28 @@ class _Problem:
                 up[i] = s
                 acc[p] += (np.log(s) + m).reshape(self.pshape[i])
             probs: list[np.ndarray] = [np.empty(0)] * n
+            seps: dict[int, dict[int, np.ndarray]] = {}
             for i in jt.order:
                 e = ex[i]
                 p = jt.parent[i]
                 if p >= 0:
-                    pm = probs[p]
-                    sm = pm.sum(axis=self.down_axes[i], keepdims=True) if self.down_axes[i] else pm
-                    ratio = np.divide(sm.reshape(self.cshape[i]), up[i],
-                                      out=np.zeros(up[i].shape), where=up[i] > 0)
-                    e *= ratio
-                z = float(e.sum())
-                if not (z > 0 and math.isfinite(z)):
-                    return self._calibrate_log(theta)
-                e /= z
+                    # sums to the parent's total (1): sum_S sm(S) / up(S) * up(S); no
+                    # renormalisation pass. Bounded: e <= 1, sm <= 1, up >= 1 except
+                    # on an impossible separator configuration (structural zeros),
+                    # where up = sm = 0 and the child's rows stay 0.
+                    steps, where = self.sep_plan[p]
+                    slots = seps.get(p)
+                    if slots is None:
+                        slots = seps[p] = {}
+                        run_plan(probs[p], steps, slots)
+                    sm = slots[where[jt.separator[i]]]
+                    e *= np.divide(sm.reshape(self.cshape[i]), up[i],
+                                   out=np.zeros(up[i].shape), where=up[i] > 0)
+                else:
+                    z = float(e.sum())
+                    if not (z > 0 and math.isfinite(z)):
+                        return self._calibrate_log(theta)
+                    e /= z
                 probs[i] = e
         return probs
 
@@ -269,26 +339,36 @@ class _Problem:
         return probs
 
     def marginals(self, probs: list[np.ndarray]) -> dict[Clique, np.ndarray]:
-        out: dict[Clique, np.ndarray] = {}
-        for c in self.desc:  # largest first: sum from the smallest container
-            via = self.via[c]
-            if via is not None:
-                out[c] = out[via[0]].sum(axis=via[1])
-                continue
-            h = self.host[c]
-            ax = self.raxes[c]
-            out[c] = (probs[h].sum(axis=ax) if ax else probs[h]) * self.total
-        return out
+        """Model marginals (counts) of the measured cliques, as views of :meth:`flat_marginals`."""
+        return self.views(self.flat_marginals(probs))
+
+    def flat_marginals(self, probs: list[np.ndarray]) -> np.ndarray:
+        """Model marginals (counts) of the measured cliques in the flat layout."""
+        flat = np.empty(self.n_cells)
+        out = self.views(flat)
+        for h, (steps, where) in enumerate(self.reduce):
+            if where:
+                slots: dict[int, np.ndarray] = {}
+                run_plan(probs[h], steps, slots)
+                for c, k in where.items():
+                    out[c][...] = slots[k]
+        for c, c2, ax in self.via_desc:  # largest first: sum from the smallest container
+            np.sum(out[c2], axis=ax, out=out[c])
+        flat *= self.total
+        return flat
 
     def loss(self, mu: Mapping[Clique, np.ndarray]) -> tuple[float, dict[Clique, np.ndarray]]:
-        total = 0.0
-        grad: dict[Clique, np.ndarray] = {}
+        flat = np.empty(self.n_cells)
         for c in self.cliques:
-            d = mu[c] - self.y[c]
-            wd = self.w[c] * d
-            total += float(np.vdot(wd, d))
-            grad[c] = 2.0 * wd
-        return total, grad
+            flat[self.offsets[c]] = np.asarray(mu[c]).ravel()
+        total, grad = self.flat_loss(flat)
+        return total, self.views(grad)
+
+    def flat_loss(self, mu: np.ndarray) -> tuple[float, np.ndarray]:
+        """``sum w (mu - y)^2`` and its gradient in ``mu`` (flat layout)."""
+        d = mu - self.y_flat
+        wd = self.w_flat * d
+        return float(np.dot(wd, d)), 2.0 * wd
 
     def model(self, probs: list[np.ndarray]) -> MarkovModel:
         return MarkovModel(self.sizes, self.jt, probs, self.total)
@@ -318,25 +398,23 @@ def estimate(
     if total is None:
         total = estimate_total(observations)
     prob = _Problem(sizes, observations, total)
-    theta: dict[Clique, np.ndarray] = {}
     # Natural scale of a mirror-descent step on count-scaled marginals.
-    alpha = 1.0 / (max(float(np.max(w)) for w in prob.w.values()) * total)
-    def start(c: Clique) -> np.ndarray:
-        t = np.zeros(prob.y[c].shape)
-        if zeros is not None and c in zeros:
-            t[np.asarray(zeros[c], dtype=bool)] = -np.inf  # a mirror step keeps -inf
-        return t
-
+    alpha = 1.0 / (float(np.max(prob.w_flat)) * total)
+    theta_flat = np.zeros(prob.n_cells)
     if warm_start is not None:
         alpha = warm_start.step
         for c in prob.cliques:
             prev = warm_start.theta.get(c)
-            theta[c] = prev.copy() if prev is not None else start(c)
-    else:
-        theta = {c: start(c) for c in prob.cliques}
-    probs = prob.calibrate(theta)
-    mu = prob.marginals(probs)
-    loss, grad = prob.loss(mu)
+            if prev is not None:
+                theta_flat[prob.offsets[c]] = prev.ravel()
+    for c, mask in (zeros or {}).items():
+        if c in prob.offsets:  # structural zeros: -inf, which a mirror step keeps
+            cell = theta_flat[prob.offsets[c]]
+            cell[np.asarray(mask, dtype=bool).ravel()] = -np.inf
+            theta_flat[prob.offsets[c]] = cell
+    probs = prob.calibrate(prob.views(theta_flat))
+    mu = prob.flat_marginals(probs)
+    loss, grad = prob.flat_loss(mu)
     history = [loss]
     it = 0
     # Armijo line search. Mirror descent's step settles near a stable value, so
@@ -349,11 +427,11 @@ def estimate(
             streak = 0
         first = True
         for _ in range(30):
-            new_theta = {c: theta[c] - alpha * grad[c] for c in prob.cliques}
-            new_probs = prob.calibrate(new_theta)
-            new_mu = prob.marginals(new_probs)
-            new_loss, new_grad = prob.loss(new_mu)
-            decrease = sum(float(np.vdot(grad[c], mu[c] - new_mu[c])) for c in prob.cliques)
+            new_theta = theta_flat - alpha * grad
+            new_probs = prob.calibrate(prob.views(new_theta))
+            new_mu = prob.flat_marginals(new_probs)
+            new_loss, new_grad = prob.flat_loss(new_mu)
+            decrease = float(np.dot(grad, mu - new_mu))
             if loss - new_loss >= 0.5 * alpha * decrease:
                 streak = streak + 1 if first else 0
                 break
@@ -361,10 +439,11 @@ def estimate(
             first = False
         else:
             break  # no step decreases the loss: converged to rounding
-        theta, probs, mu, loss, grad = new_theta, new_probs, new_mu, new_loss, new_grad
+        theta_flat, probs, mu, loss, grad = new_theta, new_probs, new_mu, new_loss, new_grad
         history.append(loss)
         if it >= 10 and history[-11] - loss <= tol * max(loss, 1.0):
             break
+    theta = prob.views(theta_flat)
     return EstimationResult(
         model=prob.model(probs),
         theta=theta,

@@ -28,15 +28,17 @@ def _canon(cliques: Iterable[Iterable[int]]) -> list[Clique]:
 
 
 def _maximal_cliques(cliques: Iterable[Iterable[int]]) -> list[Clique]:
-    """Cliques not contained in another (first occurrence kept, order stable)."""
+    """Cliques not contained in another, largest first (then lexicographic)."""
     cs = sorted(set(_canon(cliques)), key=lambda c: (-len(c), c))
     out: list[Clique] = []
-    sets: list[frozenset[int]] = []
+    masks: list[int] = []
     for c in cs:
-        s = frozenset(c)
-        if not any(s <= t for t in sets):
+        m = 0
+        for a in c:
+            m |= 1 << a
+        if not any(m & t == m for t in masks):
             out.append(c)
-            sets.append(s)
+            masks.append(m)
     return out
 
 
@@ -51,14 +53,14 @@ def triangulate(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[i
     per round).
     """
     adj = [0] * n_vars
-    for c in _canon(cliques):
+    for c in cliques:
         mask = 0
         for a in c:
             mask |= 1 << a
         for a in c:
             adj[a] |= mask & ~(1 << a)
     logsize = [math.log(max(int(s), 1)) for s in sizes]
-    remaining = set(range(n_vars))
+    bits = [1 << v for v in range(n_vars)]
     elim_cliques: list[Clique] = []
 
     def members(mask: int) -> list[int]:
@@ -71,31 +73,45 @@ def triangulate(n_vars: int, cliques: Iterable[Iterable[int]], sizes: Sequence[i
 
     def key(v: int) -> tuple[int, float]:
         nb = adj[v]
-        nbl = members(nb)
         missing = 0
-        for u in nbl:
+        weight = 0.0
+        for u in members(nb):
             missing += (nb & ~adj[u]).bit_count() - 1
-        return (missing // 2, logsize[v] + sum(logsize[u] for u in nbl))
+            weight += logsize[u]
+        return (missing // 2, logsize[v] + weight)
 
     heap: list[tuple[int, float, int]] = []
+    current: list[tuple[int, float]] = [(-1, 0.0)] * n_vars
     for v in range(n_vars):
-        heapq.heappush(heap, (*key(v), v) if adj[v] else (-1, 0.0, v))
-    current: dict[int, tuple[int, float]] = {}
-    while remaining:
+        if adj[v]:
+            current[v] = key(v)
+            heap.append((*current[v], v))
+        else:
+            heap.append((-1, 0.0, v))
+    heapq.heapify(heap)
+    gone = 0
+    while heap:
         k0, k1, v = heapq.heappop(heap)
-        if v not in remaining or (k0 >= 0 and current.get(v, (k0, k1)) != (k0, k1)):
+        if gone & bits[v] or (k0 >= 0 and current[v] != (k0, k1)):
             continue  # stale entry
         nb = adj[v]
         nbl = members(nb)
-        elim_cliques.append(tuple(sorted([*nbl, v])))
+        elim_cliques.append(tuple(members(nb | bits[v])))
+        fill = False
+        for u in nbl:
+            if nb & ~bits[u] & ~adj[u]:
+                fill = True
+            adj[u] = (adj[u] | nb) & ~bits[u] & ~bits[v]
+        # A score changes only for the neighbours of v (their neighbourhood lost v and
+        # may gain fill edges) and, when fill edges were added, for vertices adjacent
+        # to their ends: the fill-in among those vertices' neighbours changed.
         touched = nb
-        for u in nbl:
-            adj[u] = (adj[u] | nb) & ~(1 << u) & ~(1 << v)
-        for u in nbl:
-            touched |= adj[u]
+        if fill:
+            for u in nbl:
+                touched |= adj[u]
         adj[v] = 0
-        remaining.discard(v)
-        for u in members(touched & ~(1 << v)):
+        gone |= bits[v]
+        for u in members(touched & ~bits[v]):
             ku = key(u) if adj[u] else (-1, 0.0)
             current[u] = ku
             heapq.heappush(heap, (*ku, u))
