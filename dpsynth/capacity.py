@@ -14,11 +14,14 @@ the sampler keeps every row's codes and a few int64/float64 working arrays per
 row, the decoder adds one typed column per released column (8 bytes a cell at
 most, plus its int64 copy while it is decoded), and the expectation suite
 converts a few columns to pandas at a time, and the CSV and Parquet writers
-buffer a row group. :data:`ROW_BYTES` and :data:`CELL_BYTES` come from peak-RSS
-measurements of whole releases (``/usr/bin/time -f %M``; 6 released columns:
-486 MB at 200,000 rows, 954 MB at 2 million, 1,962 MB at 6 million, i.e. about
-255 bytes a row above a fixed ~400 MB), rounded up; :data:`MARGIN_BYTES` covers
-what grows with the run but not with the rows (reports, figures).
+buffer a row group. :data:`ROW_BYTES` and :data:`CELL_BYTES` come from the peak
+RSS of whole releases (``/usr/bin/time -f %M``, ``--engine mst --rows N``): the
+6-column test table (tests/test_release.py) took 486 MB at 200,000 rows, 954 MB at
+2 million and 1,962 MB at 6 million (about 255 bytes a row); diabetes130 (48
+columns) took 781 MB at 200,000 and 2,381 MB at 3 million (about 571 bytes a row).
+A line through the two, 210 + 7.5 a column, rounded up to 256 + 12 a column,
+overestimates both by 30-45%. :data:`MARGIN_BYTES` covers what does not grow with
+the rows (reports, figures).
 
 Available memory is the smallest of: ``MemAvailable`` in ``/proc/meminfo``, and the
 cgroup limit minus its current usage (v2 ``memory.max``/``memory.current``, v1
@@ -39,12 +42,12 @@ from dpsynth.schema import Schema
 __all__ = ["CELL_BYTES", "MARGIN_BYTES", "ROW_BYTES", "available_memory", "bytes_per_row",
            "check_rows"]
 
-ROW_BYTES = 64
-"""Working memory per synthetic row whatever the width (the sampler's int64 group
-index, its uniform draws and search positions)."""
-CELL_BYTES = 40
-"""Memory per synthetic cell: the code, the decoded value, its int64 copy while
-decoding, the validation's pandas copy and the writers' buffers."""
+ROW_BYTES = 256
+"""Peak memory per synthetic row whatever the width (the sampler's int64 group index,
+its uniform draws and search positions, the validation's per-row work)."""
+CELL_BYTES = 12
+"""Peak memory per synthetic cell: the code, the decoded value, and their share of the
+per-column copies made while decoding, validating and writing."""
 MARGIN_BYTES = 256 * 2**20
 """Kept free for what does not grow with the rows (reports, figures)."""
 

@@ -353,7 +353,7 @@ def test_rows_beyond_the_memory_available_are_refused_before_the_budget(
 
     monkeypatch.setattr(dpsynth.capacity, "available_memory", lambda: 2**30)  # 1 GiB
     reads = _spy_on_input_reads(monkeypatch)
-    per_row = 64 + 40 * 6  # 6 released columns
+    per_row = dpsynth.capacity.ROW_BYTES + dpsynth.capacity.CELL_BYTES * 6  # 6 released columns
     fits = (2**30 - dpsynth.capacity.MARGIN_BYTES) // per_row
     code, _, err = run_release(env, "b1", "--epsilon", "1", "--rows", str(fits + 1))
     assert code == 2, err
@@ -467,3 +467,22 @@ def test_reconcile_refuses_a_bundle_that_fails_verification_or_does_not_match(
     code, err = reconcile(d / "b2")
     assert code == 6 and "(epsilon, rho differ)" in err
     assert charges(env) == [("r1", "spent"), ("r2", "spent")]
+
+
+def test_available_memory_is_the_smallest_of_meminfo_and_the_cgroup_limit(tmp_path: Path) -> None:
+    from dpsynth.capacity import available_memory
+
+    proc, v2, v1, none = (tmp_path / n for n in ("proc", "v2", "v1", "none"))
+    for d in (proc, v2, v1 / "memory", none):
+        d.mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal:  8000000 kB\nMemAvailable:  4000000 kB\n")
+    (v2 / "memory.max").write_text("2147483648\n")
+    (v2 / "memory.current").write_text("1073741824\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # v1: no limit
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("1000")
+    assert available_memory(proc, v2) == 2**30
+    assert available_memory(proc, v1) == 4000000 * 1024
+    assert available_memory(proc, none) == 4000000 * 1024
+    assert available_memory(none, none) is None
+    (v2 / "memory.max").write_text("max\n")
+    assert available_memory(none, v2) is None
