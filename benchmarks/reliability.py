@@ -4,9 +4,10 @@ Two parts, both with real processes (``python -m dpsynth release`` from this che
 
 1. **Kill trials.** N releases of a tiny generated table, each SIGKILLed: half at an
    injected point (``DPSYNTH_CRASH_AT``, every point of ``dpsynth.crashpoints.POINTS``
-   in turn), half at a random time (uniform over the run after start-up, or inside the
-   bundle phase, measured by one calibration run). After each trial the ledger and the
-   output directory are checked:
+   in turn), a quarter at a random time after start-up, and a quarter while the bundle is
+   written (a random delay, up to 1.3 times the write window one calibration run
+   measured, after its temporary directory appears). After each trial the
+   ledger and the output directory are checked:
 
    - no charge lost: every earlier charge is still there, its status only moved
      forward, and the counted rho never went down or past the total;
@@ -173,7 +174,7 @@ def snapshot(ledger: str) -> tuple[dict[str, tuple[str, float]], float, float]:
 @dataclass
 class Trial:
     index: int
-    mode: str  # "point" or "time"
+    mode: str  # "point", "time" (from the start) or "write" (from the bundle's temp dir)
     point: str | None
     kill_after_s: float | None
     input: str
@@ -195,15 +196,28 @@ class Trial:
     seconds: float = 0.0
 
 
-def run_killed(setup: Setup, args: list[str], env: dict[str, str],
-               kill_after: float | None) -> tuple[int, bool, float]:
-    """Run ``args``; SIGKILL its process group after ``kill_after`` seconds (if it is
-    still running). Returns (returncode, killed by SIGKILL, seconds)."""
+def _appeared(out: Path) -> bool:
+    """The bundle's temporary directory (or the bundle) exists: writing has begun."""
+    prefix = f".{out.name}{TEMP_INFIX}"
+    try:
+        return out.exists() or any(p.name.startswith(prefix) for p in out.parent.iterdir())
+    except OSError:
+        return False
+
+
+def run_killed(args: list[str], env: dict[str, str], kill_after: float | None,
+               from_write_of: Path | None = None) -> tuple[int, bool, float]:
+    """Run ``args``; SIGKILL its process group ``kill_after`` seconds after it started,
+    or (``from_write_of``) after the bundle's temporary directory appeared, if it is
+    still running. Returns (returncode, killed by SIGKILL, seconds)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
         if kill_after is not None:
+            if from_write_of is not None:
+                while proc.poll() is None and not _appeared(from_write_of):
+                    time.sleep(0.005)
             try:
                 proc.wait(timeout=kill_after)
             except subprocess.TimeoutExpired:
@@ -220,20 +234,33 @@ def run_killed(setup: Setup, args: list[str], env: dict[str, str],
 
 
 def calibrate(setup: Setup, ledger: str) -> dict[str, float]:
-    """One release without a kill: its wall time, start-up time and bundle phase."""
+    """One release without a kill: its wall time, start-up time, and the time from its
+    bundle's temporary directory appearing to the bundle's rename and to exit."""
     out = setup.work / "calibration" / "bundle"
     tmp = setup.work / "calibration" / "tmp"
     tmp.mkdir(parents=True)
+    out.parent.mkdir(exist_ok=True)
     env = child_env(setup, tmp, None, None, None)
     t0 = time.monotonic()
-    proc = subprocess.run(release_args(setup, ledger, setup.inputs["csv"], out, "calibration"),
-                          env=env, capture_output=True, text=True, timeout=900, check=False)
-    wall = time.monotonic() - t0
+    proc = subprocess.Popen(release_args(setup, ledger, setup.inputs["csv"], out, "calibration"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t_write = t_publish = None
+    while proc.poll() is None:
+        now = time.monotonic()
+        if t_write is None and _appeared(out):
+            t_write = now
+        if t_publish is None and out.exists():
+            t_publish = now
+        time.sleep(0.005)
+    stdout, stderr = proc.communicate()
+    end = time.monotonic()
     if proc.returncode != 0:
-        raise SystemExit(f"calibration release failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    timings = json.loads(proc.stdout)["timings"]
-    return {"wall": wall, "startup": max(0.0, wall - timings["total"]),
-            "bundle": timings.get("bundle", 0.0)}
+        raise SystemExit(f"calibration release failed ({proc.returncode}): {stderr[-2000:]}")
+    timings = json.loads(stdout)["timings"]
+    return {"wall": end - t0, "startup": max(0.0, end - t0 - timings["total"]),
+            "bundle": timings.get("bundle", 0.0),
+            "write_to_publish": (t_publish or end) - (t_write or end),
+            "write_to_exit": end - (t_write or end)}
 
 
 def check_trial(setup: Setup, ledger: str, trial: Trial, before: dict[str, tuple[str, float]],
@@ -305,7 +332,8 @@ def kill_trials(setup: Setup, n: int, rng: random.Random) -> tuple[list[Trial], 
         raise SystemExit(init.stderr)
     cal = calibrate(setup, ledger)
     print(f"calibration: wall {cal['wall']:.1f} s, start-up {cal['startup']:.1f} s, "
-          f"bundle phase {cal['bundle']:.1f} s", flush=True)
+          f"bundle stage {cal['bundle']:.1f} s, temporary directory to rename "
+          f"{cal['write_to_publish']:.2f} s, to exit {cal['write_to_exit']:.2f} s", flush=True)
     points = list(POINTS)
     outdir = setup.work / "out"
     outdir.mkdir()
@@ -314,18 +342,20 @@ def kill_trials(setup: Setup, n: int, rng: random.Random) -> tuple[list[Trial], 
     before, counted, _ = snapshot(ledger)
     for i in range(n):
         input_kind = "gz" if (i // 2) % 2 else "csv"
+        out = outdir / f"bundle{name_index}"
+        from_write: Path | None = None
         if i % 2 == 0:
             mode, point, after = "point", points[(i // 2) % len(points)], None
             if point == "after-decompress":
                 input_kind = "gz"
-        else:
+        elif i % 4 == 1:  # anywhere after start-up, timed from the process start
             mode, point = "time", None
-            if rng.random() < 0.5:  # anywhere after start-up
-                after = rng.uniform(0.8 * cal["startup"], cal["wall"] * 1.05)
-            else:  # inside the bundle phase (it ends a few tenths before exit)
-                end = cal["wall"] - 0.1
-                after = rng.uniform(max(0.0, end - cal["bundle"] - 0.3), end)
-        out = outdir / f"bundle{name_index}"
+            after = rng.uniform(0.8 * cal["startup"], cal["wall"] * 1.05)
+        else:  # while the bundle is written: timed from its temporary directory's appearance
+            mode, point, from_write = "write", None, out
+            # 1.3 x the write: about 3/4 of these land before the rename, the rest in the
+            # short window after it (mark released, exit)
+            after = rng.uniform(0.0, 1.3 * cal["write_to_publish"] + 0.05)
         stale = [p for p in outdir.iterdir() if p.name.startswith(f".{out.name}{TEMP_INFIX}")]
         tmpdir = setup.work / "tmp" / f"trial{i}"
         tmpdir.mkdir(parents=True)
@@ -337,13 +367,13 @@ def kill_trials(setup: Setup, n: int, rng: random.Random) -> tuple[list[Trial], 
         args = release_args(setup, ledger, setup.inputs[input_kind], out, trial.release_id)
         # an injected point that is never reached (e.g. after-decompress on a plain CSV)
         # lets the run finish: that is reported, not a violation
-        trial.returncode, trial.killed, trial.seconds = run_killed(setup, args, env, after)
+        trial.returncode, trial.killed, trial.seconds = run_killed(args, env, after, from_write)
         before = check_trial(setup, ledger, trial, before, counted, out, open_log, tmpdir, stale)
         counted = snapshot(ledger)[1]
         if trial.bundle_at_final_path:
             name_index += 1
         trials.append(trial)
-        what = point or f"t={after:.1f}s"
+        what = point or (f"write+{after:.2f}s" if from_write else f"t={after:.1f}s")
         print(f"trial {i:3d} {mode:5s} {what:16s} {input_kind:3s} rc={trial.returncode:4d} "
               f"status={trial.status!s:13s} bundle={trial.bundle_at_final_path!s:5s} "
               f"tmp_left={trial.temp_dirs_left} violations={len(trial.violations)}", flush=True)
@@ -471,19 +501,22 @@ def write_report(path: Path, trials: list[Trial], cal: dict[str, float],
              f"({meta['seconds']:.0f} s).", ""]
     if trials:
         lines += [f"Calibration release: wall {cal['wall']:.1f} s (start-up {cal['startup']:.1f} s, "
-                  f"bundle phase {cal['bundle']:.1f} s). Each trial SIGKILLs `python -m dpsynth "
-                  "release` (MST, tiny generated table, CSV or gzip CSV) at an injected point or "
-                  "at a random time, then checks the invariants (benchmarks/README.md).", "",
+                  f"bundle stage {cal['bundle']:.1f} s; {cal['write_to_publish']:.2f} s from "
+                  "the bundle's temporary directory appearing to its rename). Each trial SIGKILLs "
+                  "`python -m dpsynth release` (MST, tiny generated table, CSV or gzip CSV) at an "
+                  "injected point, at a random time after start-up, or once the temporary "
+                  "directory appears, after a random delay of up to 1.3 x that window; then it "
+                  "checks the invariants (benchmarks/README.md). `killed` < `trials`: the point "
+                  "was never reached or the run ended first.", "",
                   "| kill | trials | killed | charge status after the kill | input opened (all "
                   "charged) | bundle at final path (verified; reconciled) | temp dirs left -> "
                   "removed by next run | plain-text copies left | violations |",
                   "|---|---|---|---|---|---|---|---|---|"]
         groups: dict[str, list[Trial]] = {}
         for t in trials:
-            key = f"point `{t.point}`" if t.mode == "point" else (
-                "random time, bundle phase" if t.kill_after_s is not None
-                and t.kill_after_s >= cal["wall"] - 0.1 - cal["bundle"] - 0.3
-                else "random time, whole run")
+            key = {"point": f"point `{t.point}`",
+                   "write": "random time while the bundle is written",
+                   "time": "random time after start-up"}[t.mode]
             groups.setdefault(key, []).append(t)
         for key in sorted(groups, key=lambda k: (not k.startswith("point"), k)):
             ts = groups[key]
@@ -530,7 +563,8 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=14,
                     help="SIGKILL trials: even ones at an injected point, odd ones at a random "
-                         "time (default 14: every point once, 7 random times)")
+                         "time after start-up or while the bundle is written (default 14: every "
+                         "point once, 7 random times)")
     ap.add_argument("--processes", type=int, default=16, help="concurrent releases (16)")
     ap.add_argument("--room-for", type=int, default=5,
                     help="releases the dataset's budget has room for (5)")
