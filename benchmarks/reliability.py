@@ -197,10 +197,12 @@ class Trial:
 
 
 def _appeared(out: Path) -> bool:
-    """The bundle's temporary directory (or the bundle) exists: writing has begun."""
+    """The bundle's temporary directory holds a file (or the bundle exists): writing has
+    begun. (An empty one is the path check's probe, made and removed at once.)"""
     prefix = f".{out.name}{TEMP_INFIX}"
     try:
-        return out.exists() or any(p.name.startswith(prefix) for p in out.parent.iterdir())
+        return out.exists() or any(p.name.startswith(prefix) and any(p.iterdir())
+                                   for p in out.parent.iterdir())
     except OSError:
         return False
 
