@@ -196,19 +196,21 @@ class Trial:
     seconds: float = 0.0
 
 
-def _appeared(out: Path) -> bool:
-    """The bundle's temporary directory holds a file (or the bundle exists): writing has
-    begun. (An empty one is the path check's probe, made and removed at once.)"""
+def _appeared(out: Path, old: frozenset[Path] = frozenset()) -> bool:
+    """A new temporary directory of the bundle holds a file (or the bundle exists):
+    writing has begun. Empty ones are the path check's probes (made and removed at
+    once); ``old`` ones were left by an earlier, killed trial."""
     prefix = f".{out.name}{TEMP_INFIX}"
     try:
-        return out.exists() or any(p.name.startswith(prefix) and any(p.iterdir())
+        return out.exists() or any(p.name.startswith(prefix) and p not in old and any(p.iterdir())
                                    for p in out.parent.iterdir())
     except OSError:
         return False
 
 
 def run_killed(args: list[str], env: dict[str, str], kill_after: float | None,
-               from_write_of: Path | None = None) -> tuple[int, bool, float]:
+               from_write_of: Path | None = None,
+               old: frozenset[Path] = frozenset()) -> tuple[int, bool, float]:
     """Run ``args``; SIGKILL its process group ``kill_after`` seconds after it started,
     or (``from_write_of``) after the bundle's temporary directory appeared, if it is
     still running. Returns (returncode, killed by SIGKILL, seconds)."""
@@ -218,7 +220,7 @@ def run_killed(args: list[str], env: dict[str, str], kill_after: float | None,
     try:
         if kill_after is not None:
             if from_write_of is not None:
-                while proc.poll() is None and not _appeared(from_write_of):
+                while proc.poll() is None and not _appeared(from_write_of, old):
                     time.sleep(0.005)
             try:
                 proc.wait(timeout=kill_after)
@@ -369,7 +371,8 @@ def kill_trials(setup: Setup, n: int, rng: random.Random) -> tuple[list[Trial], 
         args = release_args(setup, ledger, setup.inputs[input_kind], out, trial.release_id)
         # an injected point that is never reached (e.g. after-decompress on a plain CSV)
         # lets the run finish: that is reported, not a violation
-        trial.returncode, trial.killed, trial.seconds = run_killed(args, env, after, from_write)
+        trial.returncode, trial.killed, trial.seconds = run_killed(args, env, after, from_write,
+                                                                   frozenset(stale))
         before = check_trial(setup, ledger, trial, before, counted, out, open_log, tmpdir, stale)
         counted = snapshot(ledger)[1]
         if trial.bundle_at_final_path:
