@@ -5,6 +5,8 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
 
     cli.py           click commands; the one place errors become messages
     config.py        ReleaseConfig: every release setting declared once
+    capacity.py      will --rows N fit in the memory available (checked before reserving)
+    crashpoints.py   DPSYNTH_CRASH_AT: a real SIGKILL at named points (reliability tests)
     pipeline.py      check() and release(): the straight-line sequence
     errors.py        exception tree and exit codes
     schema.py        schema file -> validated, frozen Schema (public information only)

@@ -5,9 +5,14 @@ file into a temporary directory beside the target (same filesystem), adds
 ``manifest.json`` (each file's SHA-256 and size plus provenance, valid against
 ``schemas/manifest.v1.json``), fsyncs, and renames the directory into place, so
 a bundle is either complete or absent: on any failure the temporary directory is
-removed. With a signer, ``manifest.json.sig`` (a detached signature of the manifest's
-bytes, see ``dpsynth/signing.py``) is written before the rename too. Verifying a
-bundle is ``dpsynth/inspect.py``'s job.
+removed. :func:`check_out_path` is every check of the target path that
+:func:`write_bundle` makes; the pipeline runs the same function before the budget is
+reserved. The temporary directory is locked (``flock``) by the writing process; a
+SIGKILL can leave it behind, and :func:`remove_stale_temp_dirs` (run by the next
+release to the same path) removes only unlocked ones. With a signer,
+``manifest.json.sig`` (a detached signature of the manifest's bytes, see
+``dpsynth/signing.py``) is written before the rename too. Verifying a bundle is
+``dpsynth/inspect.py``'s job.
 
 No time of day: the run time grows with the private row count, so the bundle
 carries the release *date* only (:func:`release_date`, UTC, day precision) — in
@@ -29,13 +34,17 @@ computed on the real table (input file hash, true row count) into the manifest
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
+import fcntl
 import io
 import json
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from importlib import metadata, resources
 from pathlib import Path, PurePosixPath
@@ -45,7 +54,8 @@ import jsonschema
 import polars as pl
 import pyarrow.parquet as pq
 
-from dpsynth.errors import InternalError, StorageError
+from dpsynth.crashpoints import crash_point
+from dpsynth.errors import DpsynthError, InternalError, StorageError
 from dpsynth.hashing import sha256_file
 from dpsynth.version import __version__
 
@@ -61,6 +71,7 @@ __all__ = [
     "SIGNATURE",
     "Content",
     "Writer",
+    "check_out_path",
     "csv_writer",
     "dependency_versions",
     "manifest_schema_json",
@@ -68,6 +79,7 @@ __all__ = [
     "release_date",
     "release_files",
     "release_manifest",
+    "remove_stale_temp_dirs",
     "synthetic_table_files",
     "write_bundle",
     "write_synthetic_csv",
@@ -305,12 +317,99 @@ def _stamp_day(root: Path, day: str) -> None:
         os.utime(p, (midnight, midnight), follow_symlinks=False)
 
 
-def _refuse_existing(out_dir: Path) -> None:
-    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise StorageError(f"output path {str(out_dir)!r} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise StorageError(f"output directory {str(out_dir)!r} exists and is not empty; "
-                           "choose a new directory (a bundle is never overwritten)")
+TEMP_INFIX = ".tmp-"
+"""A bundle's temporary directory is ``.<name>.tmp-<random>`` beside ``<name>``."""
+STALE_AFTER_S = 5.0
+"""An unlocked temporary directory changed more recently than this is left alone: the
+window between ``mkdtemp`` and taking its lock (microseconds) is far shorter."""
+
+
+def _temp_prefix(out_dir: Path) -> str:
+    return f".{out_dir.name}{TEMP_INFIX}"
+
+
+def check_out_path(out_dir: Path, in_use: type[DpsynthError] = StorageError) -> Path:
+    """Every check :func:`write_bundle` makes of its target, run once before the budget
+    is reserved (``in_use=UsageError``: exit 2, nothing charged) and again by
+    ``write_bundle`` itself (exit 6). Returns the parent directory.
+
+    * ``out_dir`` must not be a symbolic link (dangling or not: the rename would
+      fail), a mount point (the rename would fail), or anything but an empty
+      directory (a bundle is never overwritten): ``in_use``;
+    * its parent is created if needed, and a temporary directory is created there
+      and removed again (the real one is made the same way): :class:`StorageError`.
+    """
+    out_dir = Path(out_dir)
+    where = repr(str(out_dir))
+    if out_dir.is_symlink():
+        raise in_use(f"output path {where} is a symbolic link; give the real directory "
+                     "(a bundle is renamed into place, never written through a link)")
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise in_use(f"output path {where} exists and is not a directory")
+        if any(out_dir.iterdir()):
+            raise in_use(f"output directory {where} already exists and is not empty; "
+                         "choose a new directory (a bundle is never overwritten)")
+        if os.path.ismount(out_dir):
+            raise in_use(f"output directory {where} is a mount point; the bundle is renamed "
+                         "into place, so give a new directory inside the mounted volume")
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(prefix=_temp_prefix(out_dir), dir=parent)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise StorageError(f"cannot create a directory in {str(parent)!r} "
+                           f"({exc.strerror or type(exc).__name__})") from None
+    return parent
+
+
+def _lock_dir(path: Path) -> int:
+    """Open ``path`` and hold an exclusive ``flock`` on it (released by the kernel when
+    this process dies, SIGKILL included). Returns the descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_stale_temp_dirs(out_dir: Path) -> tuple[list[Path], list[Path]]:
+    """Remove the temporary directories a killed writer of ``out_dir`` left beside it.
+
+    A directory ``.<name>.tmp-*`` is stale when nobody holds its lock (its writer is
+    dead: the kernel drops a ``flock`` with the process) and it has not changed for
+    :data:`STALE_AFTER_S`. Locked (live) ones, and any whose lock cannot be tested
+    (a filesystem without ``flock``), are left alone. Returns ``(removed, kept)``.
+    """
+    out_dir = Path(out_dir)
+    removed: list[Path] = []
+    kept: list[Path] = []
+    prefix = _temp_prefix(out_dir)
+    try:
+        candidates = sorted(p for p in out_dir.parent.iterdir() if p.name.startswith(prefix))
+    except OSError:
+        return removed, kept
+    for d in candidates:
+        try:
+            st = d.lstat()
+            if not stat.S_ISDIR(st.st_mode) or time.time() - st.st_ctime < STALE_AFTER_S:
+                kept.append(d)
+                continue
+            fd = _lock_dir(d)
+        except OSError:
+            kept.append(d)  # locked by a live writer, gone meanwhile, or no flock here
+            continue
+        try:
+            shutil.rmtree(d)
+            removed.append(d)
+        except OSError:
+            kept.append(d)
+        finally:
+            os.close(fd)
+    return removed, kept
 
 
 def write_bundle(out_dir: Path, files: Mapping[str, Content],
@@ -329,27 +428,32 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
     ``sign``, when given, returns the signature of the manifest's bytes, written to
     :data:`SIGNATURE` before the rename.
 
-    Raises :class:`StorageError` (exit 6) when ``out_dir`` exists and is not
-    empty or the filesystem fails, :class:`InternalError` when the caller passes
+    Raises :class:`StorageError` (exit 6) when ``out_dir`` fails
+    :func:`check_out_path` or the filesystem fails, :class:`InternalError` when the caller passes
     an invalid manifest; in every failure no bundle and no temp dir remain.
     """
     out_dir = Path(out_dir)
-    _refuse_existing(out_dir)
+    parent = check_out_path(out_dir)
     rels = {rel: _check_relpath(rel) for rel in files}
-    parent = out_dir.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out_dir), dir=parent))
     except OSError as exc:
         raise StorageError(f"cannot create a directory in {str(parent)!r} "
                            f"({exc.strerror or type(exc).__name__})") from None
+    lock: int | None = None
+    published = False
     try:
+        # held until the bundle is in place: the next run removes the directory only
+        # if this process died (remove_stale_temp_dirs)
+        with contextlib.suppress(OSError):  # a filesystem without flock: no lock
+            lock = _lock_dir(tmp)
         entries = []
         for rel in sorted(files):
             data = files[rel]
             target = tmp.joinpath(*rels[rel].parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_file(target, data)
+            crash_point("in-bundle")
             entries.append({"path": rel, "sha256": sha256_file(target),
                             "size": target.stat().st_size})
         manifest: dict[str, Any] = {
@@ -373,11 +477,13 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
             _fsync_dir(d)
         # mkdtemp makes it 0700; a bundle is meant to be read by others
         os.chmod(tmp, 0o755)  # noqa: S103
-        _refuse_existing(out_dir)
+        crash_point("before-publish")
+        check_out_path(out_dir)
         try:
             # rename(2) replaces an empty directory and fails on a non-empty one,
             # so a bundle that appeared meanwhile is never overwritten.
             os.rename(tmp, out_dir)
+            published = True
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                 raise StorageError(f"output directory {str(out_dir)!r} appeared while the "
@@ -385,9 +491,14 @@ def write_bundle(out_dir: Path, files: Mapping[str, Content],
             raise
         _fsync_dir(parent)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # A bundle renamed into place but not made durable is taken back: on failure
+        # no bundle and no temporary directory remain.
+        shutil.rmtree(out_dir if published else tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             raise StorageError(f"cannot write the bundle to {str(out_dir)!r} "
                                f"({exc.strerror or type(exc).__name__})") from None
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     return out_dir

@@ -290,6 +290,39 @@ def ledger_show(ledger_url: str | None, dataset_id: str | None, as_json: bool) -
         for c in s.charges:
             click.echo(f"  {c.created_at}  {c.release_id:<40} {c.status:<13} "
                        f"epsilon {c.epsilon:g} delta {c.delta:g} rho {c.rho:.4g} {c.engine}")
+    open_ = [c.release_id for s in summaries for c in s.charges
+             if c.status in ("reserved", "spent")]
+    if open_:
+        click.echo(f"{len(open_)} charge(s) not finished ({', '.join(open_)}): a release still "
+                   "running, or one that was killed (counted either way). If the bundle of a "
+                   "'spent' one exists, `dpsynth ledger reconcile --bundle DIR` marks it released.")
+
+
+@ledger.command("reconcile")
+@click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER", help="Ledger URL "
+              "(env DPSYNTH_LEDGER).")
+@click.option("--bundle", "bundles", required=True, multiple=True,
+              type=click.Path(path_type=Path),
+              help="A bundle directory whose charge may still be 'spent' (repeatable).")
+@json_option
+@handle_errors
+def ledger_reconcile(ledger_url: str | None, bundles: tuple[Path, ...], as_json: bool) -> None:
+    """Mark released the 'spent' charge of a bundle a killed release left in place.
+
+    The bundle must pass `dpsynth inspect` and its manifest must match the charge
+    (release id, dataset id, epsilon, delta, schema hash). Nothing else is changed:
+    the budget was counted all along.
+    """
+    from dpsynth.pipeline import reconcile
+
+    url = _ledger_url(ledger_url)
+    results = [reconcile(url, b) for b in bundles]
+    if as_json:
+        _emit_json({"ok": True, "bundles": results})
+        return
+    for r in results:
+        done = "marked released" if r["status_before"] != r["status"] else "already released"
+        click.echo(f"{r['bundle']}: charge {r['release_id']!r} {done}")
 
 
 @main.command("inspect")

@@ -45,6 +45,7 @@ from dpsynth.errors import UsageError
 __all__ = [
     "BACKENDS",
     "DEFAULT_DELTA",
+    "MAX_ROWS",
     "Option",
     "ReleaseConfig",
     "engine_settings",
@@ -59,6 +60,10 @@ BACKENDS = ("polars", "spark")
 MAX_EPSILON = 100.0
 """Largest epsilon of one release: beyond it DP gives no meaningful protection and the
 conversions lose precision."""
+MAX_ROWS = 2**32 - 1
+"""Most synthetic rows of one release (``--rows``): the synthetic table is a polars frame,
+whose row index is 32-bit. Below it, the release also refuses more rows than the
+memory available can hold (``dpsynth.capacity``), before anything is reserved."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ class ReleaseConfig:
     delta: float = _opt(DEFAULT_DELTA, "--delta", "Delta of this release.", metavar="D")
     engine: str = _opt("aim", "--engine", "Synthesis engine.", choices="engines")
     rows: int | None = _opt(None, "--rows", "Synthetic rows (default: the DP estimate of the "
-                            "row count).", metavar="N")
+                            f"row count); at most {MAX_ROWS:,} and what the memory available "
+                            "can hold, checked before the budget is reserved.", metavar="N")
     ledger_url: str | None = _opt(
         None, "--ledger", "Ledger URL: sqlite:///path or postgresql://...; required. Keep a "
         "SQLite ledger away from the bundle's directory. DPSYNTH_LEDGER_FILE may name a file "
@@ -158,8 +164,8 @@ class ReleaseConfig:
                              f"{', '.join(_engine_names())}")
         if self.backend not in BACKENDS:
             raise UsageError(f"backend ({self.backend!r}) must be one of: {', '.join(BACKENDS)}")
-        if self.rows is not None and not (isinstance(self.rows, int) and self.rows >= 1):
-            raise UsageError(f"rows ({self.rows}) must be a positive integer")
+        if self.rows is not None and not (isinstance(self.rows, int) and 1 <= self.rows <= MAX_ROWS):
+            raise UsageError(f"rows ({self.rows}) must be a positive integer, at most {MAX_ROWS:,}")
         if self.seed is not None and not (isinstance(self.seed, int) and self.seed >= 0):
             raise UsageError(f"seed ({self.seed}) must be a non-negative integer")
         if self.audit_dir is not None:

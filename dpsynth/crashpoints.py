@@ -28,6 +28,7 @@ POINTS: dict[str, str] = {
     "after-decompress": "a compressed input was opened for reading",
     "after-fit": "the model is fitted (private half done)",
     "in-bundle": "the bundle's temporary directory is partly written",
+    "before-publish": "the bundle's temporary directory is complete, not yet renamed",
     "after-publish": "the bundle was renamed to its final path, the ledger not yet updated",
 }
 

@@ -7,10 +7,17 @@ build the reports -> write the bundle -> mark released. Each step is a call into
 the module that owns it; this file only sequences them and keeps the ledger's
 status in step with what has happened:
 
+* every check that can be made without the data runs before the reservation:
+  the schema and its limits, the output path (the same :func:`check_out_path`
+  ``write_bundle`` runs at the end), ``--rows`` against the memory at hand;
 * anything failing before the input is opened cancels the reservation (no
   budget spent);
 * once the input has been opened, the charge stands: a later failure marks it
-  ``spent-failed`` and leaves no bundle behind.
+  ``spent-failed`` and leaves no bundle behind;
+* once the bundle is in place, nothing marks the charge failed: if the process
+  dies (or the ledger is unreachable) before ``mark_released``, the charge stays
+  ``spent`` beside a complete bundle, and :func:`reconcile` (``dpsynth ledger
+  reconcile``) marks it released from the bundle's manifest.
 
 The ledger handle stays here, in the reserve and mark steps; nothing after the
 boundary sees it (the reports get the ledger's public summary as data).
@@ -21,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
+import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +39,18 @@ from typing import Any
 import numpy as np
 
 from dpsynth.audit import write_audit
-from dpsynth.bundle import release_date, release_files, release_manifest, write_bundle
+from dpsynth.bundle import (
+    MANIFEST,
+    check_out_path,
+    release_date,
+    release_files,
+    release_manifest,
+    remove_stale_temp_dirs,
+    write_bundle,
+)
+from dpsynth.capacity import check_rows
 from dpsynth.config import ReleaseConfig
+from dpsynth.crashpoints import crash_point
 from dpsynth.domain import Domain
 from dpsynth.engines import EngineSpec, Model, get_engine
 from dpsynth.errors import (
@@ -46,6 +63,7 @@ from dpsynth.errors import (
 from dpsynth.generate import generate
 from dpsynth.hashing import sha256_file
 from dpsynth.input_rules import input_path_problem, no_rows
+from dpsynth.inspect import verify_bundle
 from dpsynth.io import is_parquet, open_table
 from dpsynth.io.survey import offending_values, survey_table
 from dpsynth.marginals import TimedCounter, open_counter
@@ -60,7 +78,8 @@ from dpsynth.signing import load_signer
 from dpsynth.validate import raise_for_outcome, validate_synthetic
 from dpsynth.version import __version__
 
-__all__ = ["ReleaseConfig", "ReleaseResult", "check", "ledger_placement_warning", "release"]
+__all__ = ["ReleaseConfig", "ReleaseResult", "check", "ledger_placement_warning", "reconcile",
+           "release"]
 
 Progress = Callable[[str], None]
 
@@ -171,20 +190,24 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
     sign = load_signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
     with open_ledger(str(cfg.ledger_url)) as ledger:
         _reserve(ledger, run)
+        crash_point("after-reserve")
         spent = False
         try:
             _mark_spent(ledger, run)
             spent = True
+            crash_point("after-spent")
             model, charges = _fit(run)
+            crash_point("after-fit")
             # ======== privacy boundary: nothing below sees private data ========
             record = _public_record(run, model, charges, _public_summary(ledger, run.dataset_id))
             with run.stage("bundle", "writing reports and the bundle"):
                 path = write_bundle(cfg.out_dir, release_files(record, build_reports(record)),
                                     release_manifest(record), sign=sign)
-            ledger.mark_released(run.release_id)
         except BaseException as exc:
             _mark_failed(ledger, run, exc, spent)
             raise
+        crash_point("after-publish")
+        _mark_released(ledger, run, path)
         summary = _public_summary(ledger, run.dataset_id)
     audit = _audit(run, path)
     run.timings["total"] = time.perf_counter() - t0
@@ -196,16 +219,61 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
         timings={k: round(v, 3) for k, v in run.timings.items()})
 
 
+def reconcile(ledger_url: str, bundle_dir: str | Path) -> dict[str, Any]:
+    """Mark released the charge of a bundle that is in place while its charge is still
+    ``spent`` (the release was killed, or lost the ledger, between publishing the
+    bundle and ``mark_released``). Reads only the bundle's public manifest.
+
+    The bundle must pass :func:`~dpsynth.inspect.verify_bundle`, and its manifest must
+    match the charge (release id, dataset id, epsilon, delta, rho, schema hash);
+    otherwise :class:`StorageError` (exit 6) and nothing changes. A charge already
+    ``released`` is left as is. Returns what was found and done.
+    """
+    path = Path(bundle_dir)
+    checked = verify_bundle(path)
+    if not checked.ok:
+        raise StorageError(f"bundle {str(path)!r} fails verification ({checked.problems[0]}"
+                           f"{'; ...' if len(checked.problems) > 1 else ''}); not reconciled")
+    manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    release_id = str(manifest["release_id"])
+    entry, privacy = manifest["ledger_entry"], manifest["privacy"]
+    with open_ledger(ledger_url) as ledger:
+        charge = ledger.charge(release_id)
+        mismatched = [name for name, theirs, ours in (
+            ("dataset id", charge.dataset_id, manifest.get("dataset_id", entry.get("dataset_id"))),
+            ("epsilon", charge.epsilon, privacy["epsilon"]),
+            ("delta", charge.delta, privacy["delta"]),
+            ("rho", charge.rho, entry["rho"]),
+            ("schema hash", charge.schema_hash, manifest["schema_sha256"]),
+        ) if theirs != ours]
+        if mismatched:
+            raise StorageError(f"bundle {str(path)!r} does not match the ledger's charge of "
+                               f"{release_id!r} ({', '.join(mismatched)} differ); not reconciled")
+        before = charge.status
+        if before == "spent":
+            charge = ledger.mark_released(
+                release_id, detail=f"reconciled: bundle {path.resolve()!s} verified")
+        elif before != "released":
+            raise StorageError(
+                f"the charge of {release_id!r} is {before!r}, yet bundle {str(path)!r} exists; "
+                "only a 'spent' charge can be reconciled. Do not hand this bundle out before "
+                "you know which run wrote it")
+    return {"bundle": str(path), "release_id": release_id, "dataset_id": charge.dataset_id,
+            "status_before": before, "status": charge.status}
+
+
 # -- public preparation: nothing here reads the private table -------------------------
 
 
 def _prepare(cfg: ReleaseConfig, say: Progress, warn: Progress | None) -> _Run:
     schema = load_schema(cfg.schema_path)
     check_satisfiable(schema)
-    _check_out_dir(cfg.out_dir)
+    _check_out_dir(cfg.out_dir, say)
     problem = input_path_problem(cfg.input_path, directory_ok=cfg.backend == "spark")
     if problem is not None:
         raise UsageError(f"input file {str(cfg.input_path)!r} {problem}")
+    if cfg.rows is not None:
+        check_rows(schema, cfg.rows)
     settings = cfg.settings()
     if "keep_together" in {f.name for f in dataclasses.fields(settings)}:
         # the schema's error rules: model their columns jointly, with zero mass on the
@@ -228,18 +296,21 @@ def _new_release_id(schema: Schema) -> str:
     return f"{schema.name}-{day}-{secrets.token_hex(4)}"
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """The bundle directory must be new (or empty); its parent is created if needed
-    (the bundle itself only appears, atomically, at the end)."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UsageError(f"output directory {str(out_dir)!r} already exists and is not empty")
-    parent = out_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        raise StorageError(f"cannot create the parent directory of {str(out_dir)!r}") from None
-    if not os.access(parent, os.W_OK):
-        raise StorageError(f"cannot write in {str(parent)!r}")
+def _check_out_dir(out_dir: Path, say: Progress) -> None:
+    """Every check ``write_bundle`` will make of the output path (one function,
+    :func:`~dpsynth.bundle.check_out_path`), before anything is reserved: a refusal
+    here is exit 2 and costs nothing. Temporary directories a killed release left
+    beside the same path are removed first (only unlocked ones: their writer is
+    dead); one that is still locked means another release is writing this path now."""
+    removed, kept = remove_stale_temp_dirs(out_dir)
+    for d in removed:
+        say(f"removed {str(d)!r}, left behind by a release that was killed while writing")
+    if kept:
+        raise UsageError(
+            f"{str(kept[0])!r} beside the output directory is in use (another release is "
+            f"writing {str(out_dir)!r} now) or could not be checked; choose another --out, "
+            "or remove it once no release is running")
+    check_out_path(out_dir, in_use=UsageError)
 
 
 def ledger_placement_warning(ledger_url: str, out_dir: Path) -> str | None:
@@ -297,6 +368,20 @@ def _refuse_shared_input(charged: list[str], run: _Run) -> None:
             "budgets are separate on purpose, pass --allow-shared-input")
     run.caution(f"this input file was already charged under dataset id {names}; its budget "
                 f"under {run.dataset_id!r} is separate because --allow-shared-input was given")
+
+
+def _mark_released(ledger: Ledger, run: _Run, path: Path) -> None:
+    """spent -> released, once the bundle is in place. Never marks the charge failed:
+    the bundle exists, so a ledger error here leaves the charge ``spent`` for
+    ``dpsynth ledger reconcile`` (exit 6, naming the bundle)."""
+    try:
+        ledger.mark_released(run.release_id)
+    except Exception as exc:
+        detail = exc.message if isinstance(exc, DpsynthError) else type(exc).__name__
+        raise StorageError(
+            f"the bundle {str(path)!r} is complete but the ledger was not updated ({detail}); "
+            f"the charge of {run.release_id!r} stays 'spent' until you run: dpsynth ledger "
+            f"reconcile --bundle {path!s}") from None
 
 
 def _mark_failed(ledger: Ledger, run: _Run, exc: BaseException, spent: bool) -> None:

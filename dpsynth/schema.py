@@ -66,6 +66,21 @@ DEFAULT_FALSE_TOKENS = ("false", "False", "FALSE", "0", "no", "No", "NO", "N", "
 #: A column's domain larger than this is almost certainly a schema mistake
 #: (noise on huge marginals drowns the signal); coarsen the bins instead.
 MAX_DOMAIN_SIZE = 5000
+#: Whole-table cap: the cells of all 2-way marginals, sum over column pairs of
+#: |D_i| x |D_j|. MST scores every pair in each of its d - 1 selection rounds (an
+#: exact and an expected table per pair) and AIM's workload holds every pair, so this
+#: is the memory and counting work of one round (8 bytes a cell); the product of all
+#: domain sizes, by contrast, is never materialised by a marginal model.
+MAX_PAIR_CELLS = 100_000_000
+#: Whole-table cap on released columns: pair selection is O(d^2) per round over d - 1
+#: rounds, and AIM's 3-way workload holds C(d, 3) candidates.
+MAX_COLUMNS = 1000
+#: Schema files larger than this are refused before YAML parses them.
+MAX_SCHEMA_BYTES = 2**20
+#: YAML aliases (``*name``) allowed in a schema file, and values the document may
+#: hold once aliases are expanded: an "alias bomb" is refused before it is built.
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 200_000
 
 
 @dataclass(frozen=True)
@@ -312,16 +327,144 @@ _SchemaLoader.add_implicit_resolver(
     list("-+0123456789"))
 
 
-def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
-    """Validate schema text (YAML) and build a :class:`Schema`."""
+class _LimitedLoader(_SchemaLoader):
+    """The schema's loader (:class:`_SchemaLoader`), refusing, while composing (before any value is built),
+    more than :data:`MAX_YAML_ALIASES` aliases, a document of more than
+    :data:`MAX_YAML_NODES` values once aliases are expanded, and recursive aliases."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise SchemaError(f"more than {MAX_YAML_ALIASES} YAML aliases (*name)")
+        return super().compose_node(parent, index)
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node)
+        return node
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Values in the document with every alias expanded (shared nodes counted once
+    per use), refusing past :data:`MAX_YAML_NODES`; iterative, memoised per node."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if not done:
+            if key in open_:
+                raise SchemaError("a YAML alias refers to a node that contains it")
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        open_.discard(key)
+        sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+        if sizes[key] > MAX_YAML_NODES:
+            raise SchemaError(f"the schema holds more than {MAX_YAML_NODES:,} values once its "
+                              "YAML aliases are expanded")
+    return sizes[id(root)]
+
+
+def _load_yaml(text: str, source_name: str) -> Any:
+    if len(text) > MAX_SCHEMA_BYTES:
+        raise SchemaError(f"{source_name} is larger than {MAX_SCHEMA_BYTES:,} characters")
+    loader = _LimitedLoader(text)
     try:
-        doc = yaml.load(text, Loader=_SchemaLoader)  # noqa: S506 - a SafeLoader subclass
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SchemaError(f"{source_name} is not valid YAML{where}") from None
+    except SchemaError as exc:
+        raise SchemaError(f"{source_name}: {exc.message}") from None
+    finally:
+        loader.dispose()
+
+
+def _domain_floor(c: dict[str, Any]) -> int:
+    """A column's number of codes from the raw document, without building anything (no
+    edges, no category tuples): exact but for dates (a lower bound); 0 when the entry
+    is malformed (the JSON Schema reports it)."""
+    kind, extra = c.get("kind"), 1 if c.get("nullable") is True else 0
+    try:
+        if kind in ("categorical", "code"):
+            values = c.get("categories" if kind == "categorical" else "groups")
+            return len(values) + extra if isinstance(values, list) else 0
+        if kind == "boolean":
+            return 2 + extra
+        if kind in ("integer", "float"):
+            if isinstance(c.get("bin_edges"), list):
+                return max(0, len(c["bin_edges"]) - 1) + extra
+            lo, hi = (float(x) for x in c["bounds"])
+            span = hi - lo + 1 if kind == "integer" else hi - lo
+            n = span / float(c["bin_width"])  # the same count as _edges_from_width
+            return (max(1, math.ceil(n - 1e-12)) if math.isfinite(n) else MAX_DOMAIN_SIZE + 1) + extra
+        if kind in ("date", "datetime"):
+            b0, b1 = (dt.datetime.fromisoformat(str(x)).replace(tzinfo=None) for x in c["bounds"])
+            days = {"day": 1, "week": 7, "month": 31, "quarter": 92, "year": 366}[c["bin_unit"]]
+            return (b1 - b0).days // days + extra
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return 0
+    return 0
+
+
+def _refuse_large_domains(doc: dict[str, Any]) -> None:
+    """Per-column and whole-table domain caps, before anything is built (a schema with
+    10^9 integer bins is refused here in microseconds, not after building 10^9 edges)."""
+    columns = doc.get("columns")
+    if not isinstance(columns, list):
+        return
+    sizes = []
+    for c in columns:
+        if isinstance(c, dict) and c.get("kind") in MEASURED_KINDS:
+            n = _domain_floor(c)
+            if n > MAX_DOMAIN_SIZE:
+                at_least = "at least " if c.get("kind") in ("date", "datetime") else ""
+                raise SchemaError(f"domain has {at_least}{n} values, more than {MAX_DOMAIN_SIZE}; "
+                                  "use wider bins", f"schema.columns[{c.get('name')!r}]")
+            sizes.append(n)
+    problem = _table_domain_problem(sizes)
+    if problem:
+        raise SchemaError(problem, "schema.columns")
+
+
+def _table_domain_problem(sizes: list[int]) -> str | None:
+    """The whole-table cap (:data:`MAX_COLUMNS`, :data:`MAX_PAIR_CELLS`), or None."""
+    if len(sizes) > MAX_COLUMNS:
+        return f"{len(sizes)} released columns, more than {MAX_COLUMNS}"
+    total = sum(sizes)
+    pair_cells = (total * total - sum(n * n for n in sizes)) // 2
+    if pair_cells > MAX_PAIR_CELLS:
+        return (f"the 2-way marginals of all column pairs hold {pair_cells:,} cells, more than "
+                f"{MAX_PAIR_CELLS:,} (marginal models count and score every pair); use wider "
+                "bins or fewer columns")
+    return None
+
+
+def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
+    """Validate schema text (YAML) and build a :class:`Schema`. Size limits come first:
+    the text (:data:`MAX_SCHEMA_BYTES`), YAML aliases and their expansion
+    (:data:`MAX_YAML_ALIASES`, :data:`MAX_YAML_NODES`), then each column's domain and the
+    whole table's (:data:`MAX_DOMAIN_SIZE`, :data:`MAX_COLUMNS`, :data:`MAX_PAIR_CELLS`),
+    all before anything is built."""
+    doc = _load_yaml(text, source_name)
     if not isinstance(doc, dict):
         raise SchemaError(f"{source_name} must hold a mapping at the top level")
+    _refuse_large_domains(doc)
     for col in doc.get("columns") or []:
         # YAML reads an unquoted `null` as None: that spelling means the "null" policy.
         if isinstance(col, dict) and "on_out_of_domain" in col and col["on_out_of_domain"] is None:
@@ -666,6 +809,9 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
                 f"domain has {c.domain_size} values, more than {MAX_DOMAIN_SIZE}; use wider bins",
                 f"schema.columns[{c.name!r}]",
             )
+    too_large = _table_domain_problem([c.domain_size for c in columns if c.measured])
+    if too_large:
+        raise SchemaError(too_large, "schema.columns")
 
     subgroups = tuple(doc.get("subgroups", []))
     for s in subgroups:

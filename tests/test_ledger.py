@@ -567,3 +567,15 @@ def test_concurrent_reservations_never_overspend(ledger_url: str) -> None:
         assert s.spent_rho <= s.total_rho * (1 + 1e-9)
         assert len(s.charges) == expected and {c.status for c in s.charges} == {"spent"}
         assert [c.release_id for c in led.summary("roomy").charges] == ["shared"]
+
+
+def test_mark_released_can_say_how_it_was_confirmed(ledger: Ledger) -> None:
+    """`dpsynth ledger reconcile` records that a killed run's bundle was verified."""
+    init(ledger, 1.0)
+    reserve_eps(ledger, "r1", 0.1)
+    ledger.mark_spent("r1")
+    c = ledger.mark_released("r1", detail="reconciled: bundle /out/r1 verified")
+    assert (c.status, c.detail) == ("released", "reconciled: bundle /out/r1 verified")
+    reserve_eps(ledger, "r2", 0.1)
+    ledger.mark_spent("r2")
+    assert ledger.mark_released("r2").detail is None

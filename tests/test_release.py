@@ -359,3 +359,173 @@ def test_audit_dir_at_or_above_the_bundle_is_refused(env: dict[str, Path | str])
         code, _, err = run_release(env, "b1", "--epsilon", "1", "--audit-dir", str(audit_dir))
         assert code == 2 and "CONFIDENTIAL" in err, (audit_dir, err)
     assert charges(env) == []
+
+
+# -- issue 17: every check that needs no data runs before the budget is reserved ---------
+
+
+def _spy_on_input_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record every opening of the private file (the reader and the ledger's input hash)."""
+    import dpsynth.io
+    import dpsynth.pipeline
+
+    reads: list[object] = []
+    for module, name in ((dpsynth.io, "open_table"), (dpsynth.pipeline, "_file_sha256")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name,
+                            lambda *a, _real=real, **k: reads.append(a) or _real(*a, **k))
+    return reads
+
+
+def test_rows_beyond_the_maximum_are_refused_before_the_budget(
+        env: dict[str, Path | str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 3: 0.1.0 read the input, then failed with a MemoryError (exit 1, spent)."""
+    from dpsynth.config import MAX_ROWS
+
+    reads = _spy_on_input_reads(monkeypatch)
+    code, _, err = run_release(env, "b1", "--epsilon", "1", "--rows", "1000000000000")
+    assert code == 2, err
+    assert f"at most {MAX_ROWS:,}" in err
+    assert reads == [] and charges(env) == []
+    assert not (Path(env["dir"]) / "b1").exists()
+
+
+def test_rows_beyond_the_memory_available_are_refused_before_the_budget(
+        env: dict[str, Path | str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import dpsynth.capacity
+
+    monkeypatch.setattr(dpsynth.capacity, "available_memory", lambda: 2**30)  # 1 GiB
+    reads = _spy_on_input_reads(monkeypatch)
+    per_row = dpsynth.capacity.ROW_BYTES + dpsynth.capacity.CELL_BYTES * 6  # 6 released columns
+    fits = (2**30 - dpsynth.capacity.MARGIN_BYTES) // per_row
+    code, _, err = run_release(env, "b1", "--epsilon", "1", "--rows", str(fits + 1))
+    assert code == 2, err
+    assert f"ask for at most {fits:,} rows" in err and "GiB of memory is available" in err
+    assert reads == [] and charges(env) == []
+    code, _, err = run_release(env, "b2", "--epsilon", "1", "--rows", "1000", "--release-id", "r2")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("target", ["empty-dir", "dangling", "file"])
+def test_a_symlink_out_is_refused_before_the_budget(
+        env: dict[str, Path | str], monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    """Defect 4: 0.1.0 accepted a symlink --out before reading, then refused it at the
+    very end (exit 6, spent-failed)."""
+    d = Path(env["dir"])
+    if target == "empty-dir":
+        (d / "real").mkdir()
+    elif target == "file":
+        (d / "real").write_text("x")
+    (d / "b1").symlink_to(d / "real")
+    reads = _spy_on_input_reads(monkeypatch)
+    code, _, err = run_release(env, "b1", "--epsilon", "1")
+    assert code == 2, err
+    assert "symbolic link" in err
+    assert reads == [] and charges(env) == []
+    assert (d / "b1").is_symlink() and not any(p.name.startswith(".b1") for p in d.iterdir())
+
+
+def test_write_bundle_and_the_preflight_run_the_same_path_checks(tmp_path: Path) -> None:
+    """One function: whatever write_bundle refuses at the end, the preflight refuses first."""
+    import inspect
+
+    import dpsynth.bundle
+    import dpsynth.pipeline
+
+    assert "check_out_path(" in inspect.getsource(dpsynth.bundle.write_bundle)
+    assert "check_out_path(" in inspect.getsource(dpsynth.pipeline._check_out_dir)
+    from dpsynth.bundle import check_out_path, write_bundle
+    from dpsynth.errors import StorageError, UsageError
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    for name in ("full", "link", "file"):
+        with pytest.raises(UsageError):
+            check_out_path(tmp_path / name, in_use=UsageError)
+        with pytest.raises(StorageError):
+            write_bundle(tmp_path / name, {"a.txt": b"a"}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "full", "link"]
+
+
+def test_a_ledger_failure_after_the_bundle_is_published_leaves_it_reconcilable(
+        env: dict[str, Path | str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 7b: once the bundle is in place the charge is never marked failed; it stays
+    'spent' and `dpsynth ledger reconcile` marks it released from the manifest."""
+    from dpsynth.errors import StorageError
+    from dpsynth.privacy.ledger import Ledger
+
+    def unreachable(self: Ledger, release_id: str, detail: str | None = None) -> None:
+        raise StorageError("ledger sqlite:///x: SQLite error: disk I/O error")
+
+    monkeypatch.setattr(Ledger, "mark_released", unreachable)
+    code, _, err = run_release(env, "b1", "--epsilon", "1", "--release-id", "r1")
+    assert code == 6, err
+    bundle = Path(env["dir"]) / "b1"
+    assert "dpsynth ledger reconcile --bundle" in err and str(bundle) in err
+    assert charges(env) == [("r1", "spent")]
+    assert CliRunner().invoke(main, ["inspect", str(bundle)]).exit_code == 0
+    monkeypatch.undo()
+    res = CliRunner().invoke(main, ["ledger", "show", "--ledger", str(env["ledger"])])
+    assert "ledger reconcile --bundle" in res.stdout and "r1" in res.stdout
+    res = CliRunner().invoke(main, ["ledger", "reconcile", "--ledger", str(env["ledger"]),
+                                    "--bundle", str(bundle), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["bundles"][0]["status_before"] == "spent"
+    assert charges(env) == [("r1", "released")]
+    res = CliRunner().invoke(main, ["ledger", "reconcile", "--ledger", str(env["ledger"]),
+                                    "--bundle", str(bundle)])
+    assert res.exit_code == 0 and "already released" in res.stdout
+
+
+def test_reconcile_refuses_a_bundle_that_fails_verification_or_does_not_match(
+        env: dict[str, Path | str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpsynth.errors import StorageError
+    from dpsynth.privacy.ledger import Ledger
+
+    def unreachable(self: Ledger, release_id: str, detail: str | None = None) -> None:
+        raise StorageError("ledger unreachable")
+
+    monkeypatch.setattr(Ledger, "mark_released", unreachable)
+    assert run_release(env, "b1", "--epsilon", "1", "--release-id", "r1")[0] == 6
+    assert run_release(env, "b2", "--epsilon", "0.5", "--release-id", "r2")[0] == 6
+    monkeypatch.undo()
+    d = Path(env["dir"])
+
+    def reconcile(bundle: Path) -> tuple[int, str]:
+        res = CliRunner().invoke(main, ["ledger", "reconcile", "--ledger", str(env["ledger"]),
+                                        "--bundle", str(bundle)])
+        return res.exit_code, res.stderr
+
+    csv = d / "b1" / "synthetic.csv"
+    csv.write_bytes(csv.read_bytes() + b"F,1,,2011-01-01,true,a\n")  # a row slipped in
+    code, err = reconcile(d / "b1")
+    assert code == 6 and "fails verification" in err
+    # a manifest that claims another budget than its charge (re-signed checksums aside)
+    manifest = json.loads((d / "b2" / "manifest.json").read_text())
+    manifest["release_id"] = "r1"
+    manifest["ledger_entry"]["release_id"] = "r1"
+    (d / "b2" / "manifest.json").write_text(json.dumps(manifest))
+    code, err = reconcile(d / "b2")
+    assert code == 6 and "(epsilon, rho differ)" in err
+    assert charges(env) == [("r1", "spent"), ("r2", "spent")]
+
+
+def test_available_memory_is_the_smallest_of_meminfo_and_the_cgroup_limit(tmp_path: Path) -> None:
+    from dpsynth.capacity import available_memory
+
+    proc, v2, v1, none = (tmp_path / n for n in ("proc", "v2", "v1", "none"))
+    for d in (proc, v2, v1 / "memory", none):
+        d.mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal:  8000000 kB\nMemAvailable:  4000000 kB\n")
+    (v2 / "memory.max").write_text("2147483648\n")
+    (v2 / "memory.current").write_text("1073741824\n")
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # v1: no limit
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("1000")
+    assert available_memory(proc, v2) == 2**30
+    assert available_memory(proc, v1) == 4000000 * 1024
+    assert available_memory(proc, none) == 4000000 * 1024
+    assert available_memory(none, none) is None
+    (v2 / "memory.max").write_text("max\n")
+    assert available_memory(none, v2) is None

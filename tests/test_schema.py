@@ -98,3 +98,98 @@ def test_column_is_frozen_public_data() -> None:
     assert isinstance(col, Column) and col.measured
     with pytest.raises(AttributeError):
         col.nullable = False  # type: ignore[misc]
+
+
+# -- issue 17, defect 5: inputs that used to take minutes and end in a MemoryError (exit 1)
+# are refused at once (exit 2), by a limit checked before anything is built. Each test
+# replaces the expensive step with a tripwire, so it fails (not hangs) where the limit is
+# missing, without a timing assertion.
+
+
+def _tripwire(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("an expensive step ran before the limit was checked")
+
+
+@pytest.mark.parametrize("column", [
+    "{name: n, kind: integer, bounds: [0, 999999999], bin_width: 1}",
+    "{name: n, kind: float, bounds: [0, 10], bin_width: 1.0e-320}",
+    "{name: n, kind: integer, bounds: [-1.0e300, 1.0e300], bin_width: 1}",
+])
+def test_a_billion_bins_are_refused_before_any_edge_is_built(
+        column: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dpsynth.schema, "_edges_from_width", _tripwire)
+    text = SCHEMA.replace("{name: n, kind: integer, bounds: [-5, 37], bin_width: 4}", column)
+    with pytest.raises(SchemaError, match=f"more than {MAX_DOMAIN_SIZE}") as err:
+        parse_schema(text)
+    assert err.value.path == "schema.columns['n']" and err.value.exit_code == 2
+
+
+def test_a_thousand_years_of_days_is_refused_before_any_date_edge_is_built(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dpsynth.schema, "_date_edges", _tripwire)
+    text = SCHEMA.replace('bounds: ["2001-02-15", "2003-07-04"], bin_unit: month',
+                          'bounds: ["1000-01-01", "2999-12-31"], bin_unit: day')
+    with pytest.raises(SchemaError, match="domain has at least 730484 values") as err:
+        parse_schema(text)
+    assert err.value.path == "schema.columns['d']"
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The billion laughs in YAML: ``width ** levels`` strings from a few hundred bytes."""
+    lines = [f"  - &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"  - &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return SCHEMA.replace("categories: [a, b, c]}", "categories: [a, b, c]}\n"
+                          "  - name: bomb\n    kind: categorical\n    categories:\n"
+                          + "\n".join("  " + line for line in lines))
+
+
+def test_a_yaml_alias_bomb_in_categories_is_refused_before_it_is_expanded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import jsonschema
+
+    # 0.1.0 loaded the bomb (shared references) and then spent 38 s in the JSON Schema
+    # check (its error message quotes the expanded value) before a MemoryError
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "iter_errors", _tripwire)
+    with pytest.raises(SchemaError, match=r"YAML alias"):
+        parse_schema(_alias_bomb())
+    # few aliases, each used many times: the expanded size is what is limited
+    assert dpsynth.schema.MAX_YAML_ALIASES >= 4 * 4
+    with pytest.raises(SchemaError, match=r"values once its YAML aliases are expanded"):
+        parse_schema(_alias_bomb(levels=5, width=4).replace(
+            "[lol, lol, lol, lol]", "[" + ", ".join(["lol"] * 2000) + "]"))
+
+
+def test_recursive_yaml_aliases_are_refused() -> None:
+    text = SCHEMA.replace("categories: [a, b, c]}", "categories: &me [a, b, *me]}")
+    with pytest.raises(SchemaError, match="refers to a node that contains it"):
+        parse_schema(text)
+
+
+def test_a_few_yaml_aliases_still_work() -> None:
+    text = SCHEMA.replace("categories: [a, b, c]}", "categories: &abc [a, b, c]}\n"
+                          "  - {name: cat2, kind: categorical, categories: *abc}")
+    assert parse_schema(text).column("cat2").categories == ("a", "b", "c")
+
+
+def test_an_oversized_schema_file_is_refused_before_yaml_reads_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dpsynth.schema.yaml.SafeLoader, "get_single_data", _tripwire)
+    text = SCHEMA + "#" * dpsynth.schema.MAX_SCHEMA_BYTES
+    with pytest.raises(SchemaError, match="larger than"):
+        parse_schema(text)
+
+
+def test_the_whole_table_domain_cap_counts_the_cells_of_all_column_pairs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 30 columns of 4000 codes: each column is fine, their 435 pairs hold 6.96e9 cells
+    wide = "".join(f"  - {{name: v{i}, kind: integer, bounds: [1, 4000], bin_width: 1}}\n"
+                   for i in range(30))
+    monkeypatch.setattr(dpsynth.schema, "_edges_from_width", _tripwire)
+    with pytest.raises(SchemaError, match=r"hold 6,9[\d,]+ cells, more than 100,000,000") as err:
+        parse_schema(SCHEMA + wide)
+    assert err.value.path == "schema.columns"
+    # the shipped schemas are far below it
+    monkeypatch.undo()
+    for schema in _schemas():
+        sizes = [c.domain_size for c in schema.measured_columns]
+        assert dpsynth.schema._table_domain_problem(sizes) is None

@@ -9,7 +9,9 @@ What this module owns
 
       reserve()      status 'reserved'   before the input is opened
       mark_spent()   status 'spent'      immediately before the first read
-      mark_released()   'released'       after the bundle is in place
+      mark_released()   'released'       after the bundle is in place (by the release,
+                                         or by ``dpsynth ledger reconcile`` from the
+                                         manifest of a bundle a killed run published)
       mark_failed()     'spent-failed'   if it was spent (the budget stays used)
                         'cancelled'      if still reserved (no data was read)
 
@@ -400,9 +402,14 @@ class Ledger:
             _check_id("input hash", input_hash)
         return self._move(release_id, "spent", input_hash=input_hash)
 
-    def mark_released(self, release_id: str) -> ChargeRecord:
-        """spent -> released, once the bundle is in place."""
-        return self._move(release_id, "released")
+    def mark_released(self, release_id: str, detail: str | None = None) -> ChargeRecord:
+        """spent -> released, once the bundle is in place. ``detail`` says how it was
+        confirmed when that was not the release itself (``dpsynth ledger reconcile``);
+        it must not hold private values."""
+        if detail is not None and not isinstance(detail, str):
+            raise UsageError("release detail must be a string")
+        return self._move(release_id, "released",
+                          detail=None if detail is None else detail[:_MAX_DETAIL_LEN])
 
     def mark_failed(self, release_id: str, detail: str) -> ChargeRecord:
         """spent -> spent-failed (budget stays used), or reserved -> cancelled
