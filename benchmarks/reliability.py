@@ -58,8 +58,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpsynth.bundle import TEMP_INFIX, verify_bundle  # noqa: E402
+from dpsynth.bundle import TEMP_INFIX  # noqa: E402
 from dpsynth.crashpoints import ENV, POINTS  # noqa: E402
+from dpsynth.inspect import verify_bundle  # noqa: E402
 from dpsynth.privacy.accountant import epsilon_for, rho_for  # noqa: E402
 from dpsynth.privacy.ledger import COUNTED_STATUSES, open_ledger  # noqa: E402
 from dpsynth.privacy.ledger.core import _TRANSITIONS  # noqa: E402

@@ -32,9 +32,10 @@ from click.testing import CliRunner
 from test_release import SCHEMA, make_table  # tests/ is on sys.path (conftest.py)
 
 import dpsynth
-from dpsynth.bundle import STALE_AFTER_S, verify_bundle
+from dpsynth.bundle import STALE_AFTER_S
 from dpsynth.cli import main
 from dpsynth.crashpoints import ENV, POINTS
+from dpsynth.inspect import verify_bundle
 
 CODE_ROOT = Path(dpsynth.__file__).resolve().parents[1]
 
