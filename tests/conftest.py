@@ -80,6 +80,17 @@ def seeded_noise() -> SeededNoise:
 SessionFactory = Callable[..., "MeasurementSession"]
 
 
+def session_with_test_noise(codes: np.ndarray, columns: Sequence[str], sizes: Sequence[int],
+                            k: int, accountant: Accountant, noise: NoiseBackend | None
+                            ) -> MeasurementSession:
+    """A session whose noise is ``noise`` (not DP): for tests and for
+    ``benchmarks/aim_profile.py --noise seeded`` (same noise for two engine versions).
+    The only place outside the tests' own calls that passes ``_noise``."""
+    from dpsynth.privacy.session import MeasurementSession
+
+    return MeasurementSession(codes, list(columns), list(sizes), k, accountant, _noise=noise)
+
+
 @pytest.fixture
 def make_session() -> SessionFactory:
     """``make_session(codes, sizes, noise, rho=1.0, k=1, accountant=None)``."""

@@ -118,7 +118,7 @@ def _tripwire(*_args: object, **_kwargs: object) -> None:
 def test_a_billion_bins_are_refused_before_any_edge_is_built(
         column: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dpsynth.schema, "_edges_from_width", _tripwire)
-    text = SCHEMA.replace("{name: n, kind: integer, bounds: [-5, 37], bin_width: 4}", column)
+    text = SCHEMA.replace("{name: n, kind: integer, bounds: [-5, 38], bin_width: 4}", column)
     with pytest.raises(SchemaError, match=f"more than {MAX_DOMAIN_SIZE}") as err:
         parse_schema(text)
     assert err.value.path == "schema.columns['n']" and err.value.exit_code == 2
