@@ -50,7 +50,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DpsynthError as exc:
-            for line in getattr(exc, "details", ()):
+            for line in exc.details:
                 click.echo(f"dpsynth: error: {line}", err=True)
             _fail(exc.to_dict(), f"dpsynth: error: {exc.message}", exc.exit_code, as_json)
         except click.exceptions.Exit:

@@ -37,6 +37,8 @@ class DpsynthError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        #: More lines printed before the message (stderr only, never in ``to_dict``).
+        self.details: list[str] = []
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-able description (for ``--json`` output)."""

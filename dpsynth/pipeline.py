@@ -65,7 +65,7 @@ from dpsynth.hashing import sha256_file
 from dpsynth.input_rules import input_path_problem, no_rows
 from dpsynth.inspect import verify_bundle
 from dpsynth.io import is_parquet, open_table
-from dpsynth.io.survey import offending_values, survey_table
+from dpsynth.io.survey import Problem, offending_values, survey_table
 from dpsynth.marginals import TimedCounter, open_counter
 from dpsynth.privacy.accountant import Accountant, ApproxDP, Charge
 from dpsynth.privacy.ledger import Ledger, open_ledger
@@ -108,7 +108,8 @@ def check(schema_path: str | Path, input_path: str | Path | None = None,
             raise no_rows()
         errors = [p for p in problems if p.severity == "error"]
         if errors:
-            extra = _value_lines(input_path, schema, show_values) if show_values > 0 else []
+            extra = (_value_lines(input_path, schema, problems, show_values)
+                     if show_values > 0 else [])
             raise TableProblemsError([p.to_dict() for p in problems],
                                      [p.line() for p in problems], extra)
         out.update(input_checked=True, input_rows=rows,
@@ -117,11 +118,11 @@ def check(schema_path: str | Path, input_path: str | Path | None = None,
     return out
 
 
-def _value_lines(input_path: str | Path, schema: Schema, limit: int) -> list[str]:
+def _value_lines(input_path: str | Path, schema: Schema, problems: list[Problem],
+                 limit: int) -> list[str]:
     """PRIVATE VALUES of the custodian's table, for their terminal only."""
     with open_table(input_path, schema) as lf:
-        values = offending_values(lf, schema, lf.collect_schema().names(), limit,
-                                  parquet=is_parquet(input_path))
+        values = offending_values(lf, schema, problems, limit, parquet=is_parquet(input_path))
     lines = ["the values below are PRIVATE cell values of your table (--show-values): for "
              "your eyes only; do not paste them into a schema, a ticket or a log"]
     for (column, rule), vals in values.items():
@@ -449,7 +450,8 @@ def _public_record(run: _Run, model: Model, charges: list[Charge],
     n_rows = cfg.rows if cfg.rows is not None else max(1, round(model.total))
     with run.stage("sample", f"sampling {n_rows} synthetic rows"):
         generated = generate(model, domain, run.schema, n_rows, rng)
-    for rule in generated.rules_json(run.schema)["warnings"]:
+    rules = generated.rules_json(run.schema)
+    for rule in rules["warnings"]:
         if rule["violating_rows"]:
             run.caution(f"warning rule {rule['name']!r} is broken in {rule['violating_rows']} "
                         f"of {n_rows} synthetic rows ({100 * rule['violating_share']:.1f}%)")
@@ -461,7 +463,7 @@ def _public_record(run: _Run, model: Model, charges: list[Charge],
         dpsynth_version=__version__, schema=run.schema, domain=domain, engine=cfg.engine,
         engine_settings=settings_dict(run.settings), budget=run.budget, charges=charges,
         dataset=dataset, model=model, sampler_seed=seed, codes=generated.codes,
-        table=generated.table, rules=generated.rules_json(run.schema), validation=outcome)
+        table=generated.table, rules=rules, validation=outcome)
 
 
 def _audit(run: _Run, bundle: Path) -> str | None:

@@ -61,32 +61,6 @@ def survey_table(lf: pl.LazyFrame, schema: Schema, header: list[str], *,
     order), then rules, then derived columns the table holds. ``header`` is the
     table's columns (``parquet``: a read failure is rule ``parquet-format``). One
     streaming pass."""
-    n_rows, problems, _ = _survey(lf, schema, header, parquet)
-    return n_rows, problems
-
-
-def offending_values(lf: pl.LazyFrame, schema: Schema, header: list[str], limit: int, *,
-                     parquet: bool = False) -> dict[tuple[str, str], list[tuple[str, int]]]:
-    """PRIVATE VALUES, for the custodian's terminal only (``schema check
-    --show-values``; never written to a file or to ``--json``): per failing input
-    check of a column, up to ``limit`` distinct raw values that fail it, most
-    frequent first, with their row counts."""
-    _, problems, exprs = _survey(lf, schema, header, parquet)
-    out: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    for p in problems:
-        key = (p.column or "", p.rule)
-        if p.column is None or key not in exprs or p.column not in header:
-            continue
-        top = collect(lf.filter(exprs[key].fill_null(False))
-                      .group_by(pl.col(p.column).cast(pl.String)).agg(pl.len().alias("n"))
-                      .sort(["n", p.column], descending=[True, False]).head(limit),
-                      parquet=parquet)
-        out[key] = [(str(v), int(n)) for v, n in top.iter_rows()]
-    return out
-
-
-def _survey(lf: pl.LazyFrame, schema: Schema, header: list[str], parquet: bool
-            ) -> tuple[int, list[Problem], dict[tuple[str, str], pl.Expr]]:
     checks: list[_Check] = [(c.column, c.rule, c.what, "error", e) for c, e in check_exprs(schema)]
     n_input = len(checks)
     # the values a synthetic table would hold, derived columns computed from them
@@ -116,8 +90,28 @@ def _survey(lf: pl.LazyFrame, schema: Schema, header: list[str], parquet: bool
     out = collect(frame.with_columns(later).select(pl.len().alias("rows"),
                                                   *_aggregates(len(checks))),
                   parquet=parquet)
-    raw_exprs = {(col or "", rule): e for col, rule, _, _, e in checks[:n_input]}
-    return int(out["rows"].item()), _problems(out, checks), raw_exprs
+    return int(out["rows"].item()), _problems(out, checks)
+
+
+def offending_values(lf: pl.LazyFrame, schema: Schema, problems: list[Problem], limit: int, *,
+                     parquet: bool = False) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """PRIVATE VALUES, for the custodian's terminal only (``schema check
+    --show-values``; never written to a file or to ``--json``): for each of
+    ``problems`` (from :func:`survey_table`) that is a failing input check of a
+    column, up to ``limit`` distinct raw values that fail it, most frequent first,
+    with their row counts."""
+    exprs = {(c.column, c.rule): e for c, e in check_exprs(schema)}
+    out: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for p in problems:
+        key = (p.column or "", p.rule)
+        if p.column is None or key not in exprs:
+            continue
+        top = collect(lf.filter(exprs[key].fill_null(False))
+                      .group_by(pl.col(p.column).cast(pl.String)).agg(pl.len().alias("n"))
+                      .sort(["n", p.column], descending=[True, False]).head(limit),
+                      parquet=parquet)
+        out[key] = [(str(v), int(n)) for v, n in top.iter_rows()]
+    return out
 
 
 _Check = tuple[str | None, str, str, str, pl.Expr]
