@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 from dpsynth.crashpoints import crash_point
 from dpsynth.errors import DpsynthError, InternalError, StorageError
 from dpsynth.hashing import sha256_file
+from dpsynth.model_format import model_files
 from dpsynth.version import __version__
 
 if TYPE_CHECKING:
@@ -206,9 +207,11 @@ def _json(doc: Any) -> bytes:
 
 def release_files(record: ReleaseRecord, reports: Reports) -> dict[str, Content]:
     """Every file of a release bundle but the manifest, by relative path (see
-    ``docs/bundle-format.md``)."""
+    ``docs/bundle-format.md``); ``model/`` only for dpsynth's own engines
+    (:mod:`dpsynth.model_format`)."""
     return {
         **synthetic_table_files(record.table, record.release_id),
+        **model_files(record.model, record.engine),
         SCHEMA: record.schema.text.encode("utf-8"),
         PRIVACY_JSON: _json(reports.privacy),
         PRIVACY_HTML: reports.privacy_html.encode("utf-8"),

@@ -29,6 +29,12 @@ first. Each problem starts with the name of the check that found it:
     ``ledger_entry`` and ``privacy-report.json``; rho is the zCDP budget of
     (epsilon, delta); the report's steps add up to its spent rho, within the budget,
     and its stated epsilon is that spend's conversion.
+``model``
+    a bundle of dpsynth's own engines (AIM, MST) lists ``model/model.json`` and
+    ``model/model.npz`` (other engines' bundles list neither); they are a valid
+    ``dpsynth.model/v1`` model (:func:`dpsynth.model_format.model_problems`: plain
+    arrays, probability tables summing to 1 and agreeing on the junction tree's
+    separators) of the manifest's engine and columns.
 ``signature``
     only with a public key (``--verify-key``): ``manifest.json.sig`` is a valid
     Ed25519 signature of ``manifest.json``'s bytes by that key.
@@ -75,6 +81,7 @@ from dpsynth.bundle import (
 )
 from dpsynth.errors import DpsynthError, InternalError, StorageError
 from dpsynth.hashing import sha256_file
+from dpsynth.model_format import MODEL_ARRAYS, MODEL_ENGINES, MODEL_JSON, model_problems
 from dpsynth.privacy.accountant import Budget, epsilon_for, rho_for
 from dpsynth.schema import parse_schema
 
@@ -88,7 +95,7 @@ LAYOUT = (PARQUET, CSV, CSV_SIDECAR, SCHEMA, PRIVACY_JSON, PRIVACY_HTML, QUALITY
           RESULTS, DATASHEET)
 #: The checks, in the order they run.
 CHECKS = ("manifest", "files", "directory", "schema", "rows", "columns", "release", "privacy",
-          "signature")
+          "model", "signature")
 
 _REL_TOL = 1e-6
 """Relative slack for values recomputed from others (zCDP conversions, sums of floats):
@@ -473,6 +480,35 @@ def _check_privacy(m: dict[str, Any], f: _Files, r: _Report) -> None:
                 f"release.epsilon in {PRIVACY_JSON}")
 
 
+def _check_model(m: dict[str, Any], listed: dict[str, dict[str, Any]], f: _Files,
+                 r: _Report) -> None:
+    engine = _obj(m.get("engine")).get("name")
+    model_rels = (MODEL_JSON, MODEL_ARRAYS)
+    r.ran("model")
+    if engine not in MODEL_ENGINES:
+        for rel in model_rels:
+            if rel in listed:
+                r.fail("model", f"{rel} is listed, but engine {_show(engine)} has no dpsynth "
+                       "model")
+        return
+    missing = [rel for rel in model_rels if rel not in listed]
+    for rel in missing:
+        r.fail("model", f"not in the manifest: {rel} (every {engine} bundle has it)")
+    paths = [_regular(f.root, rel) for rel in model_rels]
+    if missing or None in paths:
+        return  # a listed file that is missing is the files check's problem
+    doc_bytes, npz_bytes = (p.read_bytes() for p in paths if p is not None)
+    problems = model_problems(doc_bytes, npz_bytes)
+    for problem in problems:
+        r.fail("model", problem)
+    if problems:
+        return
+    doc = json.loads(doc_bytes)
+    r.same("model", "engine.name", doc["engine"], engine, f"the engine in {MODEL_JSON}")
+    r.same("model", "columns", [c["name"] for c in doc["columns"]], m.get("columns"),
+           f"the columns of {MODEL_JSON}")
+
+
 # --------------------------------------------------------------------------- verify
 
 
@@ -514,6 +550,7 @@ def verify_bundle(path: str | Path, verify_key: PublicKey | None = None) -> Insp
     _check_columns(manifest, files, r)
     _check_release(manifest, files, r)
     _check_privacy(manifest, files, r)
+    _check_model(manifest, listed, files, r)
     return _result(r, _summary(manifest), signature)
 
 

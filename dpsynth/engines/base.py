@@ -141,6 +141,11 @@ class FittedModel:
     def markov_model(self) -> MarkovModel:
         return self._model
 
+    def expansion(self, j: int) -> np.ndarray | None:
+        """Column ``j``'s (model codes x codes) row-stochastic matrix, when the model
+        holds the column in a compressed domain (``None``: its own codes)."""
+        return self._expand[j]
+
     def marginal(self, cols: Sequence[str]) -> np.ndarray:
         """Model marginal over ``cols`` (axes in that order), scaled to ``total``."""
         try:
