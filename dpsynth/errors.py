@@ -9,7 +9,9 @@ rules, never cell values of the private table (docs/privacy-model.md).
 
     DpsynthError                      (abstract)
     ├── UsageError            exit 2  bad options, bad configuration
-    │   └── SchemaError       exit 2  schema file invalid (JSON Schema or semantics)
+    │   ├── SchemaError       exit 2  schema file invalid (JSON Schema or semantics)
+    │   └── ConditionError    exit 2  `dpsynth sample --condition` cannot hold (or
+    │                                 almost never does) under the domain or the model
     ├── InputDataError        exit 3  the private table does not match the schema
     ├── BudgetError           exit 4  privacy budget refused (ledger or accountant)
     ├── OutputValidationError exit 5  the synthetic table failed its expectation suite
@@ -60,6 +62,14 @@ class SchemaError(UsageError):
     def __init__(self, message: str, path: str = "") -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class ConditionError(UsageError):
+    """A sampling condition that no value of the domain satisfies, that has zero
+    probability under the released model, or that rejection sampling almost never
+    meets. Raised before anything is written."""
+
+    kind = "condition"
 
 
 class InputDataError(DpsynthError):

@@ -15,6 +15,11 @@ If the rules reject nearly every draw, generation stops after
 rejected most (:class:`~dpsynth.errors.OutputValidationError`, exit 5). Rules that
 no value of the domain satisfies are refused before any data is read
 (:func:`dpsynth.rules.check_satisfiable`).
+
+``keep`` (``dpsynth sample --condition``) is one more filter after the rules: rows
+where it is not TRUE are dropped (never re-decoded, so the kept rows follow the
+release's distribution conditioned on it exactly), counted in ``Generated.tested`` /
+``Generated.kept``.
 """
 
 from __future__ import annotations
@@ -28,8 +33,16 @@ import polars as pl
 
 from dpsynth.domain import Domain
 from dpsynth.engines.base import Model
-from dpsynth.errors import OutputValidationError
-from dpsynth.rules import Constraint, constraints, derive, passing, violations, warning_rules
+from dpsynth.errors import ConditionError, OutputValidationError
+from dpsynth.rules import (
+    Constraint,
+    constraints,
+    derive,
+    passing,
+    rule_frame,
+    violations,
+    warning_rules,
+)
 from dpsynth.schema import Schema
 
 __all__ = ["MAX_DRAW_FACTOR", "Generated", "generate"]
@@ -55,6 +68,11 @@ class Generated:
     """Per enforced rule: draws that broke it (a draw can break several)."""
     warnings: dict[str, int] = field(default_factory=dict)
     """Per ``warning`` rule: released rows that break it."""
+    tested: int = 0
+    """With ``keep``: rows that satisfied the rules and were tested against it."""
+    kept: int = 0
+    """With ``keep``: of those, the rows that satisfied it (some may be left out when
+    more than ``n_rows`` were found)."""
 
     def rules_json(self, schema: Schema) -> dict[str, Any]:
         """The public summary of the rules for reports and ``--json``."""
@@ -75,17 +93,26 @@ class Generated:
 
 
 def generate(model: Model, domain: Domain, schema: Schema, n_rows: int,
-             rng: np.random.Generator) -> Generated:
-    """``n_rows`` synthetic rows satisfying every enforced rule (see module docstring)."""
+             rng: np.random.Generator, *, keep: pl.Expr | None = None,
+             max_draws: int | None = None) -> Generated:
+    """``n_rows`` synthetic rows satisfying every enforced rule, and ``keep`` when given
+    (see module docstring). ``max_draws``: give up after drawing this many rows
+    (default :data:`MAX_DRAW_FACTOR` times ``n_rows``, plus a small floor)."""
     rules = constraints(schema)
     tables: list[pl.DataFrame] = []
     codes: list[np.ndarray] = []
     rejected = dict.fromkeys((r.name for r in rules), 0)
-    have = draws = 0
-    limit = MAX_DRAW_FACTOR * n_rows + 10_000
+    have = draws = tested = 0
+    limit = max_draws if max_draws is not None else MAX_DRAW_FACTOR * n_rows + 10_000
     rate = 1.0
     while have < n_rows:
         if draws >= limit:
+            if keep is not None and tested - have >= sum(rejected.values()):
+                raise ConditionError(
+                    f"the condition held in {have} of {tested} rows drawn ({have / max(tested, 1):.2g}"
+                    f" of them); {draws} draws is the limit for {n_rows} rows. It has almost no "
+                    "mass under the model: write it as an AND of conditions on single columns so "
+                    "that it is sampled exactly, or ask for fewer rows")
             worst = max(rejected, key=lambda k: rejected[k])
             raise OutputValidationError(
                 f"rule {worst!r} rejected {rejected[worst]} of {draws} generated rows: the "
@@ -97,6 +124,10 @@ def generate(model: Model, domain: Domain, schema: Schema, n_rows: int,
         c = model.sample(batch, rng)
         draws += batch
         t, c = _decode_within_rules(domain, schema, rules, c, rng, rejected)
+        if keep is not None:
+            tested += t.height
+            ok = rule_frame(t).select(keep.fill_null(False)).to_series().to_numpy()
+            t, c = t.filter(pl.Series(ok)), c[ok]
         tables.append(t)
         codes.append(c)
         have += t.height
@@ -107,7 +138,8 @@ def generate(model: Model, domain: Domain, schema: Schema, n_rows: int,
         keep = np.sort(rng.choice(table.height, n_rows, replace=False))
         table, all_codes = table[keep], all_codes[keep]
     return Generated(table=table, codes=all_codes, draws=draws, rejected=rejected,
-                     warnings=violations(table, warning_rules(schema)))
+                     warnings=violations(table, warning_rules(schema)), tested=tested,
+                     kept=have if keep is not None else 0)
 
 
 def _decode_within_rules(domain: Domain, schema: Schema, rules: tuple[Constraint, ...],
