@@ -135,8 +135,8 @@ def generate(model: Model, domain: Domain, schema: Schema, n_rows: int,
     table = pl.concat(tables, how="vertical") if len(tables) > 1 else tables[0]
     all_codes = np.concatenate(codes) if len(codes) > 1 else codes[0]
     if table.height > n_rows:  # a uniform subset: rows redecoded last are not favoured
-        keep = np.sort(rng.choice(table.height, n_rows, replace=False))
-        table, all_codes = table[keep], all_codes[keep]
+        subset = np.sort(rng.choice(table.height, n_rows, replace=False))
+        table, all_codes = table[subset], all_codes[subset]
     return Generated(table=table, codes=all_codes, draws=draws, rejected=rejected,
                      warnings=violations(table, warning_rules(schema)), tested=tested,
                      kept=have if keep is not None else 0)

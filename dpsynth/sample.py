@@ -24,12 +24,14 @@ module, the ledger or the measurement session.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,6 +134,9 @@ class SampleResult:
     """The model's probability of the per-column evidence (1 without a condition)."""
     seed: int
     dpsynth_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per step (verify, load, condition, generate, write); ``--json`` only,
+    never in the sidecar."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,8 +148,17 @@ def sample_bundle(cfg: SampleConfig, progress: Progress | None = None) -> Sample
     bundle = Path(cfg.bundle)
     fmt = cfg.table_format
     _check_out(cfg.out, cfg.sidecar, bundle)
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        timings[step] = round(now - clock[0], 3)
+        clock[0] = now
+
     say(f"verifying the bundle {str(bundle)!r}")
     checked = verify_bundle(bundle)
+    lap("verify")
     if not checked.ok:
         raise BundleVerificationError(str(bundle), checked.problems, checked.checks,
                                       checked.summary, checked.signature)
@@ -158,6 +172,7 @@ def sample_bundle(cfg: SampleConfig, progress: Progress | None = None) -> Sample
     check_rows(schema, cfg.rows)
     model, _ = read_model((bundle / MODEL_JSON).read_bytes(), (bundle / MODEL_ARRAYS).read_bytes())
     domain = Domain.from_schema(schema)
+    lap("load")
     cond: Condition | None = None
     z = 1.0
     if cfg.condition is not None:
@@ -167,12 +182,14 @@ def sample_bundle(cfg: SampleConfig, progress: Progress | None = None) -> Sample
         if z <= 0:
             raise ConditionError("--condition has zero probability under the released model "
                                  "(the codes it allows carry no mass); nothing was written")
+    lap("condition")
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
     rng = np.random.default_rng(seed)
     say(f"sampling {cfg.rows} rows")
     generated = generate(model, domain, schema, cfg.rows, rng,
                          keep=cond.expr if cond is not None else None,
                          max_draws=DRAWS_PER_ROW * cfg.rows + DRAWS_FLOOR)
+    lap("generate")
     result = SampleResult(
         out=str(cfg.out), sidecar=str(cfg.sidecar), format=fmt, rows=generated.table.height,
         release_id=str(manifest["release_id"]), manifest_sha256=sha256_file(bundle / MANIFEST),
@@ -182,7 +199,8 @@ def sample_bundle(cfg: SampleConfig, progress: Progress | None = None) -> Sample
         draws=generated.draws, evidence_probability=z, seed=seed, dpsynth_version=__version__)
     say(f"writing {str(cfg.out)!r} and its sidecar")
     _publish(cfg, generated.table, result, manifest)
-    return result
+    lap("write")
+    return dataclasses.replace(result, timings=timings)
 
 
 # -- output ---------------------------------------------------------------------------
