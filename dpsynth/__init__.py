@@ -24,6 +24,9 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
     record.py        ReleaseRecord: the public facts of one release
     report/          privacy report, quality report, datasheet (public side)
     bundle.py        bundle layout, manifest, atomic write (optionally signed)
+    model_format.py  the fitted model in the bundle (model/, dpsynth.model/v1)
+    condition.py     a sampling condition: parsed, checked, codes it allows per column
+    sample.py        dpsynth sample: rows from a bundle's model, optionally conditioned
     inspect.py       verification of a bundle: checksums, manifest against files, signature
     signing.py       Ed25519 keys and detached signatures of the manifest
     confidential.py  where custodian-only files go, written 0600
