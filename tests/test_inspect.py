@@ -25,6 +25,7 @@ from test_release import SCHEMA, make_table
 
 from dpsynth.cli import main
 from dpsynth.inspect import LAYOUT, SIGNATURE, verify_bundle
+from dpsynth.model_format import MODEL_ARRAYS, MODEL_JSON
 
 MANIFEST = "manifest.json"
 
@@ -345,7 +346,7 @@ def test_verify_bundle_result(bundle: Path) -> None:
     res = verify_bundle(bundle)
     assert res.ok and res.signature == "not verified"
     assert res.summary["release_id"] == "r1" and res.summary["engine"] == "mst"
-    assert res.summary["files"] == len(LAYOUT)
+    assert res.summary["files"] == len(LAYOUT) + len((MODEL_JSON, MODEL_ARRAYS))  # an mst bundle
 
 
 def test_modified_file(bundle: Path) -> None:
