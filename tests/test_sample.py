@@ -529,3 +529,39 @@ def test_a_smartnoise_bundle_has_no_model_and_is_refused(tmp_path: Path) -> None
     assert code == 2 and "smartnoise-mwem" in out["message"] and "no model" in out["message"]
     assert not (tmp_path / "x.parquet").exists()
     assert os.path.exists(b / "manifest.json")
+
+
+def test_a_failed_write_leaves_nothing_behind(bundles: dict[str, Path], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table is linked into place, then the sidecar fails: neither remains, nor any
+    temporary file."""
+    import dpsynth.sample as sample_module
+
+    real_link = os.link
+    calls: list[str] = []
+
+    def link_then_fail(src: str, dst: str) -> None:
+        calls.append(str(dst))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_link(src, dst)
+
+    monkeypatch.setattr(sample_module.os, "link", link_then_fail)
+    code, out, _ = sample(bundles["mst"], tmp_path / "x.csv", "--rows", "50")
+    assert code == 6 and out["error"] == "storage" and "No space left" in out["message"]
+    assert calls == [str(tmp_path / "x.csv"), str(tmp_path / "x.csv.sample.json")]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_terms_that_factor_narrow_a_rejection_condition(bundles: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    cond = "dx = 'b' AND (sex = 'M' OR smoker)"
+    code, out, err = sample(bundles["aim"], tmp_path / "x.parquet", "--rows", "5000",
+                            "--condition", cond, "--seed", "1")
+    assert code == 0, err
+    assert out["method"] == "rejection"
+    t = pl.read_parquet(tmp_path / "x.parquet")
+    assert t.height == 5000 and t.filter(pl.sql_expr(cond).fill_null(False)).height == 5000
+    # the dx term is evidence: no draw is wasted on other diagnoses
+    p = _bundle_model(bundles["aim"]).marginal(["dx"])
+    assert out["evidence_probability"] == pytest.approx(p[1] / p.sum(), rel=1e-9)
