@@ -133,7 +133,9 @@ def test_saved_model_round_trips(fitted: tuple[str, FittedModel]) -> None:
     assert doc["format"] == "dpsynth.model/v1" and doc["engine"] == engine
     assert loaded.columns == model.columns and loaded.sizes == model.sizes
     assert loaded.cliques == model.cliques
-    assert loaded.total == model.total  # the DP total, carried as is
+    assert loaded.total == model.total  # the DP total, carried as is ...
+    assert loaded.total != 3000 and doc["total"] == model.total  # ... never the true N
+    assert "seconds" not in doc_bytes.decode() and "iterations" not in doc_bytes.decode()
     cols = list(model.columns)
     for q in [[c] for c in cols] + [[x, y] for i, x in enumerate(cols) for y in cols[i + 1:]]:
         np.testing.assert_allclose(loaded.marginal(q), model.marginal(q), rtol=1e-12, atol=1e-9)
