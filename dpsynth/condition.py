@@ -24,7 +24,9 @@ acceptance rate is reported. Holds no data; never reads the private table.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +49,8 @@ CHECK_ROWS = 2_000
 
 @dataclass(frozen=True)
 class Term:
-    """One top-level ``AND`` term of a condition."""
+    """One top-level ``AND`` term of a condition (the terms on one and the same column
+    joined into one)."""
 
     sql: str
     """The term, as polars prints it (for messages and the sidecar)."""
@@ -117,9 +120,19 @@ def parse_condition(text: str, schema: Schema) -> Condition:
         raise UsageError("--condition reads no column; give a condition on released columns, "
                          "e.g. \"race = 'Asian'\"")
     _check_evaluable(text, schema)
-    terms = []
+    # terms on the same single column are probed together ("age = 25 AND age = 26" can
+    # never hold, although each term can)
+    single: dict[str, list[pl.Expr]] = {}
+    parts: list[tuple[tuple[str, ...], pl.Expr]] = []
     for e in _split(pl.sql_expr(text)):
         cols = tuple(dict.fromkeys(e.meta.root_names()))
+        if len(cols) == 1:
+            single.setdefault(cols[0], []).append(e)
+        else:
+            parts.append((cols, e))
+    parts = [((c,), functools.reduce(operator.and_, es)) for c, es in single.items()] + parts
+    terms = []
+    for cols, e in parts:
         allowed = _allowed_codes(e, cols, schema)
         if allowed is not None and not all(m.any() for m in allowed.values()):
             raise ConditionError(f"--condition can never hold: no value of the domain of "

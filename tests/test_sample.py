@@ -381,7 +381,12 @@ def test_outputs_are_marked_synthetic_and_say_how_they_were_drawn(
 @pytest.mark.parametrize(("cond", "says"), [
     ("dx = 'zzz'", "no value of the domain"),             # not a category
     ("age > 500", "no value of the domain"),               # outside the bounds
-    ("sex = 'F' AND sex = 'M'", "allow no value together"),
+    ("sex = 'F' AND sex = 'M'", "no value of the domain"),
+    ("age = 25 AND age = 26", "no value of the domain"),  # each can hold, not both
+    ("dx = 'a' AND ((dx = 'b' AND sex = 'F') OR (dx = 'c' AND sex = 'M'))",
+     "allow no value together"),
+    # possible cell by cell, never on values: rejection finds no row and gives up
+    ("age = 25 + 0 * bmi AND age = 26 + 0 * bmi", "held in 0 of"),
     # the rule's structural zeros (AIM: the model holds the age bins unmerged)
     ("age < 50 AND dx = 'a'", "zero probability under the released model"),
 ])
