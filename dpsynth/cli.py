@@ -376,8 +376,9 @@ def inspect_cmd(bundle_dir: Path, verify_key: Path | None, as_json: bool) -> Non
                    "\"race = 'Asian'\" or \"num_medications >= 20 AND gender = 'Female'\". "
                    "An AND of single-column conditions is sampled exactly from the model's "
                    "conditional distribution; anything else by rejection (the acceptance rate "
-                   "is reported). A row satisfies it only where it is TRUE (NULL fails).")
-@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1),
+                   "is reported). A row satisfies it only where it is TRUE (NULL fails). Dates are "
+                   "written DATE 'YYYY-MM-DD'.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), metavar="S",
               help="Seed of the sampler (post-processing; not of any DP noise). Random when "
                    "not given; recorded in the sidecar either way.")
 @click.option("--format", "table_format", type=click.Choice(["csv", "parquet"]),
