@@ -572,3 +572,39 @@ def test_terms_that_factor_narrow_a_rejection_condition(bundles: dict[str, Path]
     # the dx term is evidence: no draw is wasted on other diagnoses
     p = _bundle_model(bundles["aim"]).marginal(["dx"])
     assert out["evidence_probability"] == pytest.approx(p[1] / p.sum(), rel=1e-9)
+
+
+# ---------------------------------------------------------------- conditions on the schema
+
+
+def test_condition_terms_atoms_and_derived_columns() -> None:
+    """Per-column evidence is exact on atoms and bins; a derived column gives no evidence
+    (rejection), and generation with the condition keeps only rows where it holds."""
+    from test_rules import schema_with
+
+    from dpsynth.condition import parse_condition
+    from dpsynth.engines.estimation import Observation, estimate
+    from dpsynth.generate import generate
+
+    schema = schema_with()
+    cond = parse_condition("ct = 45 AND income > 95000 AND sex = 'F'", schema)
+    assert cond.method == "exact"
+    allowed = {t.columns[0]: t.allowed[t.columns[0]].nonzero()[0].tolist()
+               for t in cond.terms if t.allowed}
+    assert allowed == {"ct": [4],          # the atom's code only, not the 40-45 bin
+                       "income": [9],      # the 90000-99999 bin (probed, not exhaustive)
+                       "sex": [0]}
+    derived = parse_condition("bmi > 30 AND sex = 'F'", schema)
+    assert derived.method == "rejection"
+    assert [(t.columns, t.allowed is None) for t in derived.terms] == [(("bmi",), True),
+                                                                      (("sex",), False)]
+    # a model over the schema's domain (every column uniform) conditioned and sampled
+    domain = Domain.from_schema(schema)
+    sizes = list(domain.sizes)
+    obs = [Observation((j,), np.full(n, 1000.0 / n), 1.0) for j, n in enumerate(sizes)]
+    model = FittedModel(domain.names, sizes, estimate(sizes, obs, max_iters=10).model, [])
+    conditioned, z = condition(model, derived.evidence(domain))
+    assert z == pytest.approx(0.5)
+    g = generate(conditioned, domain, schema, 2000, np.random.default_rng(3), keep=derived.expr)
+    assert g.table.height == 2000 and 0 < g.kept / g.tested < 1
+    assert g.table.filter(pl.sql_expr("bmi > 30 AND sex = 'F'")).height == 2000
