@@ -70,6 +70,7 @@ __all__ = [
     "MANIFEST",
     "MANIFEST_FORMAT",
     "SIGNATURE",
+    "SYNTHETIC_NOTICE",
     "Content",
     "Writer",
     "check_out_path",

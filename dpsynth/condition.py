@@ -20,6 +20,11 @@ column: the evidence then is the condition up to bins that straddle a threshold,
 rows are only rejected inside such bins. Otherwise (a term over two columns, such as
 ``a = 1 OR b = 2``, or over a derived column) it is sampled by *rejection*: the
 acceptance rate is reported. Holds no data; never reads the private table.
+
+Limit: a bin with more than :data:`PROBES_PER_BIN` values (a float bin on a fine
+precision grid, a date bin of many years) is probed at that many evenly spaced values,
+both ends included. A condition that holds inside such a bin only between two probes
+(``x = 3.317`` in a bin of 10,000 values) counts as never holding there.
 """
 
 from __future__ import annotations
