@@ -168,6 +168,9 @@ def sample_bundle(cfg: SampleConfig, progress: Progress | None = None) -> Sample
         raise UsageError(f"bundle {str(bundle)!r} was released with engine {engine!r}, which "
                          f"saves no model (only {' and '.join(MODEL_ENGINES)} bundles have "
                          "model/): dpsynth sample cannot draw from it")
+    if not any(e.get("path") == MODEL_JSON for e in manifest.get("files", [])):
+        raise UsageError(f"bundle {str(bundle)!r} holds no model/ (it was written before "
+                         "dpsynth saved models): dpsynth sample cannot draw from it")
     schema = parse_schema((bundle / SCHEMA).read_text(encoding="utf-8"), source_name=SCHEMA)
     check_rows(schema, cfg.rows)
     model, _ = read_model((bundle / MODEL_JSON).read_bytes(), (bundle / MODEL_ARRAYS).read_bytes())

@@ -470,17 +470,35 @@ def test_a_pickled_model_array_is_refused() -> None:
     assert problems and "plain arrays" in problems[0]
 
 
-def test_a_model_missing_from_an_mst_bundle_fails_inspect(bundles: dict[str, Path],
-                                                         tmp_path: Path) -> None:
-    b = Path(shutil.copytree(bundles["mst"], tmp_path / "b"))
-    shutil.rmtree(b / "model")
+def _drop_from_manifest(b: Path, rels: tuple[str, ...]) -> None:
+    for rel in rels:
+        (b / rel).unlink()
     manifest = json.loads((b / "manifest.json").read_text())
-    manifest["files"] = [e for e in manifest["files"] if not e["path"].startswith("model/")]
+    manifest["files"] = [e for e in manifest["files"] if e["path"] not in rels]
     (b / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def test_half_a_model_fails_inspect(bundles: dict[str, Path], tmp_path: Path) -> None:
+    b = Path(shutil.copytree(bundles["mst"], tmp_path / "b"))
+    _drop_from_manifest(b, ("model/model.npz",))
     res = CliRunner().invoke(main, ["inspect", str(b), "--json"])
     assert res.exit_code == 6
-    assert "model: not in the manifest: model/model.json (every mst bundle has it)" in \
+    assert "model: not in the manifest: model/model.npz (the model is both files)" in \
         json.loads(res.stdout)["problems"]
+
+
+def test_a_bundle_without_a_model_passes_inspect_but_cannot_be_sampled(
+        bundles: dict[str, Path], tmp_path: Path) -> None:
+    """Bundles written before models were saved (0.1.0) stay valid; sample refuses them."""
+    b = Path(shutil.copytree(bundles["mst"], tmp_path / "b"))
+    _drop_from_manifest(b, ("model/model.json", "model/model.npz"))
+    (b / "model").rmdir()
+    res = CliRunner().invoke(main, ["inspect", str(b), "--json"])
+    assert res.exit_code == 0, res.stdout
+    code, _, err = sample(b, tmp_path / "x.parquet", "--rows", "10")
+    assert code == 2
+    assert "holds no model/" in err
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_sampling_needs_no_ledger(bundles: dict[str, Path], tmp_path: Path,
