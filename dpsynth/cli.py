@@ -288,10 +288,10 @@ def ledger_show(ledger_url: str | None, dataset_id: str | None, as_json: bool) -
         click.echo(f"{s.dataset_id}: total epsilon {s.total_epsilon:g} (delta {s.total_delta:g}), "
                    f"spent {s.spent_epsilon:.4g}, remaining {s.remaining_epsilon:.4g}")
         for c in s.charges:
-            click.echo(f"  {c.created_at}  {c.release_id:<40} {c.status:<13} "
+            click.echo(f"  {c.created_at}  {c.release_id:<40} {c.kind:<12} {c.status:<13} "
                        f"epsilon {c.epsilon:g} delta {c.delta:g} rho {c.rho:.4g} {c.engine}")
     open_ = [c.release_id for s in summaries for c in s.charges
-             if c.status in ("reserved", "spent")]
+             if c.status in ("reserved", "spent") and c.kind == "release"]
     if open_:
         click.echo(f"{len(open_)} charge(s) not finished ({', '.join(open_)}): a release still "
                    "running, or one that was killed (counted either way). If the bundle of a "

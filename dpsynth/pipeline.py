@@ -405,7 +405,9 @@ def _public_summary(ledger: Ledger, dataset_id: str) -> dict[str, Any]:
         "remaining_epsilon": summary.remaining_epsilon,
         "spent_rho": summary.spent_rho,
         "total_rho": summary.total_rho,
-        "releases": len([c for c in summary.charges if c.counted]),
+        "releases": len([c for c in summary.charges if c.counted and c.kind == "release"]),
+        "schema_drafts": len([c for c in summary.charges
+                              if c.counted and c.kind == "schema-draft"]),
     }
 
 
