@@ -27,8 +27,8 @@ import dpsynth.privacy.ledger as ledger_pkg
 from dpsynth.errors import BudgetError, StorageError, UsageError
 from dpsynth.privacy.accountant import ApproxDP, Budget, epsilon_for, rho_for
 from dpsynth.privacy.ledger import (
-    SCHEMA_VERSION,
     COUNTED_STATUSES,
+    SCHEMA_VERSION,
     STATUSES,
     ChargeRecord,
     DatasetSummary,
