@@ -102,6 +102,8 @@ class Column:
     nullable: bool = False
     missing_tokens: tuple[str, ...] = ("",)
     on_out_of_domain: OutOfDomain = "reject"
+    #: a present cell the kind cannot read: refuse the table, or code it as missing
+    on_unreadable: Literal["reject", "null"] = "reject"
     # categorical
     categories: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
@@ -580,6 +582,7 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
         "nullable": bool(c.get("nullable", False)),
         "missing_tokens": _tokens(c["missing_tokens"]) if "missing_tokens" in c else table_missing,
         "on_out_of_domain": c.get("on_out_of_domain", "reject"),
+        "on_unreadable": c.get("on_unreadable", "reject"),
     }
     ood = common["on_out_of_domain"]
     if ood == "clamp" and kind not in ("integer", "float", "date", "datetime"):
@@ -589,6 +592,8 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
         )
     if ood == "null" and not common["nullable"]:
         raise SchemaError("on_out_of_domain (null) needs nullable: true", where)
+    if common["on_unreadable"] == "null" and not common["nullable"]:
+        raise SchemaError("on_unreadable (null) needs nullable: true", where)
     build = _KIND_BUILDERS.get(kind)
     return build(c, common, where) if build is not None else Column(**common)  # identifier, text
 
