@@ -55,8 +55,9 @@ outside rho (key selection), which the dataset's later releases then cannot use.
 MISSING_TOKENS: tuple[str, ...] = ("?", "NA", "N/A", "NULL", "-", "")
 """The public list of candidate missing-value tokens (exact cell text)."""
 CLASSES: tuple[str, ...] = ("null", *(f"token:{t}" for t in MISSING_TOKENS), "integer",
-                            "float", "date", "other")
-"""Every cell is in exactly one class, tested in this order (a token before a number)."""
+                            "float", "date", "words", "other")
+"""Every cell is in exactly one class, tested in this order (a token before a number);
+``words``: other text with whitespace inside (free text rather than an id)."""
 DATE_FORMAT = "%Y-%m-%d"
 """The date format the draft recognises (ISO 8601 dates); it is written into the schema."""
 DECADES = tuple(range(-3, 13))
@@ -69,6 +70,7 @@ MAX_CATEGORIES = 1000
 """At most this many categories per column (the most frequent, by noisy count)."""
 _I = {name: i for i, name in enumerate(CLASSES)}
 _TOKENS = slice(1, 1 + len(MISSING_TOKENS))
+_PRESENT = [_I["integer"], _I["float"], _I["date"], _I["words"], _I["other"]]
 _Z = 3.0
 """A noisy count is taken as evidence of something only above this many noise sigmas."""
 
@@ -216,8 +218,7 @@ class _Column:
         return max(1.0, float(np.clip(self.counts, 0, None).sum()))
 
     def share(self, *names: str) -> float:
-        present = max(1.0, float(np.clip(self.counts[[_I["integer"], _I["float"], _I["date"],
-                                                      _I["other"]]], 0, None).sum()))
+        present = max(1.0, float(np.clip(self.counts[_PRESENT], 0, None).sum()))
         return float(sum(max(0.0, self.counts[_I[n]]) for n in names)) / present
 
 
@@ -305,8 +306,7 @@ def propose(session: Session, header: Sequence[str], parquet_types: dict[str, st
 
 def _decide(col: _Column) -> None:
     """The column's kind and what phase two measures, from phase one's noisy answers."""
-    present = float(np.clip(col.counts[[_I["integer"], _I["float"], _I["date"], _I["other"]]],
-                            0, None).sum())
+    present = float(np.clip(col.counts[_PRESENT], 0, None).sum())
     ratio = col.distinct / col.rows
     if present < 2 * _Z * col.sigma:
         col.kind, col.plan = "text", ""
@@ -332,7 +332,10 @@ def _decide(col: _Column) -> None:
         col.kind, col.plan = "text", ""
         col.eps_note = "a timestamp column: the draft does not propose datetime bounds"
         return
-    if ratio >= 0.9:
+    if ratio >= 0.5 and col.share("words") >= 0.5:
+        col.kind, col.plan = "text", ""
+        col.eps_note = "most rows have their own value, mostly words (free text-like)"
+    elif ratio >= 0.9:
         col.kind, col.plan = "identifier", ""
         col.eps_note = "nearly every row has its own value (id-like)"
     elif ratio >= 0.5:

@@ -122,7 +122,8 @@ def _class(c: str) -> pl.Expr:
     return (expr.when(s.cast(pl.Int64, strict=False).is_not_null()).then(n)
             .when(s.cast(pl.Float64, strict=False).is_finite().fill_null(False)).then(n + 1)
             .when(s.str.to_date(DATE_FORMAT, strict=False).is_not_null()).then(n + 2)
-            .otherwise(n + 3))
+            .when(s.str.contains(r"\s")).then(n + 3)
+            .otherwise(n + 4))
 
 
 def _norm(req: Sequence[Any]) -> tuple[Any, ...]:
