@@ -71,6 +71,9 @@ MAX_CATEGORIES = 1000
 _I = {name: i for i, name in enumerate(CLASSES)}
 _TOKENS = slice(1, 1 + len(MISSING_TOKENS))
 _PRESENT = [_I["integer"], _I["float"], _I["date"], _I["words"], _I["other"]]
+_NUMERIC_SHARE = 0.5
+"""A CSV column is drafted as numbers when at least this share of its present cells read
+as numbers; the rest (a token such as ``N``, rare codes) become null (``on_unreadable``)."""
 _Z = 3.0
 """A noisy count is taken as evidence of something only above this many noise sigmas."""
 
@@ -152,6 +155,8 @@ class Session(Protocol):
     def exact(self, column: str, kind: str, precisions: Sequence[float], rho: float,
               step: str) -> Any: ...
     def rows_per_patient(self, cap: int, rho: float, step: str) -> Any: ...
+    def cells(self, column: str, kind: str, edges: Sequence[float], rho: float,
+              step: str) -> Any: ...
     def prefetch(self, requests: Sequence[tuple[Any, ...]]) -> None: ...
     def keys(self, column: str, rho: float, delta: float, step: str, *,
              exclude: Sequence[str] = (), non_numeric_only: bool = False
@@ -274,8 +279,8 @@ def propose(session: Session, header: Sequence[str], parquet_types: dict[str, st
             say(f"column {c.name!r}: range and precision")
             numeric[c.name] = _numeric_plan(session, c, shares[c.name], cfg)
     say("counting numbers on their grids (one pass)")
-    session.prefetch([("grid", name, by_name[name].kind, *p.grid)
-                      for name, p in numeric.items()])
+    session.prefetch([("edges", name, by_name[name].kind, p.edges)
+                      for name, p in numeric.items() if not p.whole_range])
     out: list[ColumnDraft] = []
     for i, name in enumerate(header, start=1):
         if name == unit:
@@ -313,7 +318,7 @@ def _decide(col: _Column) -> None:
         col.eps_note = "almost every cell is missing or the table is too small to tell"
         return
     numeric = col.parquet in ("integer", "float") or (
-        col.parquet in (None, "string") and col.share("integer", "float") >= 0.9)
+        col.parquet in (None, "string") and col.share("integer", "float") >= _NUMERIC_SHARE)
     if numeric:
         n_float = float(col.counts[_I["float"]])
         whole = col.parquet == "integer" or (col.parquet != "float" and n_float <= max(
@@ -441,13 +446,17 @@ class _NumPlan:
     zero_share: float
     grid: tuple[float, float, int]
     """``(origin, width, cells)``."""
+    whole_range: bool = False
+    """Whole numbers within one decade: the bounds are the decades', a bin per number."""
+    edges: tuple[float, ...] = ()
+    """The public cells counted for bounds and deciles (an equal grid or 1-2-5 steps)."""
 
 
 _DATE_GRID = (float(YEARS[0]), 5.0, (YEARS[1] - YEARS[0]) // 5)
-_MAG_SHARE, _EXACT_SHARE, _GRID_SHARE = 0.3, 0.2, 0.5
-_MAG_Z, _GRID_Z = 4.5, 3.5
-"""A magnitude bucket / grid cell counts only above this many noise sigmas: with tens of
-empty cells, a lower bar lets noise alone stretch the bounds."""
+_MAG_SHARE, _EXACT_SHARE, _GRID_SHARE = 0.35, 0.2, 0.45
+_MAG_Z = 3.5
+"""A magnitude bucket counts only above this many noise sigmas: with tens of empty
+buckets, a lower bar lets noise alone stretch the bounds."""
 
 
 def _first_requests(col: _Column, rho: float, cfg: DraftConfig) -> list[tuple[Any, ...]]:
@@ -477,10 +486,24 @@ def _numeric_plan(session: Session, col: _Column, rho: float, cfg: DraftConfig) 
     e = np.asarray(exact.counts)
     read = max(float(e[0]), 1.0)
     if not integer:
+        slack = _Z * exact.sigma * math.sqrt(2)  # noise of read - on_grid
         for p, n in zip(PRECISIONS, e[2:], strict=True):
-            if n / read >= 0.98:
+            if read - n <= 0.02 * read + slack:
                 precision = p
                 break
+    if integer and hi_range - lo_range <= 41:  # one decade (and zero): a bin per number
+        lo_i, hi_i = math.ceil(lo_range), math.ceil(hi_range) - 1
+        return _NumPlan(rho=rho, precision=precision, zero_share=max(0.0, float(e[1])) / read,
+                        grid=(float(lo_i), 1.0, max(1, hi_i - lo_i + 1)), whole_range=True)
+    zero_share = max(0.0, float(e[1])) / read
+    if e[1] >= _Z * exact.sigma:  # exact zeros: the range holds 0
+        lo_range, hi_range = min(lo_range, 0.0), max(hi_range, 0.0)
+    mass = np.where(m >= _MAG_Z * mags.sigma, m, 0.0)
+    if mass.max() < 0.7 * mass.sum():  # spread over decades (incomes, counts): 1-2-5 cells
+        cuts = _log_edges(lo_range, hi_range, integer, precision)
+        if len(cuts) >= 3:
+            return _NumPlan(rho=rho, precision=precision, zero_share=zero_share,
+                            grid=(0.0, 0.0, 0), edges=cuts)
     grid_rho = _GRID_SHARE * left
     sigma_g = cfg.contribution_bound / math.sqrt(2 * grid_rho)
     cells = int(np.clip(read / (4 * sigma_g), 10, 200))
@@ -489,8 +512,29 @@ def _numeric_plan(session: Session, col: _Column, rho: float, cfg: DraftConfig) 
         width = precision
     origin = float(f"{math.floor(lo_range / width) * width:.12g}")
     n = int(min(100_000, max(1, math.ceil((hi_range - origin) / width))))
-    return _NumPlan(rho=rho, precision=precision,
-                    zero_share=max(0.0, float(e[1])) / read, grid=(origin, width, n))
+    cuts = tuple(float(f"{origin + i * width:.12g}") for i in range(n + 1))
+    return _NumPlan(rho=rho, precision=precision, zero_share=zero_share, grid=(origin, width, n),
+                    edges=cuts)
+
+
+def _log_edges(lo: float, hi: float, integer: bool, precision: float | None
+               ) -> tuple[float, ...]:
+    """Public cell edges 0, +-1, 2, 5 x 10^d inside ``[lo, hi]`` (whole numbers for
+    integers, multiples of ``precision``)."""
+    steps = [m * 10.0 ** d for d in DECADES for m in (1, 2, 5)] + [10.0 ** (DECADES[-1] + 1)]
+    cand = {0.0, lo, hi, *steps, *(-x for x in steps)}
+    out = []
+    for x in sorted(cand):
+        x = float(f"{x:.12g}")
+        if not lo <= x <= hi:
+            continue
+        if integer and not x.is_integer():
+            continue
+        if precision is not None and not math.isclose(round(x / precision) * precision, x,
+                                                      rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        out.append(x)
+    return tuple(sorted(set(out)))
 
 
 def _numeric_finish(session: Session, col: _Column, plan: _NumPlan,
@@ -498,22 +542,32 @@ def _numeric_finish(session: Session, col: _Column, plan: _NumPlan,
     kind = col.kind
     integer = kind == "integer"
     origin, width, n = plan.grid
-    grid = session.grid(col.name, kind, origin, width, n, _GRID_SHARE * plan.rho,
-                        f"draft:{col.name}:grid")
-    g = np.asarray(grid.counts)
-    g = np.where(g >= _GRID_Z * grid.sigma, g, 0.0)
     note = _review(col, col.rho + plan.rho, cfg.delta)
+    if plan.whole_range:
+        d = ColumnDraft(col.name, kind)
+        d.put("description", "fill in from documentation", "fill in from documentation")
+        lo, hi = _num(origin), _num(origin + n - 1)
+        d.put("bounds", [lo, hi], f"{note}: the decades of magnitude that hold values")
+        d.put("bin_width", 1, f"{note}: one bin per whole number in the bounds")
+        _common(d, col, list(MISSING_TOKENS), _PUBLIC_TOKENS, "clamp", cfg.delta)
+        if col.parquet is None:
+            d.put("on_unreadable", "null", _UNREADABLE)
+        return d
+    grid = session.cells(col.name, kind, plan.edges, _GRID_SHARE * plan.rho,
+                         f"draft:{col.name}:grid")
+    g = np.asarray(grid.counts)
     precision, zero_share = plan.precision, plan.zero_share
+    cuts = plan.edges
 
     def at(i: int) -> float:
-        return float(f"{origin + i * width:.12g}")
+        return cuts[min(i, len(cuts) - 1)]
 
     lo = at(_quantile_cell(g, 0.005))
     hi = at(_quantile_cell(g, 0.995) + 1)
     if integer:
         hi -= 1
     if hi <= lo:
-        hi = lo + (1 if integer else width)
+        hi = lo + (1 if integer else (precision or width or 1.0))
     d = ColumnDraft(col.name, kind)
     d.put("description", "fill in from documentation", "fill in from documentation")
     d.put("bounds", [_num(lo), _num(hi)],
@@ -524,8 +578,9 @@ def _numeric_finish(session: Session, col: _Column, plan: _NumPlan,
         inner = sorted({at(_quantile_cell(g, q / 10) + 1) for q in range(1, 10)})
         inner = [x for x in inner if lo < x < hi]
         bin_edges = [lo, *inner, hi]
+        grid_note = (f"a grid of {_num(width)}" if width > 0 else "steps of 1, 2, 5 x 10^k")
         d.put("bin_edges", [_num(x) for x in bin_edges],
-              f"{note}: deciles rounded to a grid of {_num(width)}")
+              f"{note}: deciles rounded to {grid_note}")
     atoms: list[float] = []
     if zero_share >= 0.05 and lo <= 0 <= hi and not (integer and hi - lo + 1 <= 40):
         fields = dict((k, v) for k, v, _ in d.fields)

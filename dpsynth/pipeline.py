@@ -164,10 +164,12 @@ class _Charged(Protocol):
     """A run that holds a ledger charge (a release or a schema draft): what the ledger
     steps below need of it."""
 
-    release_id: str
-    dataset_id: str
-    say: Progress
-
+    @property
+    def release_id(self) -> str: ...
+    @property
+    def dataset_id(self) -> str: ...
+    @property
+    def say(self) -> Progress: ...
     @property
     def input_path(self) -> Path: ...
     @property

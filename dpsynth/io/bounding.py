@@ -30,8 +30,8 @@ from dpsynth.errors import InputDataError, InternalError, UsageError
 
 __all__ = [
     "bound_contributions",
-    "bounding_mask",
     "bounding_keys",
+    "bounding_mask",
     "bounding_secret",
     "content_hashes",
     "patient_hashes",

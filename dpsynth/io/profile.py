@@ -76,8 +76,7 @@ def read_header(path: str | Path) -> tuple[list[str], dict[str, str] | None]:
         with p.open("rb") as fh:
             gz = fh.read(2) == b"\x1f\x8b"
         try:
-            opener = gzip.open(p, "rb") if gz else p.open("rb")
-            with opener as fh:
+            with (gzip.open(p, "rb") if gz else p.open("rb")) as fh:
                 first = fh.readline()
         except (OSError, EOFError, zlib.error):
             raise InputDataError("the gzip file is corrupt or truncated", rule="gzip") from None
@@ -115,7 +114,7 @@ def _number(c: str, kind: str) -> pl.Expr:
 def _class(c: str) -> pl.Expr:
     raw = pl.col(c)
     s = raw.str.strip_chars()
-    expr = pl.when(raw.is_null()).then(0)
+    expr: Any = pl.when(raw.is_null()).then(0)
     for i, t in enumerate(MISSING_TOKENS, start=1):
         expr = expr.when(raw == t).then(i)
     n = len(MISSING_TOKENS) + 1
@@ -137,6 +136,8 @@ def _norm(req: Sequence[Any]) -> tuple[Any, ...]:
         return (what, column, str(req[2]), float(req[3]), float(req[4]), int(req[5]))
     if what == "exact":
         return (what, column, str(req[2]), tuple(float(p) for p in req[3]))
+    if what == "edges":
+        return (what, column, str(req[2]), tuple(float(e) for e in req[3]))
     raise ValueError(f"unknown profile request {what!r}")
 
 
@@ -220,7 +221,7 @@ class TableProfile:
         The results wait here for the per-column methods below."""
         todo = [r for r in dict.fromkeys(_norm(r) for r in requests) if r not in self._cache]
         keys = [r for r in todo if r[0] == "keys"]
-        cells = [r for r in todo if r[0] in ("magnitudes", "grid")]
+        cells = [r for r in todo if r[0] in ("magnitudes", "grid", "edges")]
         exact = [r for r in todo if r[0] == "exact"]
         if keys:
             exprs = []
@@ -275,6 +276,12 @@ class TableProfile:
                  ).cast(pl.Int64)
             return (pl.when(v.abs() < 1e-3).then(mid).when(v > 0).then(mid + 1 + d)
                     .otherwise(mid - 1 - d)), MAGNITUDE_BUCKETS
+        if req[0] == "edges":
+            _, column, kind, edges = req
+            if len(edges) < 2 or len(edges) > _GRID_CELLS_MAX:
+                raise ValueError("cells need 2..100000 increasing edges")
+            index = _number(column, kind).cut(list(edges[1:-1]), left_closed=True)
+            return index.to_physical().cast(pl.Int64), len(edges) - 1
         _, column, kind, origin, width, n = req
         if not 1 <= n <= _GRID_CELLS_MAX or not width > 0:
             raise ValueError("grid must have 1..100000 cells of positive width")
@@ -305,6 +312,12 @@ class TableProfile:
         """Values of ``column`` (read as ``kind``) in ``n`` cells ``[origin + i * width,
         origin + (i + 1) * width)``; values outside go to the end cells."""
         out: np.ndarray = self._get(("grid", column, kind, float(origin), float(width), int(n)))
+        return out
+
+    def edge_counts(self, column: str, kind: str, edges: Sequence[float]) -> np.ndarray:
+        """Values of ``column`` (read as ``kind``) in the cells ``[edges[i], edges[i+1])``;
+        values outside go to the end cells."""
+        out: np.ndarray = self._get(("edges", column, kind, tuple(float(e) for e in edges)))
         return out
 
     def exact_counts(self, column: str, kind: str, precisions: Sequence[float]) -> np.ndarray:

@@ -47,6 +47,7 @@ class Profile(Protocol):
     def magnitude_counts(self, column: str, kind: str) -> np.ndarray: ...
     def grid_counts(self, column: str, kind: str, origin: float, width: float,
                     n: int) -> np.ndarray: ...
+    def edge_counts(self, column: str, kind: str, edges: Sequence[float]) -> np.ndarray: ...
     def exact_counts(self, column: str, kind: str, precisions: Sequence[float]) -> np.ndarray: ...
     def rows_per_patient(self, cap: int) -> np.ndarray: ...
     def prefetch(self, requests: Sequence[tuple[Any, ...]]) -> None: ...
@@ -126,9 +127,9 @@ class DraftSession:
         Requests name the arguments of :meth:`keys` (``("keys", column, exclude,
         non_numeric_only)``), :meth:`magnitudes`, :meth:`grid` and :meth:`exact`."""
         for r in requests:
-            if r[0] not in ("keys", "magnitudes", "grid", "exact"):
-                raise UsageError(f"prefetch request ({r[0]!r}) must be keys, magnitudes, grid "
-                                 "or exact")
+            if r[0] not in ("keys", "magnitudes", "grid", "edges", "exact"):
+                raise UsageError(f"prefetch request ({r[0]!r}) must be keys, magnitudes, grid, "
+                                 "edges or exact")
             self._col(r[1])
         self.__profile.prefetch(requests)
 
@@ -154,6 +155,13 @@ class DraftSession:
         c = self._col(column)
         return self._gauss(step, (c,), self.__k, rho,
                            lambda: self.__profile.grid_counts(c, kind, origin, width, n))
+
+    def cells(self, column: str, kind: str, edges: Sequence[float], rho: float,
+              step: str) -> NoisyCounts:
+        """Values in the public cells ``[edges[i], edges[i+1])`` (ends clipped)."""
+        c = self._col(column)
+        return self._gauss(step, (c,), self.__k, rho,
+                           lambda: self.__profile.edge_counts(c, kind, tuple(edges)))
 
     def exact(self, column: str, kind: str, precisions: Sequence[float], rho: float,
               step: str) -> NoisyCounts:

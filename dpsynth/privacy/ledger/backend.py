@@ -37,7 +37,9 @@ class Backend(Protocol):
     name: str
     url: str
     ddl: tuple[str, ...]
-    migrations: Mapping[int, tuple[str, ...]]
+
+    @property
+    def migrations(self) -> Mapping[int, tuple[str, ...]]: ...
 
     def transaction(
         self,
