@@ -14,8 +14,9 @@ columns, text values otherwise, code columns mapped to the hand-written schema's
 The two schemas encode the table differently: the hand-written release is read as
 ``compare_peers.py`` reads it (``raw_fidelity.released_values``), and the draft's release
 as raw text through the hand-written schema (``raw_fidelity.real_values``), the way the
-real table is read (so its ICD-9 codes, for one, are mapped to the hand-written groups). A column the draft does not release (identifier, text) counts
-as all-null. The target: the draft's mean 2-way TVD within 10% of the hand-written one's.
+real table is read (so its ICD-9 codes, for one, are mapped to the hand-written groups).
+A column the draft does not release (identifier, text) counts as all-null. The target:
+the draft's mean 2-way TVD within 10% of the hand-written one's.
 
 Usage::
 
