@@ -157,7 +157,6 @@ class Session(Protocol):
     def rows_per_patient(self, cap: int, rho: float, step: str) -> Any: ...
     def cells(self, column: str, kind: str, edges: Sequence[float], rho: float,
               step: str) -> Any: ...
-    def prefetch(self, requests: Sequence[tuple[Any, ...]]) -> None: ...
     def keys(self, column: str, rho: float, delta: float, step: str, *,
              exclude: Sequence[str] = (), non_numeric_only: bool = False
              ) -> tuple[dict[str, float], float]: ...
@@ -271,16 +270,11 @@ def propose(session: Session, header: Sequence[str], parquet_types: dict[str, st
     n_keys = sum(c.plan == "categorical" for c in work) or 1
     key_delta = session.delta_remaining / n_keys * (1 - 1e-9)
     shares = {c.name: pool * weights.get(c.plan, 0.0) / total_w for c in cols}
-    say("counting values, magnitudes and exact values of every column (one pass each)")
-    session.prefetch([r for c in work for r in _first_requests(c, shares[c.name], cfg)])
     numeric: dict[str, _NumPlan] = {}
     for c in work:
         if c.plan == "numeric":
             say(f"column {c.name!r}: range and precision")
             numeric[c.name] = _numeric_plan(session, c, shares[c.name], cfg)
-    say("counting numbers on their grids (one pass)")
-    session.prefetch([("edges", name, by_name[name].kind, p.edges)
-                      for name, p in numeric.items() if not p.whole_range])
     out: list[ColumnDraft] = []
     for i, name in enumerate(header, start=1):
         if name == unit:
@@ -459,16 +453,6 @@ _MAG_Z = 3.5
 buckets, a lower bar lets noise alone stretch the bounds."""
 
 
-def _first_requests(col: _Column, rho: float, cfg: DraftConfig) -> list[tuple[Any, ...]]:
-    """What phase two counts first for ``col`` (one pass per kind over all columns)."""
-    if col.plan == "categorical":
-        return [("keys", col.name, tuple(_tokens_seen(col)), False)]
-    if col.plan == "date":
-        return [("grid", col.name, "date", *_DATE_GRID)]
-    return [("magnitudes", col.name, col.kind),
-            ("exact", col.name, col.kind, () if col.kind == "integer" else PRECISIONS)]
-
-
 def _numeric_plan(session: Session, col: _Column, rho: float, cfg: DraftConfig) -> _NumPlan:
     kind = col.kind
     integer = kind == "integer"
@@ -572,23 +556,24 @@ def _numeric_finish(session: Session, col: _Column, plan: _NumPlan,
     d.put("description", "fill in from documentation", "fill in from documentation")
     d.put("bounds", [_num(lo), _num(hi)],
           f"{note}: about 0.5% of values lie below / above (clamped onto the bounds)")
+    atoms: list[float] = []
     if integer and hi - lo + 1 <= 40:
         d.put("bin_width", 1, f"{note}: one bin per whole number in the bounds")
     else:
         inner = sorted({at(_quantile_cell(g, q / 10) + 1) for q in range(1, 10)})
-        inner = [x for x in inner if lo < x < hi]
-        bin_edges = [lo, *inner, hi]
+        bin_edges = [lo, *(x for x in inner if lo < x < hi), hi]
+        step = 1.0 if integer else (precision or 0.0)
+        if zero_share >= 0.05 and 0.0 in bin_edges[:-2] and step and \
+                bin_edges[bin_edges.index(0.0) + 1] <= step:
+            bin_edges.pop(bin_edges.index(0.0) + 1)  # a bin holding only 0: an atom instead
+        if zero_share >= 0.05 and lo <= 0 <= hi:
+            i = max(0, int(np.searchsorted(bin_edges, 0.0, side="right")) - 1)
+            width_0 = bin_edges[min(i + 1, len(bin_edges) - 1)] - bin_edges[i]
+            if width_0 >= 2 * step and (width_0 > 0):
+                atoms = [0]
         grid_note = (f"a grid of {_num(width)}" if width > 0 else "steps of 1, 2, 5 x 10^k")
         d.put("bin_edges", [_num(x) for x in bin_edges],
               f"{note}: deciles rounded to {grid_note}")
-    atoms: list[float] = []
-    if zero_share >= 0.05 and lo <= 0 <= hi and not (integer and hi - lo + 1 <= 40):
-        fields = dict((k, v) for k, v, _ in d.fields)
-        be = [float(x) for x in fields.get("bin_edges", [])]
-        i = max(0, int(np.searchsorted(be, 0.0, side="right")) - 1)
-        width_0 = be[i + 1] - be[i] if i + 1 < len(be) else 0.0
-        if (not integer and (precision is None or width_0 >= 2 * precision)) or width_0 >= 2:
-            atoms = [0]
     if not integer and precision is not None:
         d.put("precision", _num(precision),
               f"{note}: at least 98% of values are multiples of {_num(precision)}")

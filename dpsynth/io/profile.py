@@ -125,22 +125,6 @@ def _class(c: str) -> pl.Expr:
             .otherwise(n + 4))
 
 
-def _norm(req: Sequence[Any]) -> tuple[Any, ...]:
-    """A request in one canonical form (the cache's key)."""
-    what, column = str(req[0]), str(req[1])
-    if what == "keys":
-        return (what, column, tuple(str(t) for t in req[2]), bool(req[3]))
-    if what == "magnitudes":
-        return (what, column, str(req[2]))
-    if what == "grid":
-        return (what, column, str(req[2]), float(req[3]), float(req[4]), int(req[5]))
-    if what == "exact":
-        return (what, column, str(req[2]), tuple(float(p) for p in req[3]))
-    if what == "edges":
-        return (what, column, str(req[2]), tuple(float(e) for e in req[3]))
-    raise ValueError(f"unknown profile request {what!r}")
-
-
 class TableProfile:
     """Exact aggregates of one table (PRIVATE). Hand it to a ``DraftSession`` and drop it.
 
@@ -148,6 +132,11 @@ class TableProfile:
     with :func:`provisional_schema`). With ``unit_column``, at most ``k`` rows per patient
     are kept (the release's bounding rule and ``secret``) before anything is counted, and
     a missing or blank patient id fails (rule ``privacy-unit-missing``).
+
+    Everything is computed from one streaming pass over the bounded rows that counts each
+    column's distinct cell texts (:meth:`_values`): a cell's class, number, magnitude or
+    grid cell is a function of its text, so each is evaluated once per distinct text and
+    weighted by its count. Memory grows with the distinct texts, not with the rows.
     """
 
     def __init__(self, lf: pl.LazyFrame, columns: Sequence[str], unit_column: str | None,
@@ -155,11 +144,9 @@ class TableProfile:
         self._columns = tuple(columns)
         self._unit = unit_column
         self._parquet = parquet
-        self._all = lf
+        self._per_patient: np.ndarray | None = None
         self._lf = lf if unit_column is None else self._bounded(lf, unit_column, k, secret)
-        self._classes: dict[str, np.ndarray] | None = None
-        self._distinct: dict[str, int] | None = None
-        self._cache: dict[tuple[Any, ...], Any] = {}
+        self._counts: dict[str, pl.DataFrame] | None = None
 
     def _collect(self, lf: pl.LazyFrame) -> pl.DataFrame:
         return collect(lf, parquet=self._parquet)
@@ -173,167 +160,103 @@ class TableProfile:
         if ids.null_count() or (ids.str.strip_chars() == "").any():
             raise InputDataError("the patient id is missing", column=unit,
                                  rule="privacy-unit-missing")
+        self._per_patient = ids.value_counts(name="r")["r"].to_numpy()
         mask = bounding_mask(compact, unit, k, secret)
         del compact, ids
         if mask.all():
             return lf
-        kept = pl.DataFrame({_ROW: pl.Series(np.flatnonzero(mask).astype(np.uint32),
-                                             dtype=pl.UInt32)})
-        return (lf.with_row_index(_ROW).join(kept.lazy(), on=_ROW, how="semi")
+        kept = pl.Series(_ROW, np.flatnonzero(mask).astype(np.uint32), dtype=pl.UInt32)
+        return (lf.with_row_index(_ROW).filter(pl.col(_ROW).is_in(kept.implode()))
                 .drop(_ROW))
 
-    # -- one pass: classes and distinct values of every column ---------------------------
+    def _values(self, column: str) -> pl.DataFrame:
+        """``column``'s distinct cell texts (null included) and their row counts ``n``."""
+        if self._counts is None:
+            cols = self._columns
+            out = self._collect(
+                self._lf.select([pl.col(c).alias(f"v{i}") for i, c in enumerate(cols)])
+                .unpivot(variable_name="c", value_name="v")
+                .group_by(["c", "v"]).agg(pl.len().cast(pl.Int64).alias("n")))
+            parts = out.partition_by("c", as_dict=True, include_key=False)
+            empty = pl.DataFrame({"v": pl.Series([], dtype=pl.String),
+                                  "n": pl.Series([], dtype=pl.Int64)})
+            self._counts = {c: parts.get((f"v{i}",), empty).rename({"v": c})
+                            for i, c in enumerate(cols)}
+        return self._counts[column]
 
-    def _scan(self) -> None:
-        cols = self._columns
-        parts = [_class(c).alias(f"c{i}") for i, c in enumerate(cols)]
-        parts += [pl.col(c).hash(seed=0).alias(f"h{i}") for i, c in enumerate(cols)]
-        aggs = [(pl.col(f"c{i}") == j).sum().alias(f"c{i}_{j}")
-                for i in range(len(cols)) for j in range(len(CLASSES))]
-        aggs += [pl.col(f"h{i}").n_unique().alias(f"h{i}") for i in range(len(cols))]
-        row = self._collect(self._lf.select(parts).select(aggs)).row(0)
-        n = len(CLASSES)
-        self._classes = {c: np.asarray(row[i * n:(i + 1) * n], dtype=np.int64)
-                         for i, c in enumerate(cols)}
-        base = len(cols) * n
-        self._distinct = {c: int(row[base + i]) for i, c in enumerate(cols)}
+    def _weighted(self, column: str, index: pl.Expr, n: int) -> np.ndarray:
+        df = (self._values(column).select(index.alias("i"), "n").drop_nulls("i")
+              .group_by("i").agg(pl.col("n").sum()))
+        out = np.zeros(n, dtype=np.int64)
+        out[df["i"].to_numpy().astype(np.int64)] = df["n"].to_numpy()
+        return out
+
+    # -- the aggregates --------------------------------------------------------------------
 
     def classes(self, column: str) -> np.ndarray:
-        """Cells of ``column`` per class of :data:`CLASSES` (each row in one class)."""
-        if self._classes is None:
-            self._scan()
-        assert self._classes is not None
-        return self._classes[column]
+        """Cells of ``column`` per class of :data:`dpsynth.draft.CLASSES` (each row in one)."""
+        return self._weighted(column, _class(column), len(CLASSES))
 
     def distinct(self, column: str) -> int:
-        """Distinct cell values of ``column`` (counted by a 64-bit hash of each value)."""
-        if self._distinct is None:
-            self._scan()
-        assert self._distinct is not None
-        return self._distinct[column]
-
-    # -- per column, answered in batches: one pass over the table per kind of request --------
-
-    def prefetch(self, requests: Sequence[tuple[Any, ...]]) -> None:
-        """Count every request not counted yet, in one pass per kind of request:
-        ``("keys", column, exclude, non_numeric_only)``, ``("magnitudes", column, kind)``,
-        ``("grid", column, kind, origin, width, n)``, ``("exact", column, kind, precisions)``.
-        The results wait here for the per-column methods below."""
-        todo = [r for r in dict.fromkeys(_norm(r) for r in requests) if r not in self._cache]
-        keys = [r for r in todo if r[0] == "keys"]
-        cells = [r for r in todo if r[0] in ("magnitudes", "grid", "edges")]
-        exact = [r for r in todo if r[0] == "exact"]
-        if keys:
-            exprs = []
-            for i, (_, column, exclude, non_numeric) in enumerate(keys):
-                raw = pl.col(column)
-                keep = raw.is_not_null() & ~raw.is_in(list(exclude))
-                if non_numeric:
-                    keep &= _number(column, "float").is_null()
-                exprs.append(pl.when(keep).then(raw).alias(f"k{i}"))
-            df = self._collect(self._lf.select(exprs).unpivot(variable_name="r", value_name="v")
-                               .drop_nulls("v").group_by(["r", "v"]).agg(pl.len().alias("n")))
-            found: dict[str, dict[str, int]] = {f"k{i}": {} for i in range(len(keys))}
-            for r, v, n in df.iter_rows():
-                found[r][v] = int(n)
-            for i, req in enumerate(keys):
-                self._cache[req] = found[f"k{i}"]
-        if cells:
-            exprs, sizes = [], []
-            for i, req in enumerate(cells):
-                index, n = self._cell_index(req)
-                exprs.append(index.alias(f"g{i}"))
-                sizes.append(n)
-            df = self._collect(self._lf.select(exprs).unpivot(variable_name="r", value_name="i")
-                               .drop_nulls("i").group_by(["r", "i"]).agg(pl.len().alias("n")))
-            arrays = [np.zeros(n, dtype=np.int64) for n in sizes]
-            for r, i, n in df.iter_rows():
-                arrays[int(r[1:])][int(i)] = int(n)
-            for req, arr in zip(cells, arrays, strict=True):
-                self._cache[req] = arr
-        if exact:
-            aggs: list[pl.Expr] = []
-            spans = []
-            for _, column, kind, precisions in exact:
-                v = _number(column, kind)
-                start = len(aggs)
-                aggs += [v.is_not_null().sum(), (v == 0).sum()]
-                for p in precisions:
-                    q = v / p
-                    aggs.append(((q - q.round()).abs()
-                                 <= 1e-9 * pl.max_horizontal(q.abs(), pl.lit(1.0))).sum())
-                spans.append((start, len(aggs)))
-            row = self._collect(self._lf.select([a.alias(f"a{i}") for i, a in enumerate(aggs)])
-                                ).row(0)
-            for req, (lo, hi) in zip(exact, spans, strict=True):
-                self._cache[req] = np.asarray([int(x or 0) for x in row[lo:hi]], dtype=np.int64)
-
-    def _cell_index(self, req: tuple[Any, ...]) -> tuple[pl.Expr, int]:
-        if req[0] == "magnitudes":
-            v = _number(req[1], req[2])
-            mid = len(DECADES)
-            d = (v.abs().log10().floor().clip(DECADES[0], DECADES[-1]) - DECADES[0]
-                 ).cast(pl.Int64)
-            return (pl.when(v.abs() < 1e-3).then(mid).when(v > 0).then(mid + 1 + d)
-                    .otherwise(mid - 1 - d)), MAGNITUDE_BUCKETS
-        if req[0] == "edges":
-            _, column, kind, edges = req
-            if len(edges) < 2 or len(edges) > _GRID_CELLS_MAX:
-                raise ValueError("cells need 2..100000 increasing edges")
-            index = _number(column, kind).cut(list(edges[1:-1]), left_closed=True)
-            return index.to_physical().cast(pl.Int64), len(edges) - 1
-        _, column, kind, origin, width, n = req
-        if not 1 <= n <= _GRID_CELLS_MAX or not width > 0:
-            raise ValueError("grid must have 1..100000 cells of positive width")
-        v = _number(column, kind)
-        return ((v - origin) / width).floor().clip(0, n - 1).cast(pl.Int64), int(n)
-
-    def _get(self, req: tuple[Any, ...]) -> Any:
-        req = _norm(req)
-        if req not in self._cache:
-            self.prefetch([req])
-        return self._cache[req]
+        """Distinct cell values of ``column`` (a missing cell counts as one value)."""
+        return self._values(column).height
 
     def key_counts(self, column: str, exclude: Sequence[str],
                    non_numeric_only: bool) -> dict[str, int]:
         """Each value of ``column`` with its number of rows: not null, not in ``exclude``,
         and with ``non_numeric_only`` not readable as a number."""
-        out: dict[str, int] = self._get(("keys", column, tuple(exclude), bool(non_numeric_only)))
-        return out
+        raw = pl.col(column)
+        keep = raw.is_not_null() & ~raw.is_in(list(exclude))
+        if non_numeric_only:
+            keep &= _number(column, "float").is_null()
+        df = self._values(column).filter(keep)
+        return dict(zip(df[column].to_list(), df["n"].to_list(), strict=True))
 
     def magnitude_counts(self, column: str, kind: str) -> np.ndarray:
         """Values of ``column`` (read as ``kind``) per magnitude bucket
         (:func:`dpsynth.draft.magnitude_edges`)."""
-        out: np.ndarray = self._get(("magnitudes", column, kind))
-        return out
+        v = _number(column, kind)
+        mid = len(DECADES)
+        d = (v.abs().log10().floor().clip(DECADES[0], DECADES[-1]) - DECADES[0]).cast(pl.Int64)
+        index = pl.when(v.abs() < 1e-3).then(mid).when(v > 0).then(mid + 1 + d) \
+            .otherwise(mid - 1 - d)
+        return self._weighted(column, index, MAGNITUDE_BUCKETS)
 
     def grid_counts(self, column: str, kind: str, origin: float, width: float,
                     n: int) -> np.ndarray:
         """Values of ``column`` (read as ``kind``) in ``n`` cells ``[origin + i * width,
         origin + (i + 1) * width)``; values outside go to the end cells."""
-        out: np.ndarray = self._get(("grid", column, kind, float(origin), float(width), int(n)))
-        return out
+        if not 1 <= n <= _GRID_CELLS_MAX or not width > 0:
+            raise ValueError("grid must have 1..100000 cells of positive width")
+        index = ((_number(column, kind) - origin) / width).floor().clip(0, n - 1)
+        return self._weighted(column, index.cast(pl.Int64), int(n))
 
     def edge_counts(self, column: str, kind: str, edges: Sequence[float]) -> np.ndarray:
         """Values of ``column`` (read as ``kind``) in the cells ``[edges[i], edges[i+1])``;
         values outside go to the end cells."""
-        out: np.ndarray = self._get(("edges", column, kind, tuple(float(e) for e in edges)))
-        return out
+        if not 2 <= len(edges) <= _GRID_CELLS_MAX:
+            raise ValueError("cells need 2..100000 increasing edges")
+        v = _number(column, kind)
+        inner = pl.lit(pl.Series([float(e) for e in edges[1:-1]], dtype=pl.Float64)).implode()
+        index = pl.when(v.is_not_null()).then(inner.explode().search_sorted(v, side="right"))
+        return self._weighted(column, index.cast(pl.Int64), len(edges) - 1)
 
     def exact_counts(self, column: str, kind: str, precisions: Sequence[float]) -> np.ndarray:
         """``[values read, exact zeros, values on the grid of each of precisions]``."""
-        out: np.ndarray = self._get(("exact", column, kind, tuple(float(p) for p in precisions)))
-        return out
+        v = _number(column, kind)
+        n = pl.col("n")
+        aggs = [(v.is_not_null() * n).sum(), ((v == 0).fill_null(False) * n).sum()]
+        for p in precisions:
+            q = v / p
+            on = ((q - q.round()).abs() <= 1e-9 * pl.max_horizontal(q.abs(), pl.lit(1.0)))
+            aggs.append((on.fill_null(False) * n).sum())
+        row = self._values(column).select([a.alias(f"a{i}") for i, a in enumerate(aggs)]).row(0)
+        return np.asarray([int(x or 0) for x in row], dtype=np.int64)
 
     def rows_per_patient(self, cap: int) -> np.ndarray:
         """Patients by their number of rows in the whole table (before bounding): cell
         ``i`` counts patients with ``i + 1`` rows, the last cell those with ``cap`` or
         more. Adding or removing one patient changes one cell by one."""
-        if self._unit is None:
+        if self._per_patient is None:
             raise ValueError("rows per patient needs a patient id column")
-        per = self._all.group_by(self._unit).agg(pl.len().alias("r"))
-        df = self._collect(per.select((pl.col("r").clip(1, cap) - 1).alias("i"))
-                           .group_by("i").agg(pl.len().alias("n")))
-        out = np.zeros(cap, dtype=np.int64)
-        out[df["i"].to_numpy().astype(np.int64)] = df["n"].to_numpy()
-        return out
+        return np.bincount(np.clip(self._per_patient, 1, cap) - 1, minlength=cap).astype(np.int64)

@@ -50,7 +50,6 @@ class Profile(Protocol):
     def edge_counts(self, column: str, kind: str, edges: Sequence[float]) -> np.ndarray: ...
     def exact_counts(self, column: str, kind: str, precisions: Sequence[float]) -> np.ndarray: ...
     def rows_per_patient(self, cap: int) -> np.ndarray: ...
-    def prefetch(self, requests: Sequence[tuple[Any, ...]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -120,18 +119,6 @@ class DraftSession:
     @property
     def delta_remaining(self) -> float:
         return max(0.0, self.__delta - math.fsum(c.delta for c in self.__accountant.charges))
-
-    def prefetch(self, requests: Sequence[tuple[Any, ...]]) -> None:
-        """Let the profile count these requests together (one pass over the table per
-        kind); returns nothing, so costs nothing: each answer is charged when asked for.
-        Requests name the arguments of :meth:`keys` (``("keys", column, exclude,
-        non_numeric_only)``), :meth:`magnitudes`, :meth:`grid` and :meth:`exact`."""
-        for r in requests:
-            if r[0] not in ("keys", "magnitudes", "grid", "edges", "exact"):
-                raise UsageError(f"prefetch request ({r[0]!r}) must be keys, magnitudes, grid, "
-                                 "edges or exact")
-            self._col(r[1])
-        self.__profile.prefetch(requests)
 
     # -- DP steps ----------------------------------------------------------------------------
     def classes(self, column: str, rho: float, step: str) -> NoisyCounts:
