@@ -469,8 +469,9 @@ def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
     _refuse_large_domains(doc)
     for col in doc.get("columns") or []:
         # YAML reads an unquoted `null` as None: that spelling means the "null" policy.
-        if isinstance(col, dict) and "on_out_of_domain" in col and col["on_out_of_domain"] is None:
-            col["on_out_of_domain"] = "null"
+        for key in ("on_out_of_domain", "on_unreadable"):
+            if isinstance(col, dict) and key in col and col[key] is None:
+                col[key] = "null"
     validator = jsonschema.Draft202012Validator(table_schema_json())
     errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), e.message))
     if errors:

@@ -300,3 +300,40 @@ def test_existing_out_and_usage_errors(tmp_path: Path) -> None:
                               "--ledger", url, "--dataset-id", "t", "--max-rows", "2"])
     assert code == 2 and "--unit-column" in stderr
     assert _charges(url) == []
+
+
+# -- on_unreadable: the schema option drafts use for number and date columns -------------------
+
+
+def _unreadable_schema(tmp_path: Path, policy: str, nullable: bool = True) -> Path:
+    path = tmp_path / f"s-{policy}-{nullable}.yaml"
+    path.write_text(
+        "format: dpsynth.table-schema/v1\nname: t\nversion: '1'\nprivacy_unit: {max_rows: 1}\n"
+        "columns:\n"
+        f"  - {{name: n, kind: integer, bounds: [0, 9], bin_width: 1, "
+        f"nullable: {str(nullable).lower()}, on_unreadable: {policy}}}\n"
+        "  - {name: c, kind: categorical, categories: [a, b]}\n")
+    return path
+
+
+def test_on_unreadable_null_codes_text_as_missing(tmp_path: Path) -> None:
+    """A number column holding text fails the table under reject (rule parse-integer,
+    exit 3) and reads the text as missing under null; null needs nullable (exit 2)."""
+    from dpsynth.io import load_encoded
+
+    table = tmp_path / "t.csv"
+    table.write_text("n,c\n1,a\nV57,b\n3,a\n")
+    res = CliRunner().invoke(main, ["schema", "check", "--schema",
+                                    str(_unreadable_schema(tmp_path, "reject")), "--input",
+                                    str(table)])
+    assert res.exit_code == 3 and "parse-integer" in res.stderr
+    schema_path = _unreadable_schema(tmp_path, "null")
+    res = CliRunner().invoke(main, ["schema", "check", "--schema", str(schema_path), "--input",
+                                    str(table)])
+    assert res.exit_code == 0, res.output
+    enc = load_encoded(table, load_schema(schema_path), bounding_secret=1)
+    null_code = 10  # ten bins 0..9, then the null code
+    assert enc.codes[:, 0].tolist() == [1, null_code, 3]
+    res = CliRunner().invoke(main, ["schema", "check", "--schema",
+                                    str(_unreadable_schema(tmp_path, "null", nullable=False))])
+    assert res.exit_code == 2 and "on_unreadable (null) needs nullable: true" in res.stderr
