@@ -71,6 +71,10 @@ MAX_CATEGORIES = 1000
 _I = {name: i for i, name in enumerate(CLASSES)}
 _TOKENS = slice(1, 1 + len(MISSING_TOKENS))
 _PRESENT = [_I["integer"], _I["float"], _I["date"], _I["words"], _I["other"]]
+_WHOLE_BINS = 100
+"""A whole-number column whose bounds hold at most this many numbers gets a bin per number:
+it may hold codes rather than amounts, and decoding inside a wider bin would invent
+values no one has."""
 _NUMERIC_SHARE = 0.5
 """A CSV column is drafted as numbers when at least this share of its present cells read
 as numbers; the rest (a token such as ``N``, rare codes) become null (``on_unreadable``)."""
@@ -557,7 +561,7 @@ def _numeric_finish(session: Session, col: _Column, plan: _NumPlan,
     d.put("bounds", [_num(lo), _num(hi)],
           f"{note}: about 0.5% of values lie below / above (clamped onto the bounds)")
     atoms: list[float] = []
-    if integer and hi - lo + 1 <= 40:
+    if integer and hi - lo + 1 <= _WHOLE_BINS:
         d.put("bin_width", 1, f"{note}: one bin per whole number in the bounds")
     else:
         inner = sorted({at(_quantile_cell(g, q / 10) + 1) for q in range(1, 10)})
