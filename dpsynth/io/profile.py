@@ -171,8 +171,10 @@ class TableProfile:
 
     def _values(self, column: str) -> pl.DataFrame:
         """``column``'s distinct cell texts (null included) and their row counts ``n``."""
+        if column == self._unit:
+            raise ValueError("the patient id column is not profiled (it is the privacy unit)")
         if self._counts is None:
-            cols = self._columns
+            cols = tuple(c for c in self._columns if c != self._unit)
             out = self._collect(
                 self._lf.select([pl.col(c).alias(f"v{i}") for i, c in enumerate(cols)])
                 .unpivot(variable_name="c", value_name="v")
