@@ -22,7 +22,9 @@ Usage::
 
     PYTHONPATH=. python benchmarks/schema_draft.py [--runs 3] [--engines mst] [--datasets nist,diabetes130]
 
-Writes ``benchmarks/results/schema_draft.md`` and ``.json``. Internal benchmark figures,
+Writes ``benchmarks/results/schema_draft.md`` and ``.json``. With ``--scale TABLE``, times
+one draft of a large generated table instead (peak RSS of the child process), written to
+``schema_draft_scale.md`` and ``.json``. Internal benchmark figures,
 computed on real rows; never for a bundle.
 """
 
@@ -95,7 +97,8 @@ def released(schema_path: Path, data: Path, ledger: str, out: Path, engine: str,
     return pl.read_parquet(Path(result.bundle) / "synthetic.parquet")
 
 
-def one_run(name: str, engine: str, run: int, work: Path, real: pl.DataFrame) -> dict[str, Any]:
+def one_run(name: str, engine: str, run: int, work: Path, real: pl.DataFrame,
+            draft_epsilon: float = DRAFT_EPSILON) -> dict[str, Any]:
     hand_path, data = DATASETS[name]
     hand = load_schema(hand_path)
     d = work / f"{name}-{engine}-{run}"
@@ -107,7 +110,7 @@ def one_run(name: str, engine: str, run: int, work: Path, real: pl.DataFrame) ->
     unit = hand.privacy_unit
     t0 = time.perf_counter()
     dr = draft_schema(DraftConfig(input_path=data, out_path=d / "draft.yaml", ledger_url=url,
-                                  dataset_id="bench", epsilon=DRAFT_EPSILON,
+                                  dataset_id="bench", epsilon=draft_epsilon,
                                   unit_column=unit.column,
                                   max_rows=unit.max_rows if unit.column else None))
     draft_s = time.perf_counter() - t0
@@ -123,7 +126,8 @@ def one_run(name: str, engine: str, run: int, work: Path, real: pl.DataFrame) ->
     for k in dr.columns.values():
         kinds[k] = kinds.get(k, 0) + 1
     return {
-        "dataset": name, "engine": engine, "run": run, "draft_seconds": round(draft_s, 1),
+        "dataset": name, "engine": engine, "run": run, "draft_epsilon": draft_epsilon,
+        "draft_seconds": round(draft_s, 1),
         "draft_kinds": kinds, "draft_released_columns": dr.released_columns,
         "draft_2way": tv_draft["tvd_2way"], "hand_2way": tv_hand["tvd_2way"],
         "draft_1way": tv_draft["tvd_1way"], "hand_1way": tv_hand["tvd_1way"],
@@ -135,10 +139,14 @@ def one_run(name: str, engine: str, run: int, work: Path, real: pl.DataFrame) ->
 
 def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        "# Schema draft (epsilon 0.1) vs hand-written schema: release at epsilon 1",
+        f"# Schema draft (epsilon {args.draft_epsilon:g}) vs hand-written schema: release at "
+        "epsilon 1",
         "",
         f"Command: `PYTHONPATH=. python benchmarks/schema_draft.py --runs {args.runs} "
-        f"--engines {args.engines} --datasets {args.datasets}`",
+        f"--engines {args.engines} --datasets {args.datasets}"
+        + (f" --draft-epsilon {args.draft_epsilon:g}" if args.draft_epsilon != DRAFT_EPSILON
+           else "") + (f" --out {args.out}" if args.out != HERE / "results" / "schema_draft"
+                       else "") + "`",
         "",
         "Raw-value TVD against the real table (`raw_fidelity.raw_tvd`), both synthetic tables "
         "read through the hand-written schema; a column the draft does not release counts as "
@@ -169,14 +177,54 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scale(table: Path, unit: str, out: Path) -> None:
+    """Time one draft of a large table in a child process and record its peak RSS (the
+    table is generated, e.g. ``scale.py``'s 10M-row diabetes table: nothing private)."""
+    import os
+    import subprocess
+
+    work = Path(tempfile.mkdtemp(prefix="schema-draft-scale-"))
+    url = f"sqlite:///{work / 'ledger.db'}"
+    with open_ledger(url) as led:
+        led.init_dataset("scale", ApproxDP(3.0, 1e-9))
+    code = ("import sys; from pathlib import Path; from dpsynth.pipeline import DraftConfig, "
+            "draft_schema; draft_schema(DraftConfig(input_path=Path(sys.argv[1]), "
+            "out_path=Path(sys.argv[2]), ledger_url=sys.argv[3], dataset_id='scale', "
+            "unit_column=sys.argv[4]), progress=lambda m: print(m, file=sys.stderr, flush=True))")
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-c", code, str(table), str(work / "draft.yaml"), url,
+                          unit], env={**os.environ, "PYTHONPATH": str(REPO)})
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    rows = sum(1 for _ in table.open("rb")) - 1
+    result = {"table": str(table), "rows": rows, "exit_status": status, "wall_s": round(wall, 1),
+              "user_cpu_s": round(usage.ru_utime, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    text = ("# schema draft on a large table\n\n"
+            f"Command: `PYTHONPATH=. python benchmarks/schema_draft.py --scale {table} "
+            f"--unit-column {unit}`\n\n| rows | wall s | user CPU s | peak RSS MB |\n"
+            f"|---|---|---|---|\n| {rows} | {result['wall_s']} | {result['user_cpu_s']} | "
+            f"{result['peak_rss_mb']} |\n")
+    print(text)
+    Path(str(out) + "_scale.md").write_text(text)
+    Path(str(out) + "_scale.json").write_text(json.dumps(result, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scale", type=Path, default=None,
+                    help="Instead: time one draft of this (generated) table, peak RSS.")
+    ap.add_argument("--unit-column", default="patient_nbr")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--draft-epsilon", type=float, default=DRAFT_EPSILON)
     ap.add_argument("--engines", default="mst")
     ap.add_argument("--datasets", default="diabetes130,nist")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "schema_draft")
     args = ap.parse_args()
+    if args.scale is not None:
+        scale(args.scale, args.unit_column, args.out)
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="schema-draft-bench-"))
     rows: list[dict[str, Any]] = []
     for name in args.datasets.split(","):
@@ -186,7 +234,7 @@ def main() -> None:
         for engine in args.engines.split(","):
             for run in range(1, args.runs + 1):
                 say(f"{name} {engine} run {run}/{args.runs}")
-                rows.append(one_run(name, engine, run, work, real))
+                rows.append(one_run(name, engine, run, work, real, args.draft_epsilon))
                 r = rows[-1]
                 say(f"  2-way TVD draft {r['draft_2way']:.4f} hand {r['hand_2way']:.4f} "
                     f"(ratio {r['ratio_2way']:.2f})")
