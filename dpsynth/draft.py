@@ -480,7 +480,8 @@ def _numeric_plan(session: Session, col: _Column, rho: float, cfg: DraftConfig) 
                 precision = p
                 break
     if integer and hi_range - lo_range <= 41:  # one decade (and zero): a bin per number
-        lo_i, hi_i = math.ceil(lo_range), math.ceil(hi_range) - 1
+        lo_i = math.ceil(lo_range)
+        hi_i = max(math.ceil(hi_range) - 1, lo_i + 1)  # bounds must increase
         return _NumPlan(rho=rho, precision=precision, zero_share=max(0.0, float(e[1])) / read,
                         grid=(float(lo_i), 1.0, max(1, hi_i - lo_i + 1)), whole_range=True)
     zero_share = max(0.0, float(e[1])) / read
