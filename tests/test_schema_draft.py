@@ -337,3 +337,22 @@ def test_on_unreadable_null_codes_text_as_missing(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["schema", "check", "--schema",
                                     str(_unreadable_schema(tmp_path, "null", nullable=False))])
     assert res.exit_code == 2 and "on_unreadable (null) needs nullable: true" in res.stderr
+
+
+def test_degenerate_columns_still_give_a_valid_draft(tmp_path: Path) -> None:
+    """Constant numbers (0, 7, 2.5), an empty column and a one-value category still give a
+    draft that passes schema check with the table (bounds always increase)."""
+    n = 3000
+    table = tmp_path / "t.csv"
+    pl.DataFrame({"zero": ["0"] * n, "seven": ["7"] * n, "half": ["2.5"] * n,
+                  "empty": [""] * n, "one": ["x"] * n}).write_csv(table)
+    url = _ledger(tmp_path)
+    out = tmp_path / "d.yaml"
+    code, _, stderr = _draft(["--input", str(table), "--out", str(out), "--ledger", url,
+                              "--dataset-id", "t", "--epsilon", "2"])
+    assert code == 0, stderr
+    schema = load_schema(out)
+    assert schema.column("zero").kind == "integer" and schema.column("one").kind == "categorical"
+    res = CliRunner().invoke(main, ["schema", "check", "--schema", str(out), "--input",
+                                    str(table)])
+    assert res.exit_code == 0, res.output
