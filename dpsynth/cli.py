@@ -29,6 +29,7 @@ from dpsynth.config import (
     load_config_file,
     parse_engine_options,
 )
+from dpsynth.draft import DEFAULT_DRAFT_DELTA, DEFAULT_DRAFT_EPSILON
 from dpsynth.errors import EXIT_CODES, DpsynthError, UsageError
 from dpsynth.version import __version__
 
@@ -95,7 +96,7 @@ def main() -> None:
 
 @main.group()
 def schema() -> None:
-    """Validate table schema files (and tables against them)."""
+    """Draft table schema files under DP, and validate them (and tables against them)."""
 
 
 @schema.command("check")
@@ -135,6 +136,73 @@ def schema_check(schema_path: Path, input_path: Path | None, show_values: int | 
         if input_path is not None:
             click.echo(f"the table satisfies the schema ({result['input_rows']} rows checked"
                        f"{', every rule holds' if not result.get('warnings') else ''})")
+
+
+@schema.command("draft")
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="The private table (CSV, gzip CSV or Parquet).")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="The YAML draft to write (a new file; never written over).")
+@click.option("--epsilon", type=float, default=DEFAULT_DRAFT_EPSILON, show_default=True,
+              help="The draft's whole epsilon, split across columns. Small, because a draft "
+                   "only has to get the schema's shape right (kinds, frequent categories, rough "
+                   "bounds) and it composes with the dataset's releases in the ledger.")
+@click.option("--delta", type=float, default=DEFAULT_DRAFT_DELTA, show_default=True,
+              help="The draft's whole delta: half bounds the chance that a value only one "
+                   "patient holds appears as a category (spent outside rho, so the dataset's "
+                   "releases convert at a delta that much smaller), half converts the rest to "
+                   "epsilon. The default is a tenth of the default dataset delta.")
+@click.option("--ledger", "ledger_url", envvar="DPSYNTH_LEDGER", help="Ledger URL charged "
+              "before the table is read (env DPSYNTH_LEDGER, or DPSYNTH_LEDGER_FILE naming a "
+              "file that holds it).")
+@click.option("--dataset-id", required=True,
+              help="The ledger's dataset (set with `ledger init`); also the draft's schema name.")
+@click.option("--unit-column", help="The patient id column (the privacy unit). Without it each "
+                                    "row is a unit (k = 1).")
+@click.option("--max-rows", type=int, metavar="K",
+              help="Rows kept per patient while drafting (needs --unit-column; default 1, and "
+                   "the draft suggests K from a DP quantile of rows per patient).")
+@click.option("--allow-shared-input", is_flag=True,
+              help="Allow an input file already charged under another dataset id.")
+@click.option("--quiet", is_flag=True, help="No progress output on stderr.")
+@json_option
+@handle_errors
+def schema_draft(input_path: Path, out_path: Path, epsilon: float, delta: float,
+                 ledger_url: str | None, dataset_id: str, unit_column: str | None,
+                 max_rows: int | None, allow_shared_input: bool, quiet: bool,
+                 as_json: bool) -> None:
+    """Write a commented schema draft learnt from a table under differential privacy.
+
+    Kinds, categories (DP key selection: only values enough patients hold), bounds and
+    bins (DP quantiles), precision, atoms and missing tokens are DP estimates, each with a
+    comment; everything else says "fill in from documentation". The draft's budget is
+    charged to the ledger (kind schema-draft) before the table is read and composes with
+    the dataset's releases. Review the draft against the documentation, then run
+    `schema check` and `release` with it.
+    """
+    from dpsynth.pipeline import DraftConfig, draft_schema
+
+    url = _ledger_url(ledger_url)
+    cfg = DraftConfig(input_path=input_path, out_path=out_path, ledger_url=url,
+                      dataset_id=dataset_id, epsilon=epsilon, delta=delta,
+                      unit_column=unit_column, max_rows=max_rows,
+                      allow_shared_input=allow_shared_input)
+    result = draft_schema(cfg, progress=_Progress(quiet or as_json), warn=_warn)
+    if as_json:
+        _emit_json({"ok": True, **result.to_dict()})
+        return
+    kinds: dict[str, int] = {}
+    for kind in result.columns.values():
+        kinds[kind] = kinds.get(kind, 0) + 1
+    click.echo(f"schema draft: {result.out} ({len(result.columns)} columns: "
+               + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")")
+    led = result.ledger
+    click.echo(f"charged epsilon={result.epsilon:g}, delta={result.delta:g} to dataset "
+               f"{result.dataset_id!r} as {result.draft_id!r}; spent epsilon "
+               f"{led['spent_epsilon']:.4g} of {led['total_epsilon']:g}, remaining "
+               f"{led['remaining_epsilon']:.4g}")
+    click.echo("review every line against the documentation, then: dpsynth schema check "
+               f"--schema {result.out}")
 
 
 class _Progress:
@@ -288,10 +356,10 @@ def ledger_show(ledger_url: str | None, dataset_id: str | None, as_json: bool) -
         click.echo(f"{s.dataset_id}: total epsilon {s.total_epsilon:g} (delta {s.total_delta:g}), "
                    f"spent {s.spent_epsilon:.4g}, remaining {s.remaining_epsilon:.4g}")
         for c in s.charges:
-            click.echo(f"  {c.created_at}  {c.release_id:<40} {c.status:<13} "
+            click.echo(f"  {c.created_at}  {c.release_id:<40} {c.kind:<12} {c.status:<13} "
                        f"epsilon {c.epsilon:g} delta {c.delta:g} rho {c.rho:.4g} {c.engine}")
     open_ = [c.release_id for s in summaries for c in s.charges
-             if c.status in ("reserved", "spent")]
+             if c.status in ("reserved", "spent") and c.kind == "release"]
     if open_:
         click.echo(f"{len(open_)} charge(s) not finished ({', '.join(open_)}): a release still "
                    "running, or one that was killed (counted either way). If the bundle of a "

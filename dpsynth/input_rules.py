@@ -200,7 +200,8 @@ class ColumnRules:
       table (rule ``valid``), before the domain rule is applied.
 
     Out-of-domain cells fail the table under ``on_out_of_domain: reject``, are
-    coded as missing under ``null``, and cannot occur under ``clamp``. Missing
+    coded as missing under ``null``, and cannot occur under ``clamp``. Malformed
+    cells fail the table unless ``on_unreadable: null`` codes them as missing. Missing
     cells get ``null_code`` (a non-nullable column fails the table first).
     """
 
@@ -289,7 +290,7 @@ def input_checks(schema: Schema) -> tuple[Check, ...]:
         if not c.nullable:
             checks.append(Check(c.name, "not-nullable", "missing value in a non-nullable column",
                                 "missing"))
-        if r.malformed_rule:
+        if r.malformed_rule and c.on_unreadable == "reject":
             checks.append(Check(c.name, r.malformed_rule, f"value cannot be read as {c.kind}",
                                 "malformed"))
         if c.valid is not None:

@@ -29,12 +29,14 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,10 +54,13 @@ from dpsynth.capacity import check_rows
 from dpsynth.config import ReleaseConfig
 from dpsynth.crashpoints import crash_point
 from dpsynth.domain import Domain
+from dpsynth.draft import DraftConfig, propose, render
 from dpsynth.engines import EngineSpec, Model, get_engine
 from dpsynth.errors import (
     BudgetError,
     DpsynthError,
+    InternalError,
+    SchemaError,
     StorageError,
     TableProblemsError,
     UsageError,
@@ -65,21 +70,23 @@ from dpsynth.hashing import sha256_file
 from dpsynth.input_rules import input_path_problem, no_rows
 from dpsynth.inspect import verify_bundle
 from dpsynth.io import is_parquet, open_table
+from dpsynth.io.profile import TableProfile, provisional_schema, read_header
 from dpsynth.io.survey import Problem, offending_values, survey_table
 from dpsynth.marginals import TimedCounter, open_counter
-from dpsynth.privacy.accountant import Accountant, ApproxDP, Charge
+from dpsynth.privacy.accountant import Accountant, ApproxDP, Budget, Charge
+from dpsynth.privacy.draft_session import DraftSession
 from dpsynth.privacy.ledger import Ledger, open_ledger
 from dpsynth.privacy.session import MeasurementSession
 from dpsynth.record import ReleaseRecord
 from dpsynth.report.builder import build_reports, settings_dict
 from dpsynth.rules import check_satisfiable, rule_cliques, structural_zeros
-from dpsynth.schema import Schema, load_schema
+from dpsynth.schema import Schema, load_schema, parse_schema
 from dpsynth.signing import load_signer
 from dpsynth.validate import raise_for_outcome, validate_synthetic
 from dpsynth.version import __version__
 
-__all__ = ["ReleaseConfig", "ReleaseResult", "check", "ledger_placement_warning", "reconcile",
-           "release"]
+__all__ = ["DraftConfig", "DraftResult", "ReleaseConfig", "ReleaseResult", "check",
+           "draft_schema", "ledger_placement_warning", "reconcile", "release"]
 
 Progress = Callable[[str], None]
 
@@ -153,6 +160,23 @@ class ReleaseResult:
         return asdict(self)
 
 
+class _Charged(Protocol):
+    """A run that holds a ledger charge (a release or a schema draft): what the ledger
+    steps below need of it."""
+
+    @property
+    def release_id(self) -> str: ...
+    @property
+    def dataset_id(self) -> str: ...
+    @property
+    def say(self) -> Progress: ...
+    @property
+    def input_path(self) -> Path: ...
+    @property
+    def allow_shared_input(self) -> bool: ...
+    def caution(self, message: str) -> None: ...
+
+
 @dataclass
 class _Run:
     """One release in progress: its public plan, and what the custodian is told."""
@@ -168,6 +192,14 @@ class _Run:
     warn: Progress | None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def input_path(self) -> Path:
+        return Path(self.cfg.input_path)
+
+    @property
+    def allow_shared_input(self) -> bool:
+        return self.cfg.allow_shared_input
 
     def caution(self, message: str) -> None:
         self.warnings.append(message)
@@ -339,17 +371,17 @@ def _reserve(ledger: Ledger, run: _Run) -> None:
                    run.schema.sha256)
 
 
-def _mark_spent(ledger: Ledger, run: _Run) -> None:
+def _mark_spent(ledger: Ledger, run: _Charged) -> None:
     """Hash the input, refuse bytes already charged under another dataset id, and
     mark the charge spent: from here on a failure keeps it."""
-    path = Path(run.cfg.input_path)
+    path = run.input_path
     input_hash = _file_sha256(path) if path.is_file() else None
     if input_hash is not None:
         _refuse_shared_input(ledger.datasets_with_input(input_hash), run)
     ledger.mark_spent(run.release_id, input_hash=input_hash)
 
 
-def _refuse_shared_input(charged: list[str], run: _Run) -> None:
+def _refuse_shared_input(charged: list[str], run: _Charged) -> None:
     """The same bytes charged under another dataset id would get a fresh budget by
     accident: refuse (exit 4, naming that dataset) unless the custodian allowed it.
     Once a dataset id has a counted charge on these bytes, it is never refused again
@@ -362,7 +394,7 @@ def _refuse_shared_input(charged: list[str], run: _Run) -> None:
     if not others or run.dataset_id in charged:
         return
     names = ", ".join(repr(o) for o in others)
-    if not run.cfg.allow_shared_input:
+    if not run.allow_shared_input:
         raise BudgetError(
             f"this input file was already charged under dataset id {names} in this ledger; its "
             f"releases must share that budget (use --dataset-id {others[0]}). If the two "
@@ -385,12 +417,12 @@ def _mark_released(ledger: Ledger, run: _Run, path: Path) -> None:
             f"reconcile --bundle {path!s}") from None
 
 
-def _mark_failed(ledger: Ledger, run: _Run, exc: BaseException, spent: bool) -> None:
+def _mark_failed(ledger: Ledger, run: _Charged, exc: BaseException, spent: bool) -> None:
     detail = exc.kind if isinstance(exc, DpsynthError) else type(exc).__name__
     with contextlib.suppress(DpsynthError):
         ledger.mark_failed(run.release_id, f"failed: {detail}")
     if spent:
-        run.say("release failed after the input was read: the budget stays spent")
+        run.say("failed after the input was read: the budget stays spent")
 
 
 def _public_summary(ledger: Ledger, dataset_id: str) -> dict[str, Any]:
@@ -405,7 +437,9 @@ def _public_summary(ledger: Ledger, dataset_id: str) -> dict[str, Any]:
         "remaining_epsilon": summary.remaining_epsilon,
         "spent_rho": summary.spent_rho,
         "total_rho": summary.total_rho,
-        "releases": len([c for c in summary.charges if c.counted]),
+        "releases": len([c for c in summary.charges if c.counted and c.kind == "release"]),
+        "schema_drafts": len([c for c in summary.charges
+                              if c.counted and c.kind == "schema-draft"]),
     }
 
 
@@ -477,3 +511,154 @@ def _audit(run: _Run, bundle: Path) -> str | None:
     run.say("writing the internal audit report (confidential)")
     return str(write_audit(run.cfg.audit_dir, run.schema, Path(run.cfg.input_path), bundle,
                            run.release_id))
+
+
+# -- schema draft: the same ledger steps, a profile instead of a schema ------------------------
+
+
+@dataclass(frozen=True)
+class DraftResult:
+    """What a schema draft produced (also the ``--json`` output, for the custodian)."""
+
+    draft_id: str
+    dataset_id: str
+    out: str
+    epsilon: float
+    delta: float
+    rho: float
+    extra_delta: float
+    columns: dict[str, str]
+    released_columns: int
+    privacy_unit: dict[str, Any]
+    ledger: dict[str, Any]
+    charges: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _DraftRun:
+    """One schema draft in progress (the ledger steps' view of it)."""
+
+    cfg: DraftConfig
+    release_id: str
+    dataset_id: str
+    say: Progress
+    warn: Progress | None
+
+    @property
+    def input_path(self) -> Path:
+        return Path(self.cfg.input_path)
+
+    @property
+    def allow_shared_input(self) -> bool:
+        return self.cfg.allow_shared_input
+
+    def caution(self, message: str) -> None:
+        if self.warn is not None:
+            self.warn(message)
+
+
+def draft_schema(cfg: DraftConfig, progress: Progress | None = None,
+                 warn: Progress | None = None) -> DraftResult:
+    """Write a schema draft learnt under DP (``dpsynth schema draft``).
+
+    The ledger order is a release's: public checks (input path, output path) -> reserve
+    the draft's budget (kind ``schema-draft``) -> read the header (public metadata: column
+    names, Parquet types; an unknown ``--unit-column`` cancels the charge) -> mark spent
+    -> profile the table through a :class:`DraftSession` -> write the YAML atomically ->
+    mark released. After the input was read the charge stays spent, whatever happens."""
+    say = progress or (lambda _m: None)
+    problem = input_path_problem(cfg.input_path)
+    if problem is not None:
+        raise UsageError(f"input file {str(cfg.input_path)!r} {problem}")
+    _check_draft_out(cfg.out_path)
+    run = _DraftRun(cfg=cfg, release_id=cfg.draft_id or _new_draft_id(cfg.dataset_id),
+                    dataset_id=cfg.dataset_id, say=say, warn=warn)
+    with open_ledger(cfg.ledger_url) as ledger:
+        say(f"reserving epsilon={cfg.epsilon:g}, delta={cfg.delta:g} in the ledger (schema-draft)")
+        charge = ledger.reserve(run.dataset_id, run.release_id, cfg.budget, "schema-draft",
+                                __version__, "none", kind="schema-draft",
+                                extra_delta=cfg.threshold_delta)
+        spent = False
+        try:
+            header, types = read_header(cfg.input_path)
+            if cfg.unit_column is not None and cfg.unit_column not in header:
+                raise UsageError(f"--unit-column {cfg.unit_column!r} must be a column of the "
+                                 f"table (its header has {len(header)} columns)")
+            _mark_spent(ledger, run)
+            spent = True
+            text, summary = _draft_text(run, header, types, Budget(charge.rho))
+            _write_new_file(cfg.out_path, text)
+        except BaseException as exc:
+            _mark_failed(ledger, run, exc, spent)
+            raise
+        try:
+            ledger.mark_released(run.release_id, detail="schema draft written")
+        except DpsynthError as exc:
+            raise StorageError(f"the draft {str(cfg.out_path)!r} is written but the ledger was "
+                               f"not updated ({exc.message}); its charge stays counted") from None
+        dataset = _public_summary(ledger, run.dataset_id)
+    return DraftResult(draft_id=run.release_id, dataset_id=run.dataset_id, out=str(cfg.out_path),
+                       epsilon=cfg.epsilon, delta=cfg.delta, rho=charge.rho,
+                       extra_delta=charge.extra_delta, ledger=dataset, **summary)
+
+
+def _draft_text(run: _DraftRun, header: list[str], types: dict[str, str] | None,
+                rho: Budget) -> tuple[str, dict[str, Any]]:
+    """The private half of a draft: profile the table through a session, propose, render.
+    Only DP outputs leave (the YAML text and a summary of it)."""
+    cfg = run.cfg
+    k = cfg.contribution_bound
+    run.say("reading the table (every column as text)")
+    with open_table(cfg.input_path, provisional_schema(header)) as lf:
+        profile = TableProfile(lf, header, cfg.unit_column, k, cfg.bounding_secret,
+                               parquet=is_parquet(cfg.input_path))
+        session = DraftSession(profile, header, k, rho, cfg.threshold_delta,
+                               unit_column=cfg.unit_column)
+        del profile
+        draft = propose(session, header, types, cfg, run.release_id, run.say)
+        charges = len(session.charges)
+        del session
+    text = render(draft, __version__)
+    try:
+        parse_schema(text, str(cfg.out_path))
+    except SchemaError as exc:  # the draft must pass schema check as written
+        raise InternalError(f"the schema draft does not pass its own check ({exc.message})"
+                            ) from None
+    return text, {**draft.summary(), "charges": charges}
+
+
+def _new_draft_id(dataset_id: str) -> str:
+    """``schema-draft-<dataset>-<YYYYMMDD>-<random>`` (the day only, as release ids)."""
+    day = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    return f"schema-draft-{dataset_id}-{day}-{secrets.token_hex(4)}"
+
+
+def _check_draft_out(out: Path) -> None:
+    """The draft's output path, before anything is reserved: a new file in an existing
+    directory (a reviewed draft is never overwritten)."""
+    if out.exists() or out.is_symlink():
+        raise UsageError(f"--out {str(out)!r} already exists; the draft is never written over "
+                         "an existing file (choose another path, or remove it)")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {str(out)!r}: directory {str(out.parent)!r} does not exist")
+
+
+def _write_new_file(out: Path, text: str) -> None:
+    """Write ``text`` to ``out`` atomically (a temporary file in the same directory,
+    fsynced, then linked into place, which fails if ``out`` appeared meanwhile)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, out)
+        except FileExistsError:
+            raise UsageError(f"--out {str(out)!r} appeared while the draft was made; "
+                             "not written over") from None
+    finally:
+        os.unlink(tmp)

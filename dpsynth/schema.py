@@ -102,6 +102,8 @@ class Column:
     nullable: bool = False
     missing_tokens: tuple[str, ...] = ("",)
     on_out_of_domain: OutOfDomain = "reject"
+    #: a present cell the kind cannot read: refuse the table, or code it as missing
+    on_unreadable: Literal["reject", "null"] = "reject"
     # categorical
     categories: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
@@ -467,8 +469,9 @@ def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
     _refuse_large_domains(doc)
     for col in doc.get("columns") or []:
         # YAML reads an unquoted `null` as None: that spelling means the "null" policy.
-        if isinstance(col, dict) and "on_out_of_domain" in col and col["on_out_of_domain"] is None:
-            col["on_out_of_domain"] = "null"
+        for key in ("on_out_of_domain", "on_unreadable"):
+            if isinstance(col, dict) and key in col and col[key] is None:
+                col[key] = "null"
     validator = jsonschema.Draft202012Validator(table_schema_json())
     errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), e.message))
     if errors:
@@ -580,6 +583,7 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
         "nullable": bool(c.get("nullable", False)),
         "missing_tokens": _tokens(c["missing_tokens"]) if "missing_tokens" in c else table_missing,
         "on_out_of_domain": c.get("on_out_of_domain", "reject"),
+        "on_unreadable": c.get("on_unreadable", "reject"),
     }
     ood = common["on_out_of_domain"]
     if ood == "clamp" and kind not in ("integer", "float", "date", "datetime"):
@@ -589,6 +593,8 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
         )
     if ood == "null" and not common["nullable"]:
         raise SchemaError("on_out_of_domain (null) needs nullable: true", where)
+    if common["on_unreadable"] == "null" and not common["nullable"]:
+        raise SchemaError("on_unreadable (null) needs nullable: true", where)
     build = _KIND_BUILDERS.get(kind)
     return build(c, common, where) if build is not None else Column(**common)  # identifier, text
 

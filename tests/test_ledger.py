@@ -28,6 +28,7 @@ from dpsynth.errors import BudgetError, StorageError, UsageError
 from dpsynth.privacy.accountant import ApproxDP, Budget, epsilon_for, rho_for
 from dpsynth.privacy.ledger import (
     COUNTED_STATUSES,
+    SCHEMA_VERSION,
     STATUSES,
     ChargeRecord,
     DatasetSummary,
@@ -110,7 +111,7 @@ def test_tables_persist_and_reopen(ledger_url: str) -> None:
 def test_newer_schema_version_refused(ledger_url: str) -> None:
     open_ledger(ledger_url).close()
     _raw_sql(ledger_url, "INSERT INTO ledger_schema_version (version, applied_at) "
-                         "VALUES (2, CURRENT_TIMESTAMP)")
+                         f"VALUES ({SCHEMA_VERSION + 1}, CURRENT_TIMESTAMP)")
     with pytest.raises(StorageError, match="newer than this dpsynth understands"):
         open_ledger(ledger_url)
 
@@ -579,3 +580,74 @@ def test_mark_released_can_say_how_it_was_confirmed(ledger: Ledger) -> None:
     reserve_eps(ledger, "r2", 0.1)
     ledger.mark_spent("r2")
     assert ledger.mark_released("r2").detail is None
+
+
+# -- schema version 2: charge kinds and delta spent outside rho (schema drafts) ----------------
+
+_V1_TABLES = (
+    "CREATE TABLE ledger_schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    "CREATE TABLE datasets (dataset_id TEXT PRIMARY KEY, total_epsilon REAL NOT NULL, "
+    "total_delta REAL NOT NULL, total_rho REAL NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE TABLE charges (release_id TEXT PRIMARY KEY, dataset_id TEXT NOT NULL "
+    "REFERENCES datasets (dataset_id), rho REAL NOT NULL, epsilon REAL NOT NULL, "
+    "delta REAL NOT NULL, engine TEXT NOT NULL, dpsynth_version TEXT NOT NULL, "
+    "schema_hash TEXT NOT NULL, input_hash TEXT, status TEXT NOT NULL, "
+    "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, detail TEXT)",
+    "INSERT INTO ledger_schema_version VALUES (1, '2026-01-01T00:00:00+00:00')",
+)
+
+
+def test_version_1_tables_are_migrated(ledger_url: str) -> None:
+    """A ledger written by the first table version keeps every charge and gains the charge
+    kind (release) and extra delta (0); the new columns are guarded like the old ones."""
+    total = ApproxDP(3.0, 1e-9)
+    rho = total.rho.rho
+    charge_rho = ApproxDP(1.0, 1e-9).rho.rho
+    for sql in (*_V1_TABLES,
+                f"INSERT INTO datasets VALUES ('d', 3.0, 1e-09, {rho!r}, "
+                "'2026-01-01T00:00:00+00:00')",
+                f"INSERT INTO charges VALUES ('old', 'd', {charge_rho!r}, 1.0, 1e-09, 'mst', "
+                "'0.1', 'abc', NULL, 'released', '2026-01-01T00:00:00+00:00', "
+                "'2026-01-01T00:00:00+00:00', NULL)"):
+        _raw_sql(ledger_url, sql.replace(" REAL", " DOUBLE PRECISION")
+                 if ledger_url.startswith("postgres") else sql)
+    with open_ledger(ledger_url) as led:
+        old = led.charge("old")
+        assert (old.kind, old.extra_delta, old.status, old.rho) == ("release", 0.0, "released",
+                                                                   charge_rho)
+        led.reserve("d", "draft", ApproxDP(0.1, 1e-9), "schema-draft", "0.2", "none",
+                    kind="schema-draft", extra_delta=5e-10)
+        assert led.charge("draft").kind == "schema-draft"
+    with open_ledger(ledger_url) as led:  # reopening finds version 2 and changes nothing
+        assert [c.release_id for c in led.summary("d").charges] == ["old", "draft"]
+    with pytest.raises(_refused_edit(ledger_url)):
+        _raw_sql(ledger_url, "UPDATE charges SET kind = 'release' WHERE release_id = 'draft'")
+    with pytest.raises(_refused_edit(ledger_url)):
+        _raw_sql(ledger_url, "UPDATE charges SET extra_delta = 0 WHERE release_id = 'draft'")
+
+
+def test_extra_delta_composes_with_the_total(ledger: Ledger) -> None:
+    """A schema draft's delta spent outside rho shrinks the delta left for converting rho:
+    spent epsilon is rho's epsilon at that smaller delta, and a charge that no longer fits
+    the total once that delta is gone is refused."""
+    ledger.init_dataset("d", ApproxDP(1.0, 1e-6))
+    draft = ledger.reserve("d", "draft", ApproxDP(0.1, 1e-6), "schema-draft", "0.2", "none",
+                           kind="schema-draft", extra_delta=5e-7)
+    assert draft.rho == pytest.approx(rho_for(0.1, 5e-7))
+    assert draft.rho < ApproxDP(0.1, 1e-6).rho.rho  # the rest of its delta is outside rho
+    summary = ledger.summary("d")
+    assert summary.spent_extra_delta == pytest.approx(5e-7)
+    assert summary.total_rho == pytest.approx(rho_for(1.0, 5e-7))
+    assert summary.spent_epsilon == pytest.approx(epsilon_for(draft.rho, 5e-7), rel=1e-6)
+    # what a release could have had without the draft no longer fits
+    left_without = ApproxDP(1.0, 1e-6).rho.rho - draft.rho
+    eps_too_much = epsilon_for(left_without * 0.999, 1e-6)
+    with pytest.raises(BudgetError, match="refused"):
+        ledger.reserve("d", "r-big", ApproxDP(eps_too_much, 1e-6), "mst", "0.2", "h")
+    fits = epsilon_for(summary.remaining_rho * 0.99, 1e-6)
+    ledger.reserve("d", "r-ok", ApproxDP(fits, 1e-6), "mst", "0.2", "h")
+    with pytest.raises(UsageError, match="extra delta"):
+        ledger.reserve("d", "bad", ApproxDP(0.1, 1e-6), "schema-draft", "0.2", "none",
+                       kind="schema-draft", extra_delta=1e-6)
+    with pytest.raises(UsageError, match="charge kind"):
+        ledger.reserve("d", "bad", ApproxDP(0.1, 1e-6), "x", "0.2", "none", kind="draft")

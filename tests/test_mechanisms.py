@@ -164,12 +164,35 @@ def test_nothing_hands_out_uncharged_noise() -> None:
     """The module offers prepared mechanisms (the session charges, then runs them) and
     validators; no function returns a noisy answer by itself."""
     assert sorted(mechanisms.__all__) == [
-        "NoiseBackend", "PreparedMechanism", "as_counts", "as_scores", "gaussian_counts",
-        "noisy_max_selector", "run_opendp",
+        "NoiseBackend", "PreparedMechanism", "as_counts", "as_key_counts", "as_scores",
+        "gaussian_counts", "gaussian_threshold", "noisy_max_selector", "run_opendp",
     ]
     assert not hasattr(mechanisms, "noisy_counts") and not hasattr(mechanisms, "noisy_max")
     assert isinstance(gaussian_counts(1, 0.1), PreparedMechanism)
     assert isinstance(noisy_max_selector(1.0, 0.1), PreparedMechanism)
+    assert isinstance(mechanisms.gaussian_threshold(1, 0.1, 1e-9), PreparedMechanism)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_gaussian_threshold_costs_what_was_asked(k: int) -> None:
+    """Key selection: OpenDP's map gives at most the requested rho and delta at the input
+    distance one patient makes (k keys, each by k); the threshold is the smallest whole
+    number with that delta, so one lower would cost more delta."""
+    rho, delta = 1e-3, 1e-9
+    mech = mechanisms.gaussian_threshold(k, rho, delta)
+    assert mech.rho <= rho and 0 < mech.delta <= delta
+    assert mech.threshold is not None and mech.threshold > k
+    cost = mech._measurement.map((k, k, k))
+    assert (cost[0], cost[1]) == (mech.rho, mech.delta)
+    lower = dp.m.make_gaussian_threshold(
+        dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
+        dp.l02inf_distance(dp.absolute_distance(T="i64")), scale=mech.scale,
+        threshold=int(mech.threshold) - 1)
+    assert lower.map((k, k, k))[1] > delta
+    # a key far above the threshold (by 10 noise scales) is kept; one at 1 is dropped
+    big = int(mech.threshold + 10 * mech.scale)
+    out = mech.run(mechanisms.as_key_counts({"big": big, "one": 1}))
+    assert set(out) == {"big"}
 
 
 def test_prepared_mechanism_is_frozen() -> None:

@@ -1,9 +1,9 @@
 """The privacy boundary, checked on the source: engines and public reports never reach
 private data or uncharged noise.
 
-Nothing in ``dpsynth/engines/`` or ``dpsynth/report/`` may import, directly or through
-other dpsynth modules, the private-table modules ``dpsynth.io`` and
-``dpsynth.marginals``, the measurement session, the noise mechanisms it charges for,
+Nothing in ``dpsynth/engines/``, ``dpsynth/report/`` or ``dpsynth/draft.py`` may import,
+directly or through other dpsynth modules, the private-table modules ``dpsynth.io`` and
+``dpsynth.marginals``, the measurement and draft sessions, the noise mechanisms they charge for,
 or the CONFIDENTIAL audit (``dpsynth.audit``, which reads the real table); only
 ``dpsynth/privacy/`` imports opendp. Names are matched as prefixes, so each rule holds
 whether a module is one file or a package (``audit.py`` or ``audit/``).
@@ -30,6 +30,7 @@ FORBIDDEN = (
     "dpsynth.io",
     "dpsynth.marginals",
     "dpsynth.privacy.session",
+    "dpsynth.privacy.draft_session",
     "dpsynth.privacy.mechanisms",
     "dpsynth.audit",
 )
@@ -178,6 +179,14 @@ def test_engines_do_not_reach_private_modules(path: Path) -> None:
 @pytest.mark.parametrize("path", REPORT_FILES, ids=lambda p: p.name)
 def test_public_reports_do_not_reach_private_modules(path: Path) -> None:
     reached = _closure(path)
+    assert _hits(reached, FORBIDDEN) == []
+    assert _hits(reached, ("opendp",)) == []
+
+
+def test_schema_drafting_logic_does_not_reach_private_modules() -> None:
+    """``dpsynth/draft.py`` decides a schema draft from noisy answers only: it gets a draft
+    session, never the table, and imports neither the private modules nor opendp."""
+    reached = _closure(ROOT / "draft.py")
     assert _hits(reached, FORBIDDEN) == []
     assert _hits(reached, ("opendp",)) == []
 

@@ -31,6 +31,7 @@ from dpsynth.errors import InputDataError, InternalError, UsageError
 __all__ = [
     "bound_contributions",
     "bounding_keys",
+    "bounding_mask",
     "bounding_secret",
     "content_hashes",
     "patient_hashes",
@@ -216,6 +217,16 @@ def bound_contributions(df: pl.DataFrame, unit_column: str, k: int,
     otherwise ``unit_column`` holds the raw ids. ``secret``: see
     :func:`bounding_secret` (``None``: a fresh one).
     """
+    mask = bounding_mask(df, unit_column, k, secret, unit_values)
+    return df if mask.all() else df.filter(pl.Series(mask))
+
+
+def bounding_mask(df: pl.DataFrame, unit_column: str, k: int,
+                  secret: bytes | int | None = None,
+                  unit_values: pl.Series | None = None) -> np.ndarray:
+    """The rows :func:`bound_contributions` keeps, as a boolean array over ``df``'s rows
+    (same rule, same arguments). For callers that keep other data per row aside, such
+    as the schema draft, which bounds on each row's patient id and a hash of its text."""
     key_secret = bounding_secret(secret)
     n = df.height
     if n >= 1 << 32:
@@ -239,7 +250,7 @@ def bound_contributions(df: pl.DataFrame, unit_column: str, k: int,
     lengths = np.diff(np.append(starts, n))
     over = lengths > k
     if not over.any():
-        return df
+        return np.ones(n, dtype=bool)
     row = row[np.repeat(over, lengths)]  # the rows of patients with more than k rows
     lengths = lengths[over]
     need = patient[starts[over]].astype(np.int64)
@@ -263,4 +274,4 @@ def bound_contributions(df: pl.DataFrame, unit_column: str, k: int,
     keep = _smallest_k(bounding_keys(h, occurrence), h, occurrence, run, lengths, k)
     mask = np.ones(n, dtype=bool)
     mask[row[~keep]] = False
-    return df.filter(pl.Series(mask))
+    return mask

@@ -169,6 +169,9 @@ class Charge:
     columns: tuple[str, ...] = ()
     noise_scale: float | None = None
     sensitivity: float | None = None
+    delta: float = 0.0
+    """Delta spent outside rho (approximate zCDP: a thresholded key selection); 0 for
+    the pure zCDP steps of a release."""
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The OpenDP noise mechanisms dpsynth uses, and nothing else.
 
 Owns: building OpenDP measurements (vectorised discrete Gaussian on integer
-counts; Gumbel noisy max for selection) at a requested zCDP cost, reporting the
+counts; Gumbel noisy max for selection; a thresholded discrete Gaussian on a
+map of keys to counts, for selecting keys nobody listed in advance) at a
+requested zCDP cost, reporting the
 rho *OpenDP's own* ``map`` says each one costs, so accounting cannot drift from
 the mechanism, and the noise backend that runs them (:func:`run_opendp`; the
 :class:`NoiseBackend` protocol lets tests hand the session a seeded or
@@ -32,8 +34,10 @@ __all__ = [
     "NoiseBackend",
     "PreparedMechanism",
     "as_counts",
+    "as_key_counts",
     "as_scores",
     "gaussian_counts",
+    "gaussian_threshold",
     "noisy_max_selector",
     "run_opendp",
 ]
@@ -58,6 +62,11 @@ class PreparedMechanism:
     rho: float
     _measurement: Any
     _convert: Callable[[Any], Any]
+    delta: float = 0.0
+    """Delta outside rho (approximate zCDP; only :func:`gaussian_threshold`), also
+    from OpenDP's map."""
+    threshold: float | None = None
+    """The count a key's noisy count must reach to be released (thresholds only)."""
 
     def run(self, data: Any) -> Any:
         return self._convert(self._measurement(data))
@@ -140,6 +149,77 @@ def noisy_max_selector(sensitivity_linf: float, rho: float) -> PreparedMechanism
 
     meas, scale = _calibrate(build, d_in, d_in / math.sqrt(2 * rho), rho)
     return PreparedMechanism("noisy_max", scale, d_in, float(meas.map(d_in)), meas, int)
+
+
+def gaussian_threshold(contribution_bound: int, rho: float, delta: float) -> PreparedMechanism:
+    """Key selection: discrete Gaussian noise on a map ``key -> count`` of keys not
+    known in advance, releasing only keys whose noisy count reaches a threshold
+    (OpenDP's ``make_gaussian_threshold``, approximate zCDP).
+
+    One patient adds up to ``k = contribution_bound`` rows, so changes at most ``k``
+    keys, each by at most ``k``, with L2 distance at most ``k``: the input distance
+    is ``(l0, l2, linf) = (k, k, k)``. The scale is calibrated so that the zCDP part
+    costs at most ``rho``, then the smallest integer threshold whose delta (the
+    chance that a key only this patient holds passes it) is at most ``delta``.
+    Running it takes a ``dict[str, int]`` and returns ``dict[str, float]``.
+    """
+    _check(contribution_bound, rho)
+    _check(1.0, delta)
+    if int(contribution_bound) != contribution_bound:
+        raise UsageError(f"contribution bound ({contribution_bound}) must be an integer")
+    if not delta < 1:
+        raise UsageError(f"delta ({delta}) must be less than 1")
+    k = int(contribution_bound)
+    d_in = (k, k, k)
+    space = (dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
+             dp.l02inf_distance(dp.absolute_distance(T="i64")))
+
+    def build_at(threshold: int) -> Callable[[float], Any]:
+        def build(s: float) -> Any:
+            return _ZCDPPart(dp.m.make_gaussian_threshold(*space, scale=s, threshold=threshold))
+        return build
+
+    part, scale = _calibrate(build_at(k + 1), d_in, k / math.sqrt(2 * rho), rho)
+    lo, hi = k + 1, k + 1
+    while part.inner.map(d_in)[1] > delta:  # grow until delta fits, then bisect
+        lo, hi = hi, 2 * hi
+        part = _ZCDPPart(dp.m.make_gaussian_threshold(*space, scale=scale, threshold=hi))
+        if hi > _MAX_COUNT:
+            raise InternalError("could not find a threshold for the requested delta")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if dp.m.make_gaussian_threshold(*space, scale=scale, threshold=mid).map(d_in)[1] <= delta:
+            hi = mid
+        else:
+            lo = mid + 1
+    meas = dp.m.make_gaussian_threshold(*space, scale=scale, threshold=hi)
+    cost_rho, cost_delta = meas.map(d_in)
+
+    def convert(out: Any) -> dict[str, float]:
+        return {str(key): float(v) for key, v in dict(out).items()}
+
+    return PreparedMechanism("gaussian_threshold", scale, float(k), float(cost_rho), meas,
+                             convert, delta=float(cost_delta), threshold=float(hi))
+
+
+@dataclass(frozen=True)
+class _ZCDPPart:
+    """A thresholded measurement seen through its zCDP part only (for :func:`_calibrate`)."""
+
+    inner: Any
+
+    def map(self, d_in: Any) -> float:
+        return float(self.inner.map(d_in)[0])
+
+
+def as_key_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Validate and convert exact key counts for a :func:`gaussian_threshold` mechanism."""
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        if not isinstance(key, str) or isinstance(n, bool) or not 0 <= int(n) <= _MAX_COUNT:
+            raise InternalError("key counts must map text to counts in range")
+        out[key] = int(n)
+    return out
 
 
 def as_counts(counts: np.ndarray) -> np.ndarray:

@@ -29,11 +29,13 @@ __all__ = ["REPORT_FORMAT", "ChargeLike", "privacy_report", "render_privacy_html
 
 REPORT_FORMAT = "dpsynth.privacy-report/v1"
 _DATASET_KEYS = ("dataset_id", "total_epsilon", "total_delta", "spent_epsilon",
-                 "remaining_epsilon", "releases")
+                 "remaining_epsilon", "releases", "schema_drafts")
 _DATASET_LABELS = {
     "total_epsilon": "Total budget ε", "total_delta": "Total budget δ",
-    "spent_epsilon": "Spent ε (all releases, this one included)",
+    "spent_epsilon": "Spent ε so far on this dataset (all releases and schema drafts, "
+                     "this one included)",
     "remaining_epsilon": "Remaining ε", "releases": "Releases charged",
+    "schema_drafts": "Schema drafts charged (dpsynth schema draft)",
 }
 _ACCOUNTING = (
     "Each step is measured in zero-concentrated differential privacy (zCDP); costs "

@@ -15,7 +15,7 @@ What it must not do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -30,11 +30,16 @@ class Transaction(Protocol):
 
 class Backend(Protocol):
     """A ledger database: ``name`` is ``"sqlite"`` or ``"postgresql"``, ``url`` the
-    redacted URL, ``ddl`` the statements that create the tables and triggers."""
+    redacted URL, ``ddl`` the statements that create the tables and triggers (at
+    ``core.SCHEMA_VERSION``), ``migrations[v]`` those that bring version ``v``'s
+    tables to ``v + 1``."""
 
     name: str
     url: str
     ddl: tuple[str, ...]
+
+    @property
+    def migrations(self) -> Mapping[int, tuple[str, ...]]: ...
 
     def transaction(
         self,

@@ -21,7 +21,13 @@ What this module owns
   ``total.covers(spent + cost)``; spent and remaining are reported as epsilon at
   the dataset's delta. Every status except ``cancelled`` counts, including a
   ``reserved`` charge whose job crashed before saying anything more.
-* Creating and versioning the tables (``SCHEMA_VERSION``) on first open.
+* Charge kinds (``release``, ``schema-draft``): both count against the same total.
+  A schema draft's key selection is approximate zCDP, so its charge also spends
+  ``extra_delta`` outside rho; counted rho is then converted (and the total's rho
+  computed) at the dataset's delta less the counted ``extra_delta``
+  (:func:`_effective_total`).
+* Creating and versioning the tables (``SCHEMA_VERSION``) on first open, and
+  migrating older tables forward (the backend's ``migrations``).
 
 What it must not do
 -------------------
@@ -42,14 +48,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dpsynth.errors import BudgetError, StorageError, UsageError
-from dpsynth.privacy.accountant import ApproxDP, Budget
+from dpsynth.privacy.accountant import ApproxDP, Budget, rho_for
 from dpsynth.privacy.ledger.backend import Backend, Transaction
-from dpsynth.privacy.ledger.records import ChargeRecord, DatasetSummary
+from dpsynth.privacy.ledger.records import KINDS, ChargeRecord, DatasetSummary
 
 __all__ = ["SCHEMA_VERSION", "Ledger"]
 
-SCHEMA_VERSION = 1
-"""Version of the ledger's tables; bump it and add a migration when they change."""
+SCHEMA_VERSION = 2
+"""Version of the ledger's tables; bump it and add a migration when they change.
+1: the first tables. 2: charges gain ``kind`` (release / schema-draft) and
+``extra_delta`` (delta spent outside rho)."""
 
 _TRANSITIONS: dict[str, frozenset[str]] = {
     "reserved": frozenset({"spent", "cancelled"}),
@@ -65,12 +73,14 @@ _MAX_DETAIL_LEN = 2000
 # Full statements as literals (no string building around SQL).
 _SELECT_CHARGES = (
     "SELECT release_id, dataset_id, rho, epsilon, delta, engine, dpsynth_version, "
-    "schema_hash, input_hash, status, created_at, updated_at, detail FROM charges "
+    "schema_hash, input_hash, status, created_at, updated_at, detail, kind, extra_delta "
+    "FROM charges "
 )
 _INSERT_CHARGE = (
     "INSERT INTO charges (release_id, dataset_id, rho, epsilon, delta, engine, "
-    "dpsynth_version, schema_hash, input_hash, status, created_at, updated_at, detail) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 'reserved', ?, ?, NULL)"
+    "dpsynth_version, schema_hash, input_hash, status, created_at, updated_at, detail, "
+    "kind, extra_delta) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 'reserved', ?, ?, NULL, ?, ?)"
 )
 _SELECT_DATASETS = "SELECT dataset_id, total_epsilon, total_delta, total_rho, created_at FROM datasets "
 
@@ -114,6 +124,8 @@ def _charge(row: Sequence[Any]) -> ChargeRecord:
         created_at=_iso(row[10]),
         updated_at=_iso(row[11]),
         detail=row[12],
+        kind=row[13],
+        extra_delta=float(row[14]),
     )
 
 
@@ -123,8 +135,21 @@ def _left(total: Budget, spent: Budget) -> Budget:
     return Budget(max(0.0, total.rho - spent.rho))
 
 
+def _effective_total(ds: Sequence[Any], extra_delta: float) -> Budget:
+    """The dataset's total rho once ``extra_delta`` of its delta was spent outside rho
+    (by schema drafts): rho at (total epsilon, total delta - extra_delta); the stored
+    total when none was."""
+    if extra_delta <= 0:
+        return Budget(float(ds[3]))
+    left = float(ds[2]) - extra_delta
+    if left <= 0:
+        return Budget(0.0)
+    return Budget(min(float(ds[3]), rho_for(float(ds[1]), left)))
+
+
 def _summarise(ds: Sequence[Any], charges: list[ChargeRecord]) -> DatasetSummary:
-    total = Budget(float(ds[3]))
+    extra = math.fsum(c.extra_delta for c in charges if c.counted)
+    total = _effective_total(ds, extra)
     spent = Budget(math.fsum(c.rho for c in charges if c.counted))
     return DatasetSummary(
         dataset_id=ds[0],
@@ -135,13 +160,18 @@ def _summarise(ds: Sequence[Any], charges: list[ChargeRecord]) -> DatasetSummary
         spent_rho=spent.rho,
         remaining_rho=_left(total, spent).rho,
         charges=tuple(charges),
+        spent_extra_delta=extra,
     )
 
 
 def _refusal(release_id: str, budget: ApproxDP, cost: Budget, ds: Sequence[Any],
-             spent: Budget) -> str:
-    """The overspend message: what was asked for and what remains."""
-    total_delta, total = float(ds[2]), Budget(float(ds[3]))
+             spent: Budget, extra_delta: float = 0.0) -> str:
+    """The overspend message: what was asked for and what remains (``extra_delta``:
+    the delta already spent outside rho by counted charges)."""
+    total_delta, total = float(ds[2]) - extra_delta, _effective_total(ds, extra_delta)
+    if total_delta <= 0:
+        return (f"release {release_id!r} refused: dataset {ds[0]!r} has no delta left "
+                f"(total delta {float(ds[2]):g}, all spent by schema drafts' key selection)")
     remaining = _left(total, spent)
     return (
         f"release {release_id!r} refused: it asks for epsilon {budget.epsilon:g} at "
@@ -206,6 +236,10 @@ class Ledger:
         with self._tx(write=True, lock_schema=True) as tx:
             if self._schema_is_current(tx):  # another process created it meanwhile
                 return
+            stored = self._stored_version(tx)
+            if stored is not None:
+                self._migrate(tx, stored)
+                return
             for table in ("datasets", "charges"):
                 if self._b.table_exists(tx, table):
                     raise StorageError(
@@ -219,21 +253,40 @@ class Ledger:
                 (SCHEMA_VERSION, _now()),
             )
 
-    def _schema_is_current(self, tx: Transaction) -> bool:
-        """True when the tables exist at a version this dpsynth understands."""
+    def _stored_version(self, tx: Transaction) -> int | None:
+        """The tables' version, or ``None`` when they have none yet."""
         if not self._b.table_exists(tx, "ledger_schema_version"):
-            return False
+            return None
         rows = tx.execute("SELECT MAX(version) FROM ledger_schema_version")
         if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0])
+
+    def _schema_is_current(self, tx: Transaction) -> bool:
+        """True when the tables exist at this dpsynth's version (an older version
+        needs :meth:`_migrate`, a newer one is refused)."""
+        version = self._stored_version(tx)
+        if version is None:
             return False
-        version = int(rows[0][0])
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"ledger {self.url} has schema version {version}, newer than this dpsynth "
                 f"understands ({SCHEMA_VERSION}); upgrade dpsynth"
             )
-        # version < SCHEMA_VERSION: migrations go here when the schema changes.
-        return True
+        return version == SCHEMA_VERSION
+
+    def _migrate(self, tx: Transaction, version: int) -> None:
+        """Bring tables of an older ``version`` forward, one version at a time (under the
+        schema lock). Existing charges keep every value; new columns get their defaults
+        (a version 1 charge is a release with no delta outside rho)."""
+        while version < SCHEMA_VERSION:
+            for stmt in self._b.migrations[version]:
+                tx.execute(stmt)
+            version += 1
+            tx.execute(
+                "INSERT INTO ledger_schema_version (version, applied_at) VALUES (?, ?)",
+                (version, _now()),
+            )
 
     def _dataset_row(self, tx: Transaction, dataset_id: str) -> tuple[Any, ...] | None:
         rows = tx.execute(_SELECT_DATASETS + "WHERE dataset_id = ?", (dataset_id,))
@@ -298,25 +351,39 @@ class Ledger:
         engine: str,
         dpsynth_version: str,
         schema_hash: str,
+        *,
+        kind: str = "release",
+        extra_delta: float = 0.0,
     ) -> ChargeRecord:
-        """Reserve ``budget`` for a release, *before* any private data is read.
+        """Reserve ``budget`` for a release (or a schema draft, ``kind``), *before* any
+        private data is read.
 
-        The charge stores ``budget.epsilon``, ``budget.delta`` and its rho. In one
-        transaction: refuse a release id that already has a charge (in any status),
-        refuse an unknown dataset, refuse if the counted charges plus this one are
-        not covered by the total (all :class:`BudgetError`); else insert it as
-        'reserved'.
+        The charge stores ``budget.epsilon``, ``budget.delta`` and its rho: the rho
+        of ``budget`` at ``budget.delta - extra_delta`` (``extra_delta``: delta the
+        charge spends outside rho, a schema draft's key selection; 0 for releases).
+        In one transaction: refuse a release id that already has a charge (in any
+        status), refuse an unknown dataset, refuse if the counted charges plus this
+        one are not covered by the total (all :class:`BudgetError`); else insert it
+        as 'reserved'.
         """
         dataset_id = _check_id("dataset id", dataset_id)
         release_id = _check_id("release id", release_id)
         budget = _check_budget("budget", budget)
-        for kind, value in (
+        for what, value in (
             ("engine", engine),
             ("dpsynth version", dpsynth_version),
             ("schema hash", schema_hash),
         ):
-            _check_id(kind, value)
-        cost = budget.rho
+            _check_id(what, value)
+        if kind not in KINDS:
+            raise UsageError(f"charge kind ({kind!r}) must be one of: {', '.join(KINDS)}")
+        if (isinstance(extra_delta, bool) or not isinstance(extra_delta, int | float)
+                or not 0 <= extra_delta < budget.delta):
+            raise UsageError(f"extra delta ({extra_delta}) must be at least 0 and less than "
+                             f"delta ({budget.delta:g})")
+        extra_delta = float(extra_delta)
+        cost = budget.rho if extra_delta == 0 else Budget(
+            rho_for(budget.epsilon, budget.delta - extra_delta))
         duplicate = BudgetError(
             f"release id {release_id!r} already has a charge in ledger {self.url}; "
             "a retried job must not spend twice (use a new release id for a new release)"
@@ -328,16 +395,19 @@ class Ledger:
                 ds = self._dataset_row(tx, dataset_id)
                 if ds is None:
                     raise BudgetError(self._not_initialised(dataset_id))
-                counted = [
-                    float(r[0])
-                    for r in tx.execute(
-                        "SELECT rho FROM charges WHERE dataset_id = ? AND status <> 'cancelled'",
-                        (dataset_id,),
-                    )
-                ]
-                if not Budget(float(ds[3])).covers(Budget(math.fsum([*counted, cost.rho]))):
+                rows = tx.execute(
+                    "SELECT rho, extra_delta FROM charges WHERE dataset_id = ? "
+                    "AND status <> 'cancelled'",
+                    (dataset_id,),
+                )
+                counted = [float(r[0]) for r in rows]
+                extra = math.fsum(float(r[1]) for r in rows)
+                after = extra + extra_delta
+                total = _effective_total(ds, after)
+                if after >= float(ds[2]) or not total.covers(
+                        Budget(math.fsum([*counted, cost.rho]))):
                     raise BudgetError(
-                        _refusal(release_id, budget, cost, ds, Budget(math.fsum(counted)))
+                        _refusal(release_id, budget, cost, ds, Budget(math.fsum(counted)), extra)
                     )
                 now = _now()
                 tx.execute(
@@ -345,6 +415,7 @@ class Ledger:
                     (
                         release_id, dataset_id, cost.rho, float(budget.epsilon),
                         float(budget.delta), engine, dpsynth_version, schema_hash, now, now,
+                        kind, extra_delta,
                     ),
                 )
         except BudgetError:

@@ -35,13 +35,40 @@ from urllib.parse import unquote, urlsplit
 
 from dpsynth.errors import StorageError
 from dpsynth.privacy.ledger.backend import Transaction
-from dpsynth.privacy.ledger.records import STATUSES
+from dpsynth.privacy.ledger.records import KINDS, STATUSES
 
-__all__ = ["POSTGRES_DDL", "PostgresBackend"]
+__all__ = ["POSTGRES_DDL", "POSTGRES_MIGRATIONS", "PostgresBackend"]
 
 _CONNECT_TIMEOUT_S = 10
 # Key of the advisory lock that serialises creating the tables.
 _SCHEMA_LOCK = 0x6470_7379_6E74  # "dpsynt"
+
+_CHARGES_GUARD = """CREATE OR REPLACE FUNCTION dpsynth_charges_guard() RETURNS trigger
+       LANGUAGE plpgsql AS $$
+       BEGIN
+         IF TG_OP = 'DELETE' THEN
+           RAISE EXCEPTION 'ledger charges are append-only';
+         END IF;
+         IF NOT ((OLD.status = 'reserved' AND NEW.status IN ('spent', 'cancelled'))
+              OR (OLD.status = 'spent' AND NEW.status IN ('released', 'spent-failed')))
+            OR NEW.release_id IS DISTINCT FROM OLD.release_id
+            OR NEW.dataset_id IS DISTINCT FROM OLD.dataset_id
+            OR NEW.rho IS DISTINCT FROM OLD.rho OR NEW.epsilon IS DISTINCT FROM OLD.epsilon
+            OR NEW.delta IS DISTINCT FROM OLD.delta OR NEW.engine IS DISTINCT FROM OLD.engine
+            OR NEW.dpsynth_version IS DISTINCT FROM OLD.dpsynth_version
+            OR NEW.schema_hash IS DISTINCT FROM OLD.schema_hash
+            OR NEW.created_at IS DISTINCT FROM OLD.created_at
+            OR NEW.kind IS DISTINCT FROM OLD.kind
+            OR NEW.extra_delta IS DISTINCT FROM OLD.extra_delta
+            OR (OLD.input_hash IS NOT NULL AND NEW.input_hash IS DISTINCT FROM OLD.input_hash)
+         THEN
+           RAISE EXCEPTION 'ledger charges only move forward';
+         END IF;
+         RETURN NEW;
+       END $$"""
+
+_CHARGES_TRIGGER = """CREATE TRIGGER charges_guard BEFORE UPDATE OR DELETE ON charges
+       FOR EACH ROW EXECUTE FUNCTION dpsynth_charges_guard()"""
 
 POSTGRES_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS ledger_schema_version (
@@ -66,41 +93,38 @@ POSTGRES_DDL: tuple[str, ...] = (
         status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
         created_at TIMESTAMPTZ NOT NULL,
         updated_at TIMESTAMPTZ NOT NULL,
-        detail TEXT)""",
+        detail TEXT,
+        kind TEXT NOT NULL DEFAULT 'release' CHECK (kind IN ({", ".join(repr(k) for k in KINDS)})),
+        extra_delta DOUBLE PRECISION NOT NULL DEFAULT 0
+            CHECK (extra_delta >= 0 AND extra_delta < delta))""",
     "CREATE INDEX IF NOT EXISTS charges_dataset ON charges (dataset_id)",
     """CREATE OR REPLACE FUNCTION dpsynth_datasets_guard() RETURNS trigger
        LANGUAGE plpgsql AS $$
        BEGIN
          RAISE EXCEPTION 'ledger datasets cannot be changed or deleted (totals are set once)';
        END $$""",
-    """CREATE OR REPLACE FUNCTION dpsynth_charges_guard() RETURNS trigger
-       LANGUAGE plpgsql AS $$
-       BEGIN
-         IF TG_OP = 'DELETE' THEN
-           RAISE EXCEPTION 'ledger charges are append-only';
-         END IF;
-         IF NOT ((OLD.status = 'reserved' AND NEW.status IN ('spent', 'cancelled'))
-              OR (OLD.status = 'spent' AND NEW.status IN ('released', 'spent-failed')))
-            OR NEW.release_id IS DISTINCT FROM OLD.release_id
-            OR NEW.dataset_id IS DISTINCT FROM OLD.dataset_id
-            OR NEW.rho IS DISTINCT FROM OLD.rho OR NEW.epsilon IS DISTINCT FROM OLD.epsilon
-            OR NEW.delta IS DISTINCT FROM OLD.delta OR NEW.engine IS DISTINCT FROM OLD.engine
-            OR NEW.dpsynth_version IS DISTINCT FROM OLD.dpsynth_version
-            OR NEW.schema_hash IS DISTINCT FROM OLD.schema_hash
-            OR NEW.created_at IS DISTINCT FROM OLD.created_at
-            OR (OLD.input_hash IS NOT NULL AND NEW.input_hash IS DISTINCT FROM OLD.input_hash)
-         THEN
-           RAISE EXCEPTION 'ledger charges only move forward';
-         END IF;
-         RETURN NEW;
-       END $$""",
+    _CHARGES_GUARD,
     "DROP TRIGGER IF EXISTS datasets_guard ON datasets",
     """CREATE TRIGGER datasets_guard BEFORE UPDATE OR DELETE ON datasets
        FOR EACH ROW EXECUTE FUNCTION dpsynth_datasets_guard()""",
     "DROP TRIGGER IF EXISTS charges_guard ON charges",
-    """CREATE TRIGGER charges_guard BEFORE UPDATE OR DELETE ON charges
-       FOR EACH ROW EXECUTE FUNCTION dpsynth_charges_guard()""",
+    _CHARGES_TRIGGER,
 )
+
+
+POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: charge kinds and the delta a schema draft spends outside rho
+    1: (
+        f"""ALTER TABLE charges ADD COLUMN kind TEXT NOT NULL DEFAULT 'release'
+            CHECK (kind IN ({", ".join(repr(k) for k in KINDS)}))""",
+        """ALTER TABLE charges ADD COLUMN extra_delta DOUBLE PRECISION NOT NULL DEFAULT 0
+            CHECK (extra_delta >= 0 AND extra_delta < delta)""",
+        _CHARGES_GUARD,
+        "DROP TRIGGER IF EXISTS charges_guard ON charges",
+        _CHARGES_TRIGGER,
+    ),
+}
+"""Statements that bring the tables from version ``v`` to ``v + 1``."""
 
 
 def _scrub(text: str, secrets: Sequence[str]) -> str:
@@ -128,6 +152,7 @@ class PostgresBackend:
 
     name = "postgresql"
     ddl = POSTGRES_DDL
+    migrations = POSTGRES_MIGRATIONS
 
     def __init__(self, url: str, raw_url: str) -> None:
         self.url = url

@@ -25,11 +25,14 @@ from typing import Any
 
 from dpsynth.privacy.accountant import ApproxDP, Budget
 
-__all__ = ["COUNTED_STATUSES", "STATUSES", "ChargeRecord", "DatasetSummary"]
+__all__ = ["COUNTED_STATUSES", "KINDS", "STATUSES", "ChargeRecord", "DatasetSummary"]
 
 STATUSES: tuple[str, ...] = ("reserved", "spent", "released", "spent-failed", "cancelled")
 COUNTED_STATUSES: frozenset[str] = frozenset(STATUSES) - {"cancelled"}
 """Statuses whose rho counts against the dataset's total (all but cancelled)."""
+KINDS: tuple[str, ...] = ("release", "schema-draft")
+"""What a charge pays for: a release (``dpsynth release``) or a schema draft
+(``dpsynth schema draft``). Both count against the same total."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class ChargeRecord:
     created_at: str
     updated_at: str
     detail: str | None
+    kind: str = "release"
+    """One of :data:`KINDS`."""
+    extra_delta: float = 0.0
+    """The part of ``delta`` spent outside rho: a schema draft's key selection is
+    approximate zCDP, (rho, extra_delta); releases are pure zCDP (0). ``rho`` is the
+    charge's zCDP part, so ``epsilon`` at ``delta - extra_delta`` covers it."""
 
     @property
     def counted(self) -> bool:
@@ -86,6 +95,14 @@ class DatasetSummary:
     spent_rho: float
     remaining_rho: float
     charges: tuple[ChargeRecord, ...]
+    spent_extra_delta: float = 0.0
+    """Sum of the counted charges' ``extra_delta`` (delta spent outside rho)."""
+
+    @property
+    def conversion_delta(self) -> float:
+        """The delta left for converting rho to epsilon: ``total_delta`` less the
+        delta the counted charges spent outside rho."""
+        return self.total_delta - self.spent_extra_delta
 
     @property
     def total(self) -> Budget:
@@ -105,11 +122,11 @@ class DatasetSummary:
 
     @cached_property
     def spent_epsilon(self) -> float:
-        return self.spent.epsilon(self.total_delta)
+        return self.spent.epsilon(self.conversion_delta)
 
     @cached_property
     def remaining_epsilon(self) -> float:
-        return self.remaining.epsilon(self.total_delta)
+        return self.remaining.epsilon(self.conversion_delta)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

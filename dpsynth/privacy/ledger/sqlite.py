@@ -30,11 +30,24 @@ from typing import Any
 
 from dpsynth.errors import StorageError
 from dpsynth.privacy.ledger.backend import Transaction
-from dpsynth.privacy.ledger.records import STATUSES
+from dpsynth.privacy.ledger.records import KINDS, STATUSES
 
-__all__ = ["SQLITE_DDL", "SqliteBackend"]
+__all__ = ["SQLITE_DDL", "SQLITE_MIGRATIONS", "SqliteBackend"]
 
 _BUSY_TIMEOUT_S = 60.0
+
+_FORWARD_ONLY = """CREATE TRIGGER IF NOT EXISTS charges_forward_only BEFORE UPDATE ON charges
+       WHEN NOT (
+            (OLD.status = 'reserved' AND NEW.status IN ('spent', 'cancelled'))
+         OR (OLD.status = 'spent' AND NEW.status IN ('released', 'spent-failed')))
+         OR NEW.release_id IS NOT OLD.release_id OR NEW.dataset_id IS NOT OLD.dataset_id
+         OR NEW.rho IS NOT OLD.rho OR NEW.epsilon IS NOT OLD.epsilon
+         OR NEW.delta IS NOT OLD.delta OR NEW.engine IS NOT OLD.engine
+         OR NEW.dpsynth_version IS NOT OLD.dpsynth_version
+         OR NEW.schema_hash IS NOT OLD.schema_hash OR NEW.created_at IS NOT OLD.created_at
+         OR NEW.kind IS NOT OLD.kind OR NEW.extra_delta IS NOT OLD.extra_delta
+         OR (OLD.input_hash IS NOT NULL AND NEW.input_hash IS NOT OLD.input_hash)
+       BEGIN SELECT RAISE(ABORT, 'ledger charges only move forward'); END"""
 
 SQLITE_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS ledger_schema_version (
@@ -59,7 +72,9 @@ SQLITE_DDL: tuple[str, ...] = (
         status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
-        detail TEXT)""",
+        detail TEXT,
+        kind TEXT NOT NULL DEFAULT 'release' CHECK (kind IN ({", ".join(repr(k) for k in KINDS)})),
+        extra_delta REAL NOT NULL DEFAULT 0 CHECK (extra_delta >= 0 AND extra_delta < delta))""",
     "CREATE INDEX IF NOT EXISTS charges_dataset ON charges (dataset_id)",
     """CREATE TRIGGER IF NOT EXISTS datasets_no_delete BEFORE DELETE ON datasets
        BEGIN SELECT RAISE(ABORT, 'ledger datasets cannot be deleted'); END""",
@@ -67,18 +82,22 @@ SQLITE_DDL: tuple[str, ...] = (
        BEGIN SELECT RAISE(ABORT, 'a dataset total is set once'); END""",
     """CREATE TRIGGER IF NOT EXISTS charges_no_delete BEFORE DELETE ON charges
        BEGIN SELECT RAISE(ABORT, 'ledger charges are append-only'); END""",
-    """CREATE TRIGGER IF NOT EXISTS charges_forward_only BEFORE UPDATE ON charges
-       WHEN NOT (
-            (OLD.status = 'reserved' AND NEW.status IN ('spent', 'cancelled'))
-         OR (OLD.status = 'spent' AND NEW.status IN ('released', 'spent-failed')))
-         OR NEW.release_id IS NOT OLD.release_id OR NEW.dataset_id IS NOT OLD.dataset_id
-         OR NEW.rho IS NOT OLD.rho OR NEW.epsilon IS NOT OLD.epsilon
-         OR NEW.delta IS NOT OLD.delta OR NEW.engine IS NOT OLD.engine
-         OR NEW.dpsynth_version IS NOT OLD.dpsynth_version
-         OR NEW.schema_hash IS NOT OLD.schema_hash OR NEW.created_at IS NOT OLD.created_at
-         OR (OLD.input_hash IS NOT NULL AND NEW.input_hash IS NOT OLD.input_hash)
-       BEGIN SELECT RAISE(ABORT, 'ledger charges only move forward'); END""",
+    _FORWARD_ONLY,
 )
+
+
+SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: charge kinds and the delta a schema draft spends outside rho
+    1: (
+        f"""ALTER TABLE charges ADD COLUMN kind TEXT NOT NULL DEFAULT 'release'
+            CHECK (kind IN ({", ".join(repr(k) for k in KINDS)}))""",
+        """ALTER TABLE charges ADD COLUMN extra_delta REAL NOT NULL DEFAULT 0
+            CHECK (extra_delta >= 0 AND extra_delta < delta)""",
+        "DROP TRIGGER IF EXISTS charges_forward_only",
+        _FORWARD_ONLY,
+    ),
+}
+"""Statements that bring the tables from version ``v`` to ``v + 1``."""
 
 
 class _SqliteTx:
@@ -98,6 +117,7 @@ class SqliteBackend:
 
     name = "sqlite"
     ddl = SQLITE_DDL
+    migrations = SQLITE_MIGRATIONS
 
     def __init__(self, url: str, path: str) -> None:
         self.url = url

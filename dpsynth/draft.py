@@ -1,0 +1,687 @@
+"""Drafting a table schema from DP measurements: the public half of ``dpsynth schema draft``.
+
+Owns: the public facts every draft uses (:data:`MISSING_TOKENS`, the cell
+:data:`CLASSES`, the magnitude buckets, the date format), the draft's settings
+(:class:`DraftConfig`), how its budget is split across columns and steps, every
+decision taken from the noisy answers (kind, missing tokens, categories, bounds,
+bins, precision, atoms, the suggested contribution bound), and the YAML text with
+a comment on every proposed value (:func:`render`).
+
+Everything here is post-processing of DP outputs and public metadata (column names,
+Parquet types): :func:`propose` gets a draft session
+(:class:`dpsynth.privacy.draft_session.DraftSession`), never the table, and asks it
+for noisy answers, each charged before it is returned.
+
+Must not: import the private modules (``dpsynth.io``, the sessions, the mechanisms),
+read the table, or draw noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from dpsynth.errors import UsageError
+from dpsynth.privacy.accountant import ApproxDP, epsilon_for
+
+__all__ = [
+    "CLASSES",
+    "DATE_FORMAT",
+    "DEFAULT_DRAFT_DELTA",
+    "DEFAULT_DRAFT_EPSILON",
+    "MISSING_TOKENS",
+    "ColumnDraft",
+    "Draft",
+    "DraftConfig",
+    "magnitude_edges",
+    "propose",
+    "render",
+]
+
+DEFAULT_DRAFT_EPSILON = 0.1
+"""A draft only has to get the schema's shape right (kinds, frequent categories, rough
+bounds); a small epsilon leaves almost all of a dataset's budget for the releases,
+which compose with the draft in the ledger."""
+DEFAULT_DRAFT_DELTA = 1e-10
+"""A tenth of a dataset's default total delta (1e-9): half of a draft's delta is spent
+outside rho (key selection), which the dataset's later releases then cannot use."""
+MISSING_TOKENS: tuple[str, ...] = ("?", "NA", "N/A", "NULL", "-", "")
+"""The public list of candidate missing-value tokens (exact cell text)."""
+CLASSES: tuple[str, ...] = ("null", *(f"token:{t}" for t in MISSING_TOKENS), "integer",
+                            "float", "date", "words", "other")
+"""Every cell is in exactly one class, tested in this order (a token before a number);
+``words``: other text with whitespace inside (free text rather than an id)."""
+DATE_FORMAT = "%Y-%m-%d"
+"""The date format the draft recognises (ISO 8601 dates); it is written into the schema."""
+DECADES = tuple(range(-3, 13))
+"""Magnitude buckets: |x| in [10^d, 10^(d+1)) for these d, each sign, and |x| < 1e-3."""
+YEARS = (1800, 2200)
+"""Dates: years counted in 5-year cells over this range (clipped at its ends)."""
+PRECISIONS = (1.0, 0.1, 0.01, 0.001)
+"""Decimal grids a float column's values are tested on (coarsest first)."""
+MAX_CATEGORIES = 1000
+"""At most this many categories per column (the most frequent, by noisy count)."""
+_I = {name: i for i, name in enumerate(CLASSES)}
+_TOKENS = slice(1, 1 + len(MISSING_TOKENS))
+_PRESENT = [_I["integer"], _I["float"], _I["date"], _I["words"], _I["other"]]
+_WHOLE_BINS = 100
+"""A whole-number column whose bounds hold at most this many numbers gets a bin per number:
+it may hold codes rather than amounts, and decoding inside a wider bin would invent
+values no one has."""
+_NUMERIC_SHARE = 0.5
+"""A CSV column is drafted as numbers when at least this share of its present cells read
+as numbers; the rest (a token such as ``N``, rare codes) become null (``on_unreadable``)."""
+_Z = 3.0
+"""A noisy count is taken as evidence of something only above this many noise sigmas."""
+
+
+def magnitude_edges() -> list[tuple[float, float]]:
+    """The public value range of each magnitude bucket, in bucket order."""
+    out = [(-(10.0 ** (d + 1)), -(10.0 ** d)) for d in reversed(DECADES)]
+    out.append((-1e-3, 1e-3))
+    out += [(10.0 ** d, 10.0 ** (d + 1)) for d in DECADES]
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class DraftConfig:
+    """Settings of one ``dpsynth schema draft`` (validated on construction)."""
+
+    input_path: Path
+    """The private table (CSV, gzip CSV or Parquet)."""
+    out_path: Path
+    """Where the YAML draft is written (must not exist yet)."""
+    ledger_url: str
+    """The ledger the draft is charged to."""
+    dataset_id: str
+    """The ledger's dataset (the draft composes with its releases); also the schema name."""
+    epsilon: float = DEFAULT_DRAFT_EPSILON
+    """The draft's whole epsilon, split across columns."""
+    delta: float = DEFAULT_DRAFT_DELTA
+    """The draft's whole delta: half for key selection's thresholds, half for rho."""
+    unit_column: str | None = None
+    """The patient id column (the privacy unit); ``None``: each row is a unit."""
+    max_rows: int | None = None
+    """k, rows kept per patient while drafting; ``None``: 1 (and a suggestion is made)."""
+    draft_id: str | None = None
+    """The ledger entry's id (default ``schema-draft-<dataset>-<day>-<random>``)."""
+    allow_shared_input: bool = False
+    """As for releases: the same file already charged under another dataset id."""
+    bounding_secret: bytes | int | None = field(default=None, repr=False)
+    """TESTS AND BENCHMARKS: a fixed bounding secret (safe, see ``io.bounding``)."""
+
+    def __post_init__(self) -> None:
+        ApproxDP(self.epsilon, self.delta)  # epsilon > 0 finite, delta in (0, 1)
+        if self.max_rows is not None:
+            if self.unit_column is None:
+                raise UsageError("--max-rows needs --unit-column (the patient id column)")
+            if isinstance(self.max_rows, bool) or not 1 <= int(self.max_rows) <= 1000:
+                raise UsageError(f"max rows ({self.max_rows}) must be between 1 and 1000")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.dataset_id or ""):
+            raise UsageError(f"dataset id ({self.dataset_id!r}) must be 1-64 letters, digits, "
+                             "'_', '.' or '-' (it is also the draft schema's name)")
+
+    @property
+    def budget(self) -> ApproxDP:
+        return ApproxDP(self.epsilon, self.delta)
+
+    @property
+    def threshold_delta(self) -> float:
+        """The delta key selection may spend (outside rho)."""
+        return self.delta / 2
+
+    @property
+    def contribution_bound(self) -> int:
+        return int(self.max_rows) if self.max_rows is not None else 1
+
+
+class Session(Protocol):
+    """What :func:`propose` asks of a draft session (``DraftSession`` fits)."""
+
+    @property
+    def remaining(self) -> Any: ...
+    @property
+    def total(self) -> Any: ...
+    @property
+    def delta_remaining(self) -> float: ...
+    def classes(self, column: str, rho: float, step: str) -> Any: ...
+    def distinct(self, column: str, rho: float, step: str) -> Any: ...
+    def magnitudes(self, column: str, kind: str, rho: float, step: str) -> Any: ...
+    def grid(self, column: str, kind: str, origin: float, width: float, n: int, rho: float,
+             step: str) -> Any: ...
+    def exact(self, column: str, kind: str, precisions: Sequence[float], rho: float,
+              step: str) -> Any: ...
+    def rows_per_patient(self, cap: int, rho: float, step: str) -> Any: ...
+    def cells(self, column: str, kind: str, edges: Sequence[float], rho: float,
+              step: str) -> Any: ...
+    def keys(self, column: str, rho: float, delta: float, step: str, *,
+             exclude: Sequence[str] = (), non_numeric_only: bool = False
+             ) -> tuple[dict[str, float], float]: ...
+
+
+@dataclass
+class ColumnDraft:
+    """One column of the draft: its YAML fields in order, each with its comment."""
+
+    name: str
+    kind: str = "text"
+    fields: list[tuple[str, Any, str]] = field(default_factory=list)
+    rho: float = 0.0
+    note: str = ""
+
+    def put(self, key: str, value: Any, comment: str = "") -> None:
+        self.fields.append((key, value, comment))
+
+
+@dataclass
+class Draft:
+    """A proposed schema: public facts and DP outputs only."""
+
+    name: str
+    source: str
+    epsilon: float
+    delta: float
+    draft_id: str
+    unit_column: str | None
+    max_rows: int
+    max_rows_comment: str
+    columns: list[ColumnDraft]
+    suggested_max_rows: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "columns": {c.name: c.kind for c in self.columns},
+            "released_columns": sum(c.kind not in ("identifier", "text") for c in self.columns),
+            "privacy_unit": {"column": self.unit_column, "max_rows": self.max_rows,
+                             "suggested_max_rows": self.suggested_max_rows},
+        }
+
+
+# -- the plan ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Column:
+    """What phase one learnt about a column (noisy, public)."""
+
+    name: str
+    counts: np.ndarray
+    sigma: float
+    distinct: float
+    parquet: str | None
+    plan: str = ""
+    kind: str = ""
+    rho: float = 0.0
+    eps_note: str = ""
+
+    @property
+    def rows(self) -> float:
+        return max(1.0, float(np.clip(self.counts, 0, None).sum()))
+
+    def share(self, *names: str) -> float:
+        present = max(1.0, float(np.clip(self.counts[_PRESENT], 0, None).sum()))
+        return float(sum(max(0.0, self.counts[_I[n]]) for n in names)) / present
+
+
+def propose(session: Session, header: Sequence[str], parquet_types: dict[str, str] | None,
+            cfg: DraftConfig, draft_id: str, say: Callable[[str], None] = lambda _m: None
+            ) -> Draft:
+    """Measure and decide every column of the draft, then the privacy unit.
+
+    Budget: 5% of rho for rows per patient (with a patient id column); 25% for phase one
+    (each column's cell classes and distinct values); the rest split over the columns
+    phase one found worth measuring (categories, or bounds, bins, precision and atoms).
+    Key selection's delta is split equally over its uses."""
+    unit = cfg.unit_column
+    names = [c for c in header if c != unit]
+    rho = float(session.total.rho)
+    k_given = cfg.max_rows
+    suggested: int | None = None
+    max_rows_comment = ""
+    if unit is not None:
+        say("measuring rows per patient")
+        suggested = _suggest_k(session, 0.05 * rho)
+        if k_given is None:
+            max_rows_comment = (f"DP estimate (eps={_eps(0.05 * rho, cfg.delta)}): 90% of patients "
+                                f"have at most {suggested} row(s); review. The draft itself was "
+                                "measured with 1 row per patient")
+        else:
+            max_rows_comment = (f"given by you (--max-rows); DP estimate (eps="
+                                f"{_eps(0.05 * rho, cfg.delta)}): 90% of patients have at most "
+                                f"{suggested} row(s)")
+    per = 0.25 * rho / max(1, len(names))
+    cols: list[_Column] = []
+    for i, name in enumerate(names, start=1):
+        say(f"column {i}/{len(names)} {name!r}: cell classes and distinct values")
+        cls = session.classes(name, 0.75 * per, f"draft:{name}:classes")
+        dist = session.distinct(name, 0.25 * per, f"draft:{name}:distinct")
+        col = _Column(name, np.asarray(cls.counts, dtype=np.float64), float(cls.sigma),
+                      float(dist.counts[0]), (parquet_types or {}).get(name), rho=per)
+        _decide(col)
+        cols.append(col)
+    by_name = {c.name: c for c in cols}
+    weights = {"categorical": 1.0, "numeric": 1.0, "date": 0.5}
+    work = [c for c in cols if c.plan in weights]
+    pool = float(session.remaining.rho) * (1 - 1e-9)
+    total_w = sum(weights[c.plan] for c in work) or 1.0
+    n_keys = sum(c.plan == "categorical" for c in work) or 1
+    key_delta = session.delta_remaining / n_keys * (1 - 1e-9)
+    shares = {c.name: pool * weights.get(c.plan, 0.0) / total_w for c in cols}
+    numeric: dict[str, _NumPlan] = {}
+    for c in work:
+        if c.plan == "numeric":
+            say(f"column {c.name!r}: range and precision")
+            numeric[c.name] = _numeric_plan(session, c, shares[c.name], cfg)
+    out: list[ColumnDraft] = []
+    for i, name in enumerate(header, start=1):
+        if name == unit:
+            d = ColumnDraft(name, "identifier")
+            d.put("description", "the patient id: the privacy unit",
+                  "given by you (--unit-column); never released")
+            out.append(d)
+            continue
+        col = by_name[name]
+        share = shares[name]
+        say(f"column {i}/{len(header)} {name!r}: {col.plan or col.kind}")
+        if col.plan == "categorical":
+            d = _categorical(session, col, share, key_delta, cfg)
+        elif name in numeric:
+            d = _numeric_finish(session, col, numeric[name], cfg)
+        elif col.plan == "date":
+            d = _date(session, col, share, cfg)
+        else:
+            d = _not_released(col, cfg)
+        d.rho = col.rho + share
+        out.append(d)
+    return Draft(name=cfg.dataset_id, source=cfg.input_path.name, epsilon=cfg.epsilon,
+                 delta=cfg.delta, draft_id=draft_id, unit_column=unit,
+                 max_rows=cfg.contribution_bound if k_given is not None or unit is None
+                 else max(1, suggested or 1),
+                 max_rows_comment=max_rows_comment, columns=out, suggested_max_rows=suggested)
+
+
+def _decide(col: _Column) -> None:
+    """The column's kind and what phase two measures, from phase one's noisy answers."""
+    present = float(np.clip(col.counts[_PRESENT], 0, None).sum())
+    ratio = col.distinct / col.rows
+    if present < 2 * _Z * col.sigma:
+        col.kind, col.plan = "text", ""
+        col.eps_note = "almost every cell is missing or the table is too small to tell"
+        return
+    numeric = col.parquet in ("integer", "float") or (
+        col.parquet in (None, "string") and col.share("integer", "float") >= _NUMERIC_SHARE)
+    if numeric:
+        n_float = float(col.counts[_I["float"]])
+        whole = col.parquet == "integer" or (col.parquet != "float" and n_float <= max(
+            _Z * col.sigma, 0.01 * float(col.counts[_I["integer"]] + n_float)))
+        col.kind = "integer" if whole else "float"
+        if whole and ratio >= 0.9:
+            col.kind, col.plan = "identifier", ""
+            col.eps_note = "nearly every row has its own whole number (id-like)"
+            return
+        col.plan = "numeric"
+        return
+    if col.parquet in ("date", None, "string") and col.share("date") >= 0.9:
+        col.kind, col.plan = "date", "date"
+        return
+    if col.parquet == "datetime":
+        col.kind, col.plan = "text", ""
+        col.eps_note = "a timestamp column: the draft does not propose datetime bounds"
+        return
+    if ratio >= 0.5 and col.share("words") >= 0.5:
+        col.kind, col.plan = "text", ""
+        col.eps_note = "most rows have their own value, mostly words (free text-like)"
+    elif ratio >= 0.9:
+        col.kind, col.plan = "identifier", ""
+        col.eps_note = "nearly every row has its own value (id-like)"
+    elif ratio >= 0.5:
+        col.kind, col.plan = "text", ""
+        col.eps_note = "most rows have their own value (free text-like)"
+    else:
+        col.kind, col.plan = "categorical", "categorical"
+
+
+def _eps(rho: float, delta: float) -> str:
+    return f"{epsilon_for(rho, delta):.2g}" if rho > 0 else "0"
+
+
+def _review(col: _Column, rho: float, delta: float) -> str:
+    return f"DP estimate (eps={_eps(rho, delta)}), review"
+
+
+def _missing_comment(col: _Column) -> str:
+    missing = float(np.clip(col.counts[[_I["null"], *range(_TOKENS.start, _TOKENS.stop)]],
+                            0, None).sum())
+    share = missing / col.rows
+    if missing < _Z * col.sigma:
+        return ("no missing cells detected (DP estimate); kept nullable so that a rare missing "
+                "cell cannot stop a release; set false if the documentation says never missing")
+    return f"about {100 * share:.1f}% of cells missing (DP estimate); review"
+
+
+def _tokens_seen(col: _Column) -> list[str]:
+    return [t for t, n in zip(MISSING_TOKENS, col.counts[_TOKENS], strict=True)
+            if n >= _Z * col.sigma]
+
+
+def _common(d: ColumnDraft, col: _Column, tokens: list[str], token_comment: str,
+            ood: str, delta: float) -> None:
+    d.put("nullable", True, _missing_comment(col))
+    d.put("missing_tokens", tokens, token_comment)
+    d.put("on_out_of_domain", ood,
+          "rarer values become null (missing); values the documentation lists can be added above"
+          if ood == "null" else "values beyond the bounds are moved onto them")
+
+
+def _categorical(session: Session, col: _Column, rho: float, key_delta: float,
+                 cfg: DraftConfig) -> ColumnDraft:
+    tokens = _tokens_seen(col)
+    keys, threshold = session.keys(col.name, rho, key_delta, f"draft:{col.name}:categories",
+                                   exclude=tokens)
+    note = _review(col, col.rho + rho, cfg.delta)
+    top = sorted(keys, key=lambda v: -keys[v])[:MAX_CATEGORIES]
+    if not top:
+        d = ColumnDraft(col.name, "text")
+        d.put("description", "fill in from documentation",
+              f"no value is held by enough patients to be released by DP key selection "
+              f"(noisy count >= {threshold:.0f}); write the categories from the documentation "
+              f"and make this column categorical, or leave it unreleased ({note})")
+        return d
+    d = ColumnDraft(col.name, "categorical")
+    d.put("description", "fill in from documentation", "fill in from documentation")
+    d.put("categories", _natural(top),
+          f"{note}: DP key selection kept the values at least about {threshold:.0f} patients "
+          "hold; rarer values must come from the documentation (or keep an 'Other' category "
+          "there: add 'Other' here and map those values to it in the table)")
+    _common(d, col, tokens, f"{note}: tokens of the public list seen in this column"
+            if tokens else f"{note}: none of the public missing tokens is frequent here", "null",
+            cfg.delta)
+    return d
+
+
+def _natural(values: list[str]) -> list[str]:
+    def key(v: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(v), v)
+        except ValueError:
+            return (1, 0.0, v)
+    return sorted(values, key=key)
+
+
+def _nice(x: float, integer: bool) -> float:
+    """The smallest of 1, 2, 5 x 10^j at least ``x`` (whole numbers for integers)."""
+    if x <= 0:
+        return 1.0
+    e = math.floor(math.log10(x))
+    for m in (1, 2, 5, 10):
+        step = m * 10.0 ** e
+        if step >= x * (1 - 1e-12):
+            return max(1.0, round(step)) if integer else float(f"{step:.12g}")
+    return 10.0 ** (e + 1)
+
+
+def _quantile_cell(noisy: np.ndarray, alpha: float) -> int:
+    cum = np.maximum.accumulate(np.cumsum(noisy))
+    total = cum[-1]
+    if total <= 0:
+        return int(np.argmax(noisy)) if alpha < 0.5 else len(noisy) - 1
+    return int(np.searchsorted(cum, alpha * total, side="left").clip(0, len(noisy) - 1))
+
+
+@dataclass
+class _NumPlan:
+    """A number column between its first answers (range, precision) and its grid."""
+
+    rho: float
+    precision: float | None
+    zero_share: float
+    grid: tuple[float, float, int]
+    """``(origin, width, cells)``."""
+    whole_range: bool = False
+    """Whole numbers within one decade: the bounds are the decades', a bin per number."""
+    edges: tuple[float, ...] = ()
+    """The public cells counted for bounds and deciles (an equal grid or 1-2-5 steps)."""
+
+
+_DATE_GRID = (float(YEARS[0]), 5.0, (YEARS[1] - YEARS[0]) // 5)
+_MAG_SHARE, _EXACT_SHARE, _GRID_SHARE = 0.35, 0.2, 0.45
+_MAG_Z = 3.5
+"""A magnitude bucket counts only above this many noise sigmas: with tens of empty
+buckets, a lower bar lets noise alone stretch the bounds."""
+
+
+def _numeric_plan(session: Session, col: _Column, rho: float, cfg: DraftConfig) -> _NumPlan:
+    kind = col.kind
+    integer = kind == "integer"
+    left = rho
+    mags = session.magnitudes(col.name, kind, _MAG_SHARE * left, f"draft:{col.name}:magnitudes")
+    m = np.asarray(mags.counts)
+    edges = magnitude_edges()
+    kept = np.flatnonzero(m >= _MAG_Z * mags.sigma)
+    if kept.size == 0:
+        kept = np.asarray([int(np.argmax(m))])
+    lo_range, hi_range = edges[int(kept[0])][0], edges[int(kept[-1])][1]
+    precision: float | None = 1.0 if integer else None
+    exact = session.exact(col.name, kind, () if integer else PRECISIONS, _EXACT_SHARE * left,
+                          f"draft:{col.name}:exact")
+    e = np.asarray(exact.counts)
+    read = max(float(e[0]), 1.0)
+    if not integer:
+        slack = _Z * exact.sigma * math.sqrt(2)  # noise of read - on_grid
+        for p, n in zip(PRECISIONS, e[2:], strict=True):
+            if read - n <= 0.02 * read + slack:
+                precision = p
+                break
+    if integer and hi_range - lo_range <= 41:  # one decade (and zero): a bin per number
+        lo_i = math.ceil(lo_range)
+        hi_i = max(math.ceil(hi_range) - 1, lo_i + 1)  # bounds must increase
+        return _NumPlan(rho=rho, precision=precision, zero_share=max(0.0, float(e[1])) / read,
+                        grid=(float(lo_i), 1.0, max(1, hi_i - lo_i + 1)), whole_range=True)
+    zero_share = max(0.0, float(e[1])) / read
+    if e[1] >= _Z * exact.sigma:  # exact zeros: the range holds 0
+        lo_range, hi_range = min(lo_range, 0.0), max(hi_range, 0.0)
+    mass = np.where(m >= _MAG_Z * mags.sigma, m, 0.0)
+    if mass.max() < 0.7 * mass.sum():  # spread over decades (incomes, counts): 1-2-5 cells
+        cuts = _log_edges(lo_range, hi_range, integer, precision)
+        if len(cuts) >= 3:
+            return _NumPlan(rho=rho, precision=precision, zero_share=zero_share,
+                            grid=(0.0, 0.0, 0), edges=cuts)
+    grid_rho = _GRID_SHARE * left
+    sigma_g = cfg.contribution_bound / math.sqrt(2 * grid_rho)
+    cells = int(np.clip(read / (4 * sigma_g), 10, 200))
+    width = _nice((hi_range - lo_range) / cells, integer)
+    if precision is not None and width < precision:
+        width = precision
+    origin = float(f"{math.floor(lo_range / width) * width:.12g}")
+    n = int(min(100_000, max(1, math.ceil((hi_range - origin) / width))))
+    cuts = tuple(float(f"{origin + i * width:.12g}") for i in range(n + 1))
+    return _NumPlan(rho=rho, precision=precision, zero_share=zero_share, grid=(origin, width, n),
+                    edges=cuts)
+
+
+def _log_edges(lo: float, hi: float, integer: bool, precision: float | None
+               ) -> tuple[float, ...]:
+    """Public cell edges 0, +-1, 2, 5 x 10^d inside ``[lo, hi]`` (whole numbers for
+    integers, multiples of ``precision``)."""
+    steps = [m * 10.0 ** d for d in DECADES for m in (1, 2, 5)] + [10.0 ** (DECADES[-1] + 1)]
+    cand = {0.0, lo, hi, *steps, *(-x for x in steps)}
+    out = []
+    for x in sorted(cand):
+        x = float(f"{x:.12g}")
+        if not lo <= x <= hi:
+            continue
+        if integer and not x.is_integer():
+            continue
+        if precision is not None and not math.isclose(round(x / precision) * precision, x,
+                                                      rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        out.append(x)
+    return tuple(sorted(set(out)))
+
+
+def _numeric_finish(session: Session, col: _Column, plan: _NumPlan,
+                    cfg: DraftConfig) -> ColumnDraft:
+    kind = col.kind
+    integer = kind == "integer"
+    origin, width, n = plan.grid
+    note = _review(col, col.rho + plan.rho, cfg.delta)
+    if plan.whole_range:
+        d = ColumnDraft(col.name, kind)
+        d.put("description", "fill in from documentation", "fill in from documentation")
+        lo, hi = _num(origin), _num(origin + n - 1)
+        d.put("bounds", [lo, hi], f"{note}: the decades of magnitude that hold values")
+        d.put("bin_width", 1, f"{note}: one bin per whole number in the bounds")
+        _common(d, col, list(MISSING_TOKENS), _PUBLIC_TOKENS, "clamp", cfg.delta)
+        if col.parquet is None:
+            d.put("on_unreadable", "null", _UNREADABLE)
+        return d
+    grid = session.cells(col.name, kind, plan.edges, _GRID_SHARE * plan.rho,
+                         f"draft:{col.name}:grid")
+    g = np.asarray(grid.counts)
+    precision, zero_share = plan.precision, plan.zero_share
+    cuts = plan.edges
+
+    def at(i: int) -> float:
+        return cuts[min(i, len(cuts) - 1)]
+
+    lo = at(_quantile_cell(g, 0.005))
+    hi = at(_quantile_cell(g, 0.995) + 1)
+    if integer:
+        hi -= 1
+    if hi <= lo:
+        hi = lo + (1 if integer else (precision or width or 1.0))
+    d = ColumnDraft(col.name, kind)
+    d.put("description", "fill in from documentation", "fill in from documentation")
+    d.put("bounds", [_num(lo), _num(hi)],
+          f"{note}: about 0.5% of values lie below / above (clamped onto the bounds)")
+    atoms: list[float] = []
+    if integer and hi - lo + 1 <= _WHOLE_BINS:
+        d.put("bin_width", 1, f"{note}: one bin per whole number in the bounds")
+    else:
+        inner = sorted({at(_quantile_cell(g, q / 10) + 1) for q in range(1, 10)})
+        bin_edges = [lo, *(x for x in inner if lo < x < hi), hi]
+        step = 1.0 if integer else (precision or 0.0)
+        if zero_share >= 0.05 and 0.0 in bin_edges[:-2] and step and \
+                bin_edges[bin_edges.index(0.0) + 1] <= step:
+            bin_edges.pop(bin_edges.index(0.0) + 1)  # a bin holding only 0: an atom instead
+        if zero_share >= 0.05 and lo <= 0 <= hi:
+            i = max(0, int(np.searchsorted(bin_edges, 0.0, side="right")) - 1)
+            width_0 = bin_edges[min(i + 1, len(bin_edges) - 1)] - bin_edges[i]
+            if width_0 >= 2 * step and (width_0 > 0):
+                atoms = [0]
+        grid_note = (f"a grid of {_num(width)}" if width > 0 else "steps of 1, 2, 5 x 10^k")
+        d.put("bin_edges", [_num(x) for x in bin_edges],
+              f"{note}: deciles rounded to {grid_note}")
+    if not integer and precision is not None:
+        d.put("precision", _num(precision),
+              f"{note}: at least 98% of values are multiples of {_num(precision)}")
+    if atoms:
+        d.put("atoms", atoms, f"{note}: about {100 * zero_share:.0f}% of values are exactly 0")
+    _common(d, col, list(MISSING_TOKENS), _PUBLIC_TOKENS, "clamp", cfg.delta)
+    if col.parquet is None:
+        d.put("on_unreadable", "null", _UNREADABLE)
+    return d
+
+
+_PUBLIC_TOKENS = "the public list of missing tokens (none of them can be read as this kind)"
+_UNREADABLE = ("DP cannot rule out rare text in this column (codes, notes): such cells become "
+               "null; set reject to refuse the table instead, once you know there is none")
+
+
+def _date(session: Session, col: _Column, rho: float, cfg: DraftConfig) -> ColumnDraft:
+    g = session.grid(col.name, "date", *_DATE_GRID, rho, f"draft:{col.name}:years")
+    counts = np.asarray(g.counts)
+    kept = np.flatnonzero(counts >= _MAG_Z * g.sigma)
+    if kept.size == 0:
+        kept = np.asarray([int(np.argmax(counts))])
+    y0 = YEARS[0] + int(kept[0]) * 5
+    y1 = YEARS[0] + int(kept[-1]) * 5 + 4
+    note = _review(col, col.rho + rho, cfg.delta)
+    d = ColumnDraft(col.name, "date")
+    d.put("description", "fill in from documentation", "fill in from documentation")
+    d.put("bounds", [f"{y0:04d}-01-01", f"{y1:04d}-12-31"],
+          f"{note}: the 5-year spans holding dates (clamped onto the bounds)")
+    d.put("bin_unit", "month" if y1 - y0 < 10 else "year", "public choice from the span")
+    d.put("format", DATE_FORMAT, "the date format the draft recognises (ISO 8601)")
+    _common(d, col, list(MISSING_TOKENS), _PUBLIC_TOKENS, "clamp", cfg.delta)
+    if col.parquet is None:
+        d.put("on_unreadable", "null", _UNREADABLE)
+    return d
+
+
+def _not_released(col: _Column, cfg: DraftConfig) -> ColumnDraft:
+    d = ColumnDraft(col.name, col.kind or "text")
+    d.put("description", "fill in from documentation",
+          f"{_review(col, col.rho, cfg.delta)}: {col.eps_note or 'not released'}; never "
+          "released; if it should be, give its kind and domain from the documentation")
+    return d
+
+
+def _suggest_k(session: Session, rho: float) -> int:
+    noisy = np.asarray(session.rows_per_patient(64, rho, "draft:rows-per-patient").counts)
+    return _quantile_cell(noisy, 0.9) + 1
+
+
+# -- YAML ----------------------------------------------------------------------------------
+
+
+def _num(x: float) -> int | float:
+    x = float(f"{x:.12g}")
+    return int(x) if x.is_integer() else x
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return str(_num(v))
+    return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a YAML quoted scalar
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    return _scalar(v)
+
+
+def render(draft: Draft, version: str) -> str:
+    """The draft as commented YAML: every string quoted, every proposed value with a comment
+    saying where it came from ("DP estimate (eps=...), review" or "fill in from documentation")."""
+    lines = [
+        f"# dpsynth table schema DRAFT for {draft.source}, written by `dpsynth schema draft` "
+        f"(dpsynth {version}).",
+        f"# Values that depend on the data are DP estimates: the whole draft cost epsilon="
+        f"{draft.epsilon:g}, delta={draft.delta:g}, charged to the ledger as {draft.draft_id!r}",
+        "# (kind schema-draft). Column names and Parquet types are public metadata. Nothing",
+        "# else was read from the table. Review every line against the table's documentation:",
+        "#   'DP estimate (eps=...), review': learnt under DP; noisy, and rare values are missing.",
+        "#   'fill in from documentation': the draft could not learn it (a placeholder).",
+        "format: \"dpsynth.table-schema/v1\"",
+        f"name: {_scalar(draft.name)}",
+        "version: \"draft-1\"  # fill in from documentation",
+        "description: \"fill in from documentation\"  # fill in from documentation",
+        "privacy_unit:",
+    ]
+    if draft.unit_column is None:
+        lines.append("  max_rows: 1  # each row is one person (no --unit-column given); if rows "
+                     "share a patient, name the patient id column")
+    else:
+        lines.append(f"  column: {_scalar(draft.unit_column)}  # given by you (--unit-column)")
+        lines.append(f"  max_rows: {draft.max_rows}  # {draft.max_rows_comment}")
+    lines.append("columns:")
+    for c in draft.columns:
+        lines.append(f"  - name: {_scalar(c.name)}")
+        kind_note = ("given by you" if c.name == draft.unit_column else
+                     f"DP estimate (eps={_eps(c.rho, draft.delta)} for this column), review")
+        lines.append(f"    kind: {_scalar(c.kind)}  # {kind_note}")
+        for key, value, comment in c.fields:
+            text = f"    {key}: {_value(value)}"
+            lines.append(f"{text}  # {comment}" if comment else text)
+    return "\n".join(lines) + "\n"
