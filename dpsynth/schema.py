@@ -888,6 +888,9 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
         if unit.column is None:
             raise SchemaError("represent: all_rows needs a patient id column (without one "
                               "every row is kept already)", "schema.privacy_unit")
+        if unit.weight_column == UNIT_ROWS_COLUMN:
+            raise SchemaError(f"weight_column must not be {UNIT_ROWS_COLUMN!r} (the internal "
+                              "row-count column)", "schema.privacy_unit")
         for name in (unit.weight_column, UNIT_ROWS_COLUMN):
             if name in by_name:
                 raise SchemaError(f"column {name!r} is added by represent: all_rows, so no "
