@@ -52,8 +52,8 @@ from tstr import DEFAULT_DATA, DEFAULT_SCHEMA, TARGET, load_split, tstr_auc, wri
 
 from dpsynth.config import ReleaseConfig  # noqa: E402
 from dpsynth.pipeline import release  # noqa: E402
-from dpsynth.privacy.ledger import open_ledger  # noqa: E402
 from dpsynth.privacy.accountant import ApproxDP  # noqa: E402
+from dpsynth.privacy.ledger import open_ledger  # noqa: E402
 from dpsynth.schema import load_schema  # noqa: E402
 
 RESULTS = HERE / "results"

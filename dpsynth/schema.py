@@ -40,11 +40,11 @@ import yaml
 from dpsynth.errors import SchemaError
 
 __all__ = [
+    "DEFAULT_ROWS_CAP",
     "MEASURED_KINDS",
+    "UNIT_ROWS_COLUMN",
     "CodeGroup",
     "Column",
-    "DEFAULT_ROWS_CAP",
-    "UNIT_ROWS_COLUMN",
     "PrivacyUnit",
     "Rule",
     "Schema",

@@ -2,8 +2,9 @@
 
 Owns the researcher-facing description of a bundle: purpose, origin (the
 schema's source and citation), how it was made (engine, epsilon/delta, privacy
-unit), what the rows represent (:mod:`dpsynth.report.unit`), the privacy statement, known limits, how to cite, and a clear warning
-that rows are not real patients.
+unit), what the rows represent (:mod:`dpsynth.report.unit`), the privacy
+statement, known limits, how to cite, and a clear warning that rows are not real
+patients.
 
 Must not: mention anything computed on the private table (true row count, exact
 counts, input file name or hash). Its inputs are the public schema and a dict
