@@ -85,7 +85,7 @@ Progress = Callable[[str], None]
 
 UNIT_ROWS_SHARE = 0.02
 """Share of a release's rho spent on the rows-per-patient histogram (sensitivity 1;
-at epsilon 1, delta 1e-9 its noise has sigma of about 46 patients). The engine gets
+at epsilon 1, delta 1e-9 its noise has sigma of about 41 patients). The engine gets
 the rest."""
 
 
