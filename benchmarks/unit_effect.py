@@ -132,10 +132,16 @@ def _mean(rows: list[dict[str, Any]], key: str) -> str:
     return f"{m:.3f}" + (f" ± {float(np.std(vals, ddof=1)):.3f}" if len(vals) > 1 else "")
 
 
-def write_results(rows: list[dict[str, Any]], refs: dict[str, Any], command: str) -> None:
+def write_results(rows: list[dict[str, Any]], refs: dict[str, Any], command: str,
+                  tag: str = "") -> None:
+    """``results/unit_effect.json`` and ``.md``; with ``tag`` only
+    ``results/unit_effect-<tag>.json`` (a partial run, for :func:`combine`)."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "unit_effect.json").write_text(
+    stem = f"unit_effect-{tag}" if tag else "unit_effect"
+    (RESULTS / f"{stem}.json").write_text(
         json.dumps({"command": command, "references": refs, "runs": rows}, indent=2) + "\n")
+    if tag:
+        return
     lines = [
         "# What the privacy unit does to diabetes130 (issue 14, item 4)",
         "",
@@ -173,12 +179,27 @@ def write_results(rows: list[dict[str, Any]], refs: dict[str, Any], command: str
     (RESULTS / "unit_effect.md").write_text("\n".join(lines) + "\n")
 
 
+def combine(paths: list[Path]) -> None:
+    """Merge result files of runs made in parallel (``--tag``) into ``unit_effect.md``/``.json``."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    rows = [r for d in docs for r in d["runs"]]
+    rows.sort(key=lambda r: (r["engine"], list(CONFIGS).index(r["config"]), r["run"]))
+    write_results(rows, docs[0]["references"], "; ".join(d["command"] for d in docs))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", nargs="+", default=["mst", "aim"])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--first-run", type=int, default=1, help="number of the first run")
+    p.add_argument("--tag", default="", help="write results/unit_effect-TAG.json only")
+    p.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                   help="merge these result files into unit_effect.md/.json and exit")
     a = p.parse_args(argv)
+    if a.combine:
+        combine(a.combine)
+        return 0
     command = "python benchmarks/unit_effect.py " + " ".join(argv if argv is not None else sys.argv[1:])
     schema, train, test = load_split(DEFAULT_SCHEMA, DEFAULT_DATA)
     test_values, train_values = real_values(test, schema), real_values(train, schema)
@@ -201,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         with open_ledger(ledger) as led:
             led.init_dataset("unit-effect", ApproxDP(1000.0, 1e-6))
         text = DEFAULT_SCHEMA.read_text(encoding="utf-8")
-        for run in range(1, a.runs + 1):
+        for run in range(a.first_run, a.first_run + a.runs):
             for engine in a.engines:
                 for name in a.configs:
                     k, represent = CONFIGS[name]
@@ -213,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    share {row['share']:.4f} tvd2 {row['tvd_2way']:.4f} "
                           f"auc {row['tstr_auc']:.3f} ({row['seconds']} s)", file=sys.stderr,
                           flush=True)
-                    write_results(rows, refs, command)
+                    write_results(rows, refs, command, a.tag)
     return 0
 
 

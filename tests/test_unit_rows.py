@@ -233,3 +233,30 @@ def test_with_the_option_off_nothing_changes(tmp_path: Path, seeded_noise: objec
         gen = generate(model, Domain.for_model(schema), schema, 500, np.random.default_rng(4))
         files.append((write_synthetic_parquet(gen.table, "r"), write_synthetic_csv(gen.table, "r")))
     assert files[0] == files[1]
+
+
+# -- the benchmark's helpers ------------------------------------------------------------------
+
+
+def test_the_benchmark_replicates_rows_by_their_weights_and_edits_only_the_unit() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from unit_effect import expand, schema_variant
+
+    df = pl.DataFrame({"x": list(range(4000)), "row_weight": [1.0, 1.5, 2.0, 4.25] * 1000})
+    out = expand(df, "row_weight")
+    assert out.columns == ["x"]
+    reps = out.group_by("x").len().sort("x")["len"].to_numpy().astype(np.int64)
+    w = df["row_weight"].to_numpy()
+    assert np.all((reps == np.floor(w)) | (reps == np.ceil(w)))
+    # stochastic rounding keeps the expected count: 1000 rows of weight 1.5 give
+    # 1500 +- 4 * sqrt(1000 * 0.25) copies
+    half = reps[w == 1.5].sum()
+    assert abs(half - 1500) < 4 * np.sqrt(250)
+    shipped = (Path(__file__).resolve().parents[1] / "schemas/diabetes130.yaml").read_text()
+    variant = schema_variant(shipped, 3, "all_rows")
+    unit = parse_schema(variant).privacy_unit
+    assert (unit.max_rows, unit.represent) == (3, "all_rows")
+    assert parse_schema(schema_variant(shipped, 2, "kept_rows")).released_columns == \
+        parse_schema(shipped).released_columns
