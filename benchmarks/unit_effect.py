@@ -73,6 +73,7 @@ def schema_variant(text: str, k: int, represent: str) -> str:
     out, n = re.subn(r"(?m)^(  max_rows:) \d+$", rf"\1 {k}", text)
     if n != 1:
         raise SystemExit("the schema must have exactly one 'max_rows:' line under privacy_unit")
+    out = re.sub(r"(?m)^  represent: \w+\n", "", out)
     if represent != "kept_rows":
         out = out.replace(f"  max_rows: {k}\n", f"  max_rows: {k}\n  represent: {represent}\n", 1)
     return out
