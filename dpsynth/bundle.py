@@ -232,7 +232,7 @@ def release_manifest(record: ReleaseRecord) -> dict[str, Any]:
         "engine": {"name": record.engine, "settings": dict(record.engine_settings)},
         "sampler_seed": record.sampler_seed,
         "rows": record.rows,
-        "columns": list(record.domain.names),
+        "columns": [c.name for c in record.schema.released_columns],
         "privacy": {"epsilon": record.budget.epsilon, "delta": record.budget.delta,
                     "rho": record.rho.rho, "unit": record.schema.privacy_unit.description},
         "schema_sha256": record.schema.sha256,

@@ -88,7 +88,14 @@ class Domain:
 
     @classmethod
     def from_schema(cls, schema: Schema) -> Domain:
+        """The input's measured columns (what the private table is encoded to)."""
         return cls(schema.measured_columns)
+
+    @classmethod
+    def for_model(cls, schema: Schema) -> Domain:
+        """The model's columns: the measured ones, then the internal rows-per-patient
+        column of ``represent: all_rows`` (:attr:`Schema.unit_rows_column`)."""
+        return cls(schema.model_columns)
 
     @property
     def names(self) -> tuple[str, ...]:

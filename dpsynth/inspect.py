@@ -339,7 +339,7 @@ def _check_schema(m: dict[str, Any], f: _Files, r: _Report) -> None:
         kind = exc.kind if isinstance(exc, DpsynthError) else type(exc).__name__
         r.fail("schema", f"{SCHEMA} is not a valid table schema ({kind})")
         return
-    r.same("schema", "columns", [c.name for c in schema.measured_columns], m.get("columns"),
+    r.same("schema", "columns", [c.name for c in schema.released_columns], m.get("columns"),
            f"the released columns of {SCHEMA}")
     r.same("schema", "privacy.unit", schema.privacy_unit.description,
            _obj(m.get("privacy")).get("unit"), f"the privacy unit of {SCHEMA}")

@@ -77,7 +77,7 @@ from dpsynth.privacy.accountant import Accountant, ApproxDP, Budget, Charge
 from dpsynth.privacy.draft_session import DraftSession
 from dpsynth.privacy.ledger import Ledger, open_ledger
 from dpsynth.privacy.session import MeasurementSession
-from dpsynth.record import ReleaseRecord
+from dpsynth.record import ReleaseRecord, RowsPerPatient
 from dpsynth.report.builder import build_reports, settings_dict
 from dpsynth.rules import check_satisfiable, rule_cliques, structural_zeros
 from dpsynth.schema import Schema, load_schema, parse_schema
@@ -89,6 +89,11 @@ __all__ = ["DraftConfig", "DraftResult", "ReleaseConfig", "ReleaseResult", "chec
            "draft_schema", "ledger_placement_warning", "reconcile", "release"]
 
 Progress = Callable[[str], None]
+
+UNIT_ROWS_SHARE = 0.02
+"""Share of a release's rho spent on the rows-per-patient histogram (sensitivity 1;
+at epsilon 1, delta 1e-9 its noise has sigma of about 41 patients). The engine gets
+the rest."""
 
 
 def check(schema_path: str | Path, input_path: str | Path | None = None,
@@ -229,10 +234,11 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
             _mark_spent(ledger, run)
             spent = True
             crash_point("after-spent")
-            model, charges = _fit(run)
+            model, charges, unit_rows = _fit(run)
             crash_point("after-fit")
             # ======== privacy boundary: nothing below sees private data ========
-            record = _public_record(run, model, charges, _public_summary(ledger, run.dataset_id))
+            record = _public_record(run, model, charges, unit_rows,
+                                    _public_summary(ledger, run.dataset_id))
             with run.stage("bundle", "writing reports and the bundle"):
                 path = write_bundle(cfg.out_dir, release_files(record, build_reports(record)),
                                     release_manifest(record), sign=sign)
@@ -451,9 +457,13 @@ def _file_sha256(path: Path) -> str:
 # -- the private half ---------------------------------------------------------------
 
 
-def _fit(run: _Run) -> tuple[Model, list[Charge]]:
+def _fit(run: _Run) -> tuple[Model, list[Charge], RowsPerPatient | None]:
     """Read, check, bound, encode, measure and fit. Only DP outputs leave (and the
-    custodian's timings: ``count`` is the part of ``fit`` spent counting)."""
+    custodian's timings: ``count`` is the part of ``fit`` spent counting).
+
+    With a patient id column, the first DP step is the rows-per-patient histogram
+    (:data:`UNIT_ROWS_SHARE` of the release's rho, sensitivity 1); the engine gets
+    the rest of the budget."""
     cfg = run.cfg
     run.say(f"reading and checking the input against the schema ({cfg.backend})")
     t = time.perf_counter()
@@ -462,23 +472,29 @@ def _fit(run: _Run) -> tuple[Model, list[Charge]]:
         run.timings["read_check_encode"] = time.perf_counter() - t
         counter = TimedCounter(loaded.counter)
         session = MeasurementSession(counter, loaded.columns, loaded.sizes,
-                                     loaded.contribution_bound, Accountant(run.budget.rho))
+                                     loaded.contribution_bound, Accountant(run.budget.rho),
+                                     unit_rows=loaded.unit_rows)
+        unit_rows = None
+        if loaded.unit_rows is not None:
+            noisy = session.measure_unit_rows(UNIT_ROWS_SHARE * run.budget.rho.rho)
+            unit_rows = RowsPerPatient(counts=tuple(float(x) for x in noisy.counts),
+                                       sigma=noisy.sigma, max_rows=loaded.contribution_bound)
         with run.stage("fit", f"fitting the {cfg.engine} model (every measurement is charged "
                        "to the accountant)"):
             model = run.engine.fit(session, run.settings)  # inside: Spark needs the counter
         charges = list(session.charges)
         del session
     run.timings["count"] = counter.seconds
-    return model, charges
+    return model, charges, unit_rows
 
 
 # -- the public half: post-processing of DP outputs only ------------------------------
 
 
 def _public_record(run: _Run, model: Model, charges: list[Charge],
-                   dataset: dict[str, Any]) -> ReleaseRecord:
+                   unit_rows: RowsPerPatient | None, dataset: dict[str, Any]) -> ReleaseRecord:
     """Sample, decode and validate; gather every public fact of the release."""
-    cfg, domain = run.cfg, Domain.from_schema(run.schema)
+    cfg, domain = run.cfg, Domain.for_model(run.schema)
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
     rng = np.random.default_rng(seed)
     n_rows = cfg.rows if cfg.rows is not None else max(1, round(model.total))
@@ -497,7 +513,7 @@ def _public_record(run: _Run, model: Model, charges: list[Charge],
         dpsynth_version=__version__, schema=run.schema, domain=domain, engine=cfg.engine,
         engine_settings=settings_dict(run.settings), budget=run.budget, charges=charges,
         dataset=dataset, model=model, sampler_seed=seed, codes=generated.codes,
-        table=generated.table, rules=rules, validation=outcome)
+        table=generated.table, rules=rules, validation=outcome, unit_rows=unit_rows)
 
 
 def _audit(run: _Run, bundle: Path) -> str | None:

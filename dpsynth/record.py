@@ -24,7 +24,64 @@ from dpsynth.privacy.accountant import ApproxDP, Budget, Charge
 from dpsynth.schema import Schema
 from dpsynth.validate import ValidationOutcome
 
-__all__ = ["ReleaseRecord"]
+__all__ = ["ReleaseRecord", "RowsPerPatient"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowsPerPatient:
+    """The DP histogram of patients by number of input rows, clamped at the public cap
+    C (a DP output: noisy counts, safe to publish), and what follows from it.
+
+    ``counts[i]`` is the noisy number of patients with ``i + 1`` rows; the last entry
+    counts patients with C rows or more. Derived figures clip negative noisy counts
+    at zero; they treat the last entry as exactly C rows, so they are lower bounds
+    where patients have more than C rows.
+    """
+
+    counts: tuple[float, ...]
+    sigma: float
+    """Noise scale of each count (discrete Gaussian, sensitivity 1)."""
+    max_rows: int
+    """k, the rows kept per patient."""
+
+    @property
+    def cap(self) -> int:
+        return len(self.counts)
+
+    def _clipped(self) -> np.ndarray:
+        return np.clip(np.asarray(self.counts, dtype=np.float64), 0.0, None)
+
+    @property
+    def patients(self) -> float:
+        """Noisy number of patients (negative counts clipped at zero)."""
+        return float(self._clipped().sum())
+
+    def shares(self) -> list[float]:
+        """Share of patients in each entry (zeros when every clipped count is zero)."""
+        c = self._clipped()
+        return [float(x) for x in (c / c.sum() if c.sum() > 0 else c)]
+
+    @property
+    def mean_rows(self) -> float:
+        """Rows per patient on average (counting C or more as C: a lower bound)."""
+        c = self._clipped()
+        n = np.arange(1, c.size + 1)
+        return float((c * n).sum() / c.sum()) if c.sum() > 0 else 0.0
+
+    @property
+    def kept_share(self) -> float:
+        """Share of the input's rows that bounding keeps: sum of min(n, k) over sum of n
+        (with C or more counted as C, an upper bound)."""
+        c = self._clipped()
+        n = np.arange(1, c.size + 1)
+        total = float((c * n).sum())
+        return float((c * np.minimum(n, self.max_rows)).sum() / total) if total > 0 else 1.0
+
+    @property
+    def over_k_share(self) -> float:
+        """Share of patients with more than k rows (some of their rows were dropped)."""
+        c = self._clipped()
+        return float(c[self.max_rows:].sum() / c.sum()) if c.sum() > 0 else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +112,8 @@ class ReleaseRecord:
     rules: Mapping[str, Any]
     """What the schema's rules did in generation (:meth:`Generated.rules_json`)."""
     validation: ValidationOutcome
+    unit_rows: RowsPerPatient | None = None
+    """The DP rows-per-patient histogram (``None`` without a patient id column)."""
 
     @property
     def rho(self) -> Budget:

@@ -206,7 +206,7 @@ def check_satisfiable(schema: Schema) -> None:
     evaluated on the columns' types, and a rule no value of the domain satisfies."""
     if not schema.rules and not schema.derived_columns:
         return
-    domain = Domain.from_schema(schema)
+    domain = Domain.for_model(schema)
     rng = np.random.default_rng(0)
     codes = np.column_stack([rng.integers(0, n, PROBE_ROWS) for n in domain.sizes])
     table = domain.decode(codes, rng)

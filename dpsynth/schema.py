@@ -40,7 +40,9 @@ import yaml
 from dpsynth.errors import SchemaError
 
 __all__ = [
+    "DEFAULT_ROWS_CAP",
     "MEASURED_KINDS",
+    "UNIT_ROWS_COLUMN",
     "CodeGroup",
     "Column",
     "PrivacyUnit",
@@ -48,6 +50,7 @@ __all__ = [
     "Schema",
     "load_schema",
     "parse_schema",
+    "plural",
     "table_schema_json",
 ]
 
@@ -205,13 +208,42 @@ def _date_edges(b0: dt.datetime, b1: dt.datetime, unit: str) -> tuple[dt.datetim
     return tuple(edges)
 
 
+DEFAULT_ROWS_CAP = 10
+"""Default public cap C of the rows-per-patient distribution (``privacy_unit.rows_cap``;
+``max_rows`` when that is larger)."""
+UNIT_ROWS_COLUMN = "_unit_rows"
+"""The internal modelled column of ``represent: all_rows``: the patient's row count,
+clamped at ``rows_cap`` (categories ``"1" .. "C"``). Measured and sampled, never
+released: the weight column is computed from it."""
+Represent = Literal["kept_rows", "all_rows"]
+
+
+def plural(noun: str) -> str:
+    """An English plural of a schema's row noun (encounter -> encounters, entry -> entries)."""
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
 @dataclass(frozen=True)
 class PrivacyUnit:
     """The protected individual: ``column`` identifies a patient, who keeps at most
-    ``max_rows`` rows (the contribution bound k)."""
+    ``max_rows`` rows (the contribution bound k).
+
+    ``rows_cap`` (C) is the public cap of the rows-per-patient distribution every
+    release measures; ``row_name`` is what one row is (the reports' word);
+    ``represent`` says what the synthetic table describes: the kept rows
+    (``kept_rows``, the default), or approximately every input row (``all_rows``:
+    the clamped row count is modelled and ``weight_column`` added)."""
 
     column: str | None
     max_rows: int = 1
+    rows_cap: int = DEFAULT_ROWS_CAP
+    row_name: str = "row"
+    represent: Represent = "kept_rows"
+    weight_column: str = "row_weight"
 
     @property
     def description(self) -> str:
@@ -219,6 +251,24 @@ class PrivacyUnit:
             return "one person per row (no patient id column); each row is a privacy unit"
         return (f"one patient, identified by {self.column!r}, contributing up to "
                 f"{self.max_rows} row(s)")
+
+    @property
+    def rows_represent(self) -> str:
+        """What one synthetic row stands for, in the schema's words: "one randomly
+        chosen encounter per patient ('patient_nbr')" (k = 1) or "up to k encounters
+        per patient" (k > 1), and the weight when ``represent`` is ``all_rows``."""
+        noun, many = self.row_name, plural(self.row_name)
+        if self.column is None:
+            return f"one {noun} per person (each {noun} is a different person)"
+        k = self.max_rows
+        what = (f"one randomly chosen {noun} per patient" if k == 1
+                else f"up to {k} {many} per patient (chosen at random when a patient has more)")
+        what += f" (patient id column {self.column!r}, never released)"
+        if self.represent == "all_rows":
+            what += (f"; each row carries a weight {self.weight_column!r} (the patient's "
+                     f"number of {many}, clamped at {self.rows_cap}, divided by the rows kept) "
+                     f"so that weighted analyses approximate all {many}")
+        return what
 
 
 @dataclass(frozen=True)
@@ -266,13 +316,51 @@ class Schema:
 
     @property
     def measured_columns(self) -> tuple[Column, ...]:
-        """Columns in the model's domain (measured under DP)."""
+        """The input's columns that are measured under DP (the model's domain, but for
+        :attr:`unit_rows_column`)."""
         return tuple(c for c in self.columns if c.measured)
 
     @property
+    def unit_rows_column(self) -> Column | None:
+        """``represent: all_rows``: the internal column holding each kept row's patient
+        row count clamped at ``rows_cap`` (codes 0 .. C-1 mean 1 .. C or more rows).
+        Computed from the input, modelled like any column, never released."""
+        unit = self.privacy_unit
+        if unit.represent != "all_rows":
+            return None
+        cap = unit.rows_cap
+        return Column(name=UNIT_ROWS_COLUMN, kind="categorical", ordered=True,
+                      categories=tuple(str(n) for n in range(1, cap + 1)),
+                      labels=((str(cap), f"{cap} or more"),),
+                      description=f"{plural(unit.row_name)} of the patient, clamped at {cap}")
+
+    @property
+    def weight_column(self) -> Column | None:
+        """``represent: all_rows``: the released weight, a derived column: the patient's
+        clamped row count c over the rows kept for them, ``c / min(c, k)``."""
+        unit = self.privacy_unit
+        if unit.represent != "all_rows":
+            return None
+        n = f'CAST("{UNIT_ROWS_COLUMN}" AS DOUBLE)'
+        return Column(name=unit.weight_column, kind="derived", nullable=False,
+                      expr=f"{n} / LEAST({n}, {unit.max_rows})",
+                      bounds=(1.0, unit.rows_cap / min(unit.rows_cap, unit.max_rows)),
+                      description=(f"how many {plural(unit.row_name)} of the input this row "
+                                   "stands for (approximately)"))
+
+    @property
+    def model_columns(self) -> tuple[Column, ...]:
+        """The model's domain: the measured columns, then :attr:`unit_rows_column`."""
+        extra = self.unit_rows_column
+        return self.measured_columns + ((extra,) if extra is not None else ())
+
+    @property
     def released_columns(self) -> tuple[Column, ...]:
-        """Columns of the synthetic table, in schema order: measured and derived."""
-        return tuple(c for c in self.columns if c.released)
+        """Columns of the synthetic table, in schema order: measured and derived, then
+        the weight column (``represent: all_rows``)."""
+        weight = self.weight_column
+        return (tuple(c for c in self.columns if c.released)
+                + ((weight,) if weight is not None else ()))
 
     @property
     def input_columns(self) -> tuple[Column, ...]:
@@ -282,11 +370,15 @@ class Schema:
 
     @property
     def derived_columns(self) -> tuple[Column, ...]:
-        return tuple(c for c in self.columns if c.kind == "derived")
+        """Columns computed after sampling: the schema's derived ones, then the weight."""
+        weight = self.weight_column
+        return (tuple(c for c in self.columns if c.kind == "derived")
+                + ((weight,) if weight is not None else ()))
 
     def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
+        """A column by name: the schema's, the internal one, or the weight."""
+        for c in (*self.columns, self.unit_rows_column, self.weight_column):
+            if c is not None and c.name == name:
                 return c
         raise KeyError(name)
 
@@ -789,7 +881,27 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
     by_name = {c.name: c for c in columns}
 
     pu = doc["privacy_unit"]
-    unit = PrivacyUnit(column=pu.get("column"), max_rows=int(pu.get("max_rows", 1)))
+    k = int(pu.get("max_rows", 1))
+    unit = PrivacyUnit(column=pu.get("column"), max_rows=k,
+                       rows_cap=int(pu.get("rows_cap", max(DEFAULT_ROWS_CAP, k))),
+                       row_name=str(pu.get("row_name", "row")),
+                       represent=pu.get("represent", "kept_rows"),
+                       weight_column=str(pu.get("weight_column", "row_weight")))
+    if unit.rows_cap < unit.max_rows:
+        raise SchemaError(f"rows_cap ({unit.rows_cap}) must be at least max_rows "
+                          f"({unit.max_rows})", "schema.privacy_unit")
+    if unit.represent == "all_rows":
+        if unit.column is None:
+            raise SchemaError("represent: all_rows needs a patient id column (without one "
+                              "every row is kept already)", "schema.privacy_unit")
+        if unit.weight_column == UNIT_ROWS_COLUMN:
+            raise SchemaError(f"weight_column must not be {UNIT_ROWS_COLUMN!r} (the internal "
+                              "row-count column)", "schema.privacy_unit")
+        for name in (unit.weight_column, UNIT_ROWS_COLUMN):
+            if name in by_name:
+                raise SchemaError(f"column {name!r} is added by represent: all_rows, so no "
+                                  "schema column may have that name; set weight_column",
+                                  "schema.privacy_unit")
     if unit.column is None:
         if unit.max_rows != 1:
             raise SchemaError("without a patient id column each row is a person, so max_rows "

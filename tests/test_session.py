@@ -260,6 +260,8 @@ def test_does_not_expose_private_data() -> None:
         "measure",
         "select",
         "select_marginal",
+        # noisy patients by row count (sensitivity 1), charged before it answers
+        "measure_unit_rows",
         # the one exit for private codes: charges the whole remaining budget first,
         # for the optional smartnoise adapters only (k = 1); see its docstring
         "spend_all_for_external",

@@ -109,6 +109,29 @@ def test_same_bounded_counts_as_polars(spark: object, schema: Schema, inputs: di
     np.testing.assert_array_equal(single, ref[6])
 
 
+def test_same_rows_per_patient_and_modelled_count_as_polars(spark: object,
+                                                            inputs: dict[str, Path]) -> None:
+    """The DP histogram's exact input and ``represent: all_rows``'s internal column agree
+    on both backends (issue 14, item 4)."""
+    from dpsynth.marginals.spark import spark_load
+    from dpsynth.schema import UNIT_ROWS_COLUMN
+
+    text = SCHEMA_TEXT.replace("max_rows: 2", "max_rows: 2, rows_cap: 5, represent: all_rows")
+    assert text != SCHEMA_TEXT
+    schema = parse_schema(text)
+    enc = load_encoded(inputs["csv"], schema, bounding_secret=SECRET)
+    assert enc.columns[-1] == UNIT_ROWS_COLUMN and enc.unit_rows is not None
+    marginals = [(UNIT_ROWS_COLUMN,), ("sex", UNIT_ROWS_COLUMN)]
+    ref = NumpyCounter(enc.codes, enc.columns, enc.sizes).count_many(marginals)
+    loaded = spark_load(str(inputs["csv"]), schema, SECRET, spark)  # type: ignore[arg-type]
+    with loaded.counter as counter:
+        assert (loaded.columns, loaded.sizes) == (enc.columns, enc.sizes)
+        assert loaded.unit_rows is not None
+        np.testing.assert_array_equal(loaded.unit_rows, enc.unit_rows)
+        for g, r in zip(counter.count_many(marginals), ref, strict=True):
+            np.testing.assert_array_equal(g, r)
+
+
 def test_another_secret_keeps_other_rows(spark: object, schema: Schema,
                                          inputs: dict[str, Path]) -> None:
     from dpsynth.marginals.spark import spark_load

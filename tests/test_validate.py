@@ -38,7 +38,7 @@ rules:
 
 def _table(schema: Schema, n: int = N, seed: int = 0) -> pl.DataFrame:
     """``n`` random rows of the schema's domain that keep its error rules."""
-    d = Domain.from_schema(schema)
+    d = Domain.for_model(schema)
     rng = np.random.default_rng(seed)
     codes = np.stack([rng.integers(0, k, 200 * n) for k in d.sizes], axis=1)
     df = derive(schema, d.decode(codes, rng))
@@ -351,7 +351,7 @@ def _example_table(schema: Schema) -> pl.DataFrame:
     session = MeasurementSession(enc.codes, enc.columns, enc.sizes, enc.contribution_bound,
                                  Accountant(Budget(rho_for(1.0, 1e-9))))
     model = get_engine("mst").fit(session, None)
-    return generate(model, Domain.from_schema(schema), schema, 5000,
+    return generate(model, Domain.for_model(schema), schema, 5000,
                     np.random.default_rng(0)).table
 
 

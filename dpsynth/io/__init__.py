@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from dpsynth.domain import Domain
 from dpsynth.io.bounding import (
@@ -36,7 +37,7 @@ from dpsynth.io.bounding import (
 )
 from dpsynth.io.checking import CheckedTable, check_and_encode, check_table, encode, to_codes
 from dpsynth.io.reading import is_parquet, open_table, parse_header, read_table
-from dpsynth.schema import Schema
+from dpsynth.schema import UNIT_ROWS_COLUMN, Schema
 
 __all__ = [
     "CheckedTable",
@@ -54,6 +55,7 @@ __all__ = [
     "parse_header",
     "patient_hashes",
     "read_table",
+    "rows_per_patient",
 ]
 
 
@@ -66,6 +68,10 @@ class EncodedTable:
     columns: tuple[str, ...]
     sizes: tuple[int, ...]
     contribution_bound: int
+    unit_rows: np.ndarray | None = None
+    """Exact patients by row count in the input, before bounding: entry ``i`` counts
+    the patients with ``i + 1`` rows, the last one those with ``rows_cap`` or more
+    (:func:`rows_per_patient`); ``None`` without a patient id column."""
 
 
 def load_encoded(path: str | Path, schema: Schema,
@@ -82,15 +88,33 @@ def load_encoded(path: str | Path, schema: Schema,
     called, so a test or audit that replaces ``dpsynth.io.<name>`` sees every call.
     """
     unit = schema.privacy_unit
-    domain = Domain.from_schema(schema)
+    domain = Domain.for_model(schema)
     with open_table(path, schema) as lf:
         checked = check_and_encode(lf, schema, from_csv=not is_parquet(path))
     compact = checked.frame
+    unit_rows = None
     if unit.column is not None:
+        counts = rows_per_patient(compact, unit.column, unit.rows_cap)
+        unit_rows = np.bincount(counts[_CODE].to_numpy(), minlength=unit.rows_cap)
         compact = bound_contributions(compact, unit.column, unit.max_rows, bounding_secret,
                                       checked.unit_values)
+        if schema.unit_rows_column is not None:  # represent: all_rows
+            compact = compact.join(counts.rename({_CODE: UNIT_ROWS_COLUMN}), on=unit.column,
+                                   how="left", maintain_order="left")
         compact = compact.drop(unit.column)
     del checked
     codes = to_codes(compact, len(domain.columns))
     return EncodedTable(codes=codes, columns=domain.names, sizes=domain.sizes,
-                        contribution_bound=unit.max_rows)
+                        contribution_bound=unit.max_rows, unit_rows=unit_rows)
+
+
+_CODE = "_code"
+
+
+def rows_per_patient(frame: pl.DataFrame, unit_column: str, cap: int) -> pl.DataFrame:
+    """One row per patient of ``frame`` (all of its rows, before bounding): the patient
+    id and ``_code``, the row count clamped at ``cap`` minus one (codes 0 .. cap-1 of
+    :attr:`~dpsynth.schema.Schema.unit_rows_column`). A patient's count depends on
+    their own rows only, so adding or removing a patient moves one patient's entry."""
+    return frame.group_by(unit_column).agg(
+        (pl.len().clip(upper_bound=cap) - 1).cast(pl.UInt8).alias(_CODE))

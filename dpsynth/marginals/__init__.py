@@ -118,6 +118,8 @@ class LoadedCounter:
     columns: tuple[str, ...]
     sizes: tuple[int, ...]
     contribution_bound: int
+    unit_rows: np.ndarray | None = None
+    """Exact patients by clamped row count (hand it to the session; PRIVATE)."""
 
 
 @contextlib.contextmanager
@@ -146,7 +148,8 @@ def open_counter(path: str | Path, schema: Schema, *, backend: str = "polars",
 
         enc = load_encoded(path, schema, bounding_secret)
         counter = NumpyCounter(enc.codes, enc.columns, enc.sizes)
-        loaded = LoadedCounter(counter, enc.columns, enc.sizes, enc.contribution_bound)
+        loaded = LoadedCounter(counter, enc.columns, enc.sizes, enc.contribution_bound,
+                               enc.unit_rows)
         del enc, counter
         yield loaded
         return
@@ -164,7 +167,7 @@ def open_counter(path: str | Path, schema: Schema, *, backend: str = "polars",
         enc_s = sp.spark_load(str(path), schema, bounding_secret, session)
         try:
             yield LoadedCounter(enc_s.counter, enc_s.columns, enc_s.sizes,
-                                enc_s.contribution_bound)
+                                enc_s.contribution_bound, enc_s.unit_rows)
         finally:
             enc_s.counter.close()
     finally:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from dpsynth.errors import BudgetError, UsageError
 
 __all__ = [
+    "UNIT_ROWS_STEP",
     "Accountant",
     "ApproxDP",
     "Budget",
@@ -27,6 +28,10 @@ __all__ = [
     "epsilon_for",
     "rho_for",
 ]
+
+UNIT_ROWS_STEP = "unit/rows-per-patient"
+"""The accounted step (and pseudo-column) of the rows-per-patient histogram
+(``MeasurementSession.measure_unit_rows``; sensitivity 1)."""
 
 # Relative slack allowed when comparing float budgets: a spend that equals the
 # total up to rounding of the conversions is not an overspend.

@@ -10,7 +10,9 @@ returned, and a step the remaining budget cannot cover raises
 
 Sensitivities follow the privacy unit: one patient contributes up to ``k``
 rows, so adding or removing a patient changes any histogram by at most ``k`` in
-L1 and in L2.
+L1 and in L2. The one histogram over patients rather than rows, patients by
+their number of rows clamped at a public cap (:meth:`MeasurementSession.measure_unit_rows`),
+changes by 1.
 
 Must not: expose the codes, exact counts or the true row count (no public
 attribute or method returns them; quality scores that need exact counts are
@@ -33,7 +35,7 @@ import numpy as np
 from dpsynth.errors import BudgetError, InternalError, UsageError
 from dpsynth.marginals import MarginalCounter, NumpyCounter, marginal_columns
 from dpsynth.privacy import mechanisms
-from dpsynth.privacy.accountant import Accountant, Budget, Charge
+from dpsynth.privacy.accountant import UNIT_ROWS_STEP, Accountant, Budget, Charge
 
 __all__ = ["MAX_MARGINAL_CELLS", "MeasurementSession", "NoisyMarginal"]
 
@@ -86,6 +88,9 @@ class MeasurementSession:
         ``k``, rows one patient may contribute (the histogram sensitivity).
     accountant:
         Spent before each result is returned.
+    unit_rows:
+        Exact patients by row count clamped at the public cap (before bounding), for
+        :meth:`measure_unit_rows` only; ``None`` without a patient id column.
     _noise:
         TESTS ONLY: the :class:`~dpsynth.privacy.mechanisms.NoiseBackend` that
         runs each prepared mechanism instead of OpenDP's sampler
@@ -96,7 +101,7 @@ class MeasurementSession:
     """
 
     __slots__ = ("__accountant", "__cache", "__columns", "__counter", "__domain", "__index", "__k",
-                 "__noise")
+                 "__noise", "__unit_rows")
 
     def __init__(
         self,
@@ -106,6 +111,7 @@ class MeasurementSession:
         contribution_bound: int,
         accountant: Accountant,
         *,
+        unit_rows: np.ndarray | None = None,
         _noise: mechanisms.NoiseBackend | None = None,
     ) -> None:
         cols = tuple(str(c) for c in columns)
@@ -135,6 +141,14 @@ class MeasurementSession:
         if _noise is not None and not callable(_noise):
             raise UsageError("_noise must be a noise backend (a callable)")
         self.__noise: mechanisms.NoiseBackend = mechanisms.run_opendp if _noise is None else _noise
+        self.__unit_rows: np.ndarray | None = None
+        if unit_rows is not None:
+            hist = np.asarray(unit_rows)
+            if hist.ndim != 1 or hist.size < 1 or hist.dtype.kind not in "iu" or hist.min() < 0:
+                raise UsageError("unit_rows must be a non-empty vector of non-negative counts")
+            hist = np.ascontiguousarray(hist, dtype=np.int64)
+            hist.setflags(write=False)
+            self.__unit_rows = hist
 
     # -- public, non-private facts ---------------------------------------------------
     def __repr__(self) -> str:
@@ -211,6 +225,27 @@ class MeasurementSession:
             step=step,
             groups=maps if any(g is not None for g in maps) else None,
         )
+
+    def measure_unit_rows(self, rho: float, step: str = UNIT_ROWS_STEP) -> NoisyMarginal:
+        """Noisy count of patients by their number of rows (before bounding), clamped
+        at the schema's public cap C: entry ``i`` counts patients with ``i + 1`` rows,
+        the last one those with C or more. Discrete Gaussian costing ``rho``.
+
+        Each patient adds one to exactly one entry, whatever their number of rows, so
+        adding or removing a patient changes this histogram by 1 in L1 and in L2: the
+        sensitivity is 1, not k. The result's ``columns`` is ``(UNIT_ROWS_STEP,)``.
+        """
+        if self.__unit_rows is None:
+            raise UsageError(f"{step}: this session was given no rows-per-patient counts "
+                             "(the table has no patient id column)")
+        mech = mechanisms.gaussian_counts(1, rho)
+        self._charge(step, mech, (UNIT_ROWS_STEP,), 1.0)
+        shape = (int(self.__unit_rows.size),)
+        noisy = np.asarray(self.__noise(mech, mechanisms.as_counts(self.__unit_rows)),
+                           dtype=np.float64).reshape(shape)
+        noisy.setflags(write=False)
+        return NoisyMarginal(columns=(UNIT_ROWS_STEP,), shape=shape, counts=noisy,
+                             sigma=mech.scale, step=step)
 
     def select(
         self,

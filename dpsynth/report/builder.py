@@ -17,6 +17,7 @@ from dpsynth.record import ReleaseRecord
 from dpsynth.report.datasheet import datasheet_markdown
 from dpsynth.report.privacy import privacy_report, render_privacy_html
 from dpsynth.report.quality import quality_report_html
+from dpsynth.report.unit import unit_section_html
 
 __all__ = ["Reports", "build_reports"]
 
@@ -40,12 +41,13 @@ def build_reports(record: ReleaseRecord) -> Reports:
         dataset_summary=dict(record.dataset))
     quality = quality_report_html(
         record.schema, [_Measured(m) for m in record.model.measurements], record.codes,
-        record.domain.names, record.domain.sizes, float(record.model.total), record.rules)
+        record.domain.names, record.domain.sizes, float(record.model.total), record.rules,
+        unit_section=unit_section_html(record.schema, record.unit_rows))
     datasheet = datasheet_markdown(record.schema, {
         "release_id": record.release_id, "engine": record.engine,
         "epsilon": record.budget.epsilon, "delta": record.budget.delta, "rows": record.rows,
         "dpsynth_version": record.dpsynth_version, "created": record.created,
-        "rules": record.rules})
+        "rules": record.rules, "unit_rows": record.unit_rows})
     return Reports(privacy, render_privacy_html(privacy), quality, datasheet)
 
 

@@ -2,8 +2,9 @@
 
 Owns the researcher-facing description of a bundle: purpose, origin (the
 schema's source and citation), how it was made (engine, epsilon/delta, privacy
-unit), the privacy statement, known limits, how to cite, and a clear warning
-that rows are not real patients.
+unit), what the rows represent (:mod:`dpsynth.report.unit`), the privacy
+statement, known limits, how to cite, and a clear warning that rows are not real
+patients.
 
 Must not: mention anything computed on the private table (true row count, exact
 counts, input file name or hash). Its inputs are the public schema and a dict
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dpsynth.report.unit import unit_section_markdown
 from dpsynth.schema import Schema
 
 __all__ = ["datasheet_markdown"]
@@ -213,7 +215,8 @@ def datasheet_markdown(schema: Schema, release: Mapping[str, Any]) -> str:
     ``release`` holds public facts: ``release_id``, ``engine``, ``epsilon``,
     ``delta``, ``rows`` (synthetic rows), optionally ``created``,
     ``dpsynth_version``, ``dataset_id``, ``statement`` (the privacy report's plain
-    statement), ``seed`` and ``rules`` (what generation did with the schema's rules).
+    statement), ``seed``, ``rules`` (what generation did with the schema's rules) and
+    ``unit_rows`` (the DP rows-per-patient histogram, :class:`dpsynth.record.RowsPerPatient`).
     """
     f = _Facts.of(release)
     lines = [
@@ -221,6 +224,7 @@ def datasheet_markdown(schema: Schema, release: Mapping[str, Any]) -> str:
         *_WARNING_AND_PURPOSE,
         *_origin(schema),
         *_how_made(schema, release, f),
+        *unit_section_markdown(schema, release.get("unit_rows")),
         *_privacy_statement(schema, release, f),
         *_known_limits(schema),
         *_rules(release.get("rules")),

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from dpsynth.errors import InternalError, UsageError
-from dpsynth.privacy.accountant import Budget, epsilon_for
+from dpsynth.privacy.accountant import UNIT_ROWS_STEP, Budget, epsilon_for
 from dpsynth.report.page import html_page
 from dpsynth.schema import PrivacyUnit, Schema
 
@@ -198,6 +198,9 @@ def privacy_report(
             "description": unit.description,
             "column": unit.column,
             "max_rows": unit.max_rows,
+            "rows_cap": unit.rows_cap,
+            "represent": unit.represent,
+            "rows_represent": unit.rows_represent,
         },
         "neighbouring_relation": _neighbouring(unit),
         "accounting": _ACCOUNTING,
@@ -241,6 +244,10 @@ def _guarantee_html(report: Mapping[str, Any]) -> list[str]:
         "<dl class=\"kv\">",
         f"<dt>Privacy unit</dt><dd>{_e(unit['description'])}</dd>",
         f"<dt>Contribution bound k</dt><dd>{_e(unit['max_rows'])} row(s) per unit</dd>",
+        f"<dt>What a synthetic row represents</dt><dd>{_e(unit['rows_represent'])}</dd>",
+        f"<dt>Rows per patient</dt><dd>measured under DP (step <code>{_e(UNIT_ROWS_STEP)}"
+        f"</code>, sensitivity 1: one patient adds one count), clamped at "
+        f"{_e(unit['rows_cap'])}</dd>" if unit.get("column") else "",
         f"<dt>Neighbouring relation</dt><dd>{_e(report['neighbouring_relation'])}</dd>",
         f"<dt>Accounting</dt><dd>{_e(report['accounting'])}</dd>",
         f"<dt>Engine</dt><dd><code>{_e(report['engine']['name'])}</code></dd>",

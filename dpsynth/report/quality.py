@@ -357,6 +357,7 @@ def quality_report_html(
     sizes: tuple[int, ...],
     total_estimate: float,
     rules: Mapping[str, Any] | None = None,
+    unit_section: Sequence[str] = (),
 ) -> str:
     """``quality-report.html``: synthetic codes vs the noisy measurements.
 
@@ -364,18 +365,21 @@ def quality_report_html(
     ``measurements`` are DP marginals (``.columns``, ``.noisy`` or ``.counts``,
     ``.sigma``); ``total_estimate`` is the DP estimate of the table's size, used
     to turn noisy counts into shares. ``rules`` is what generation did with the
-    schema's rules (:meth:`dpsynth.generate.Generated.rules_json`).
+    schema's rules (:meth:`dpsynth.generate.Generated.rules_json`). ``unit_section``:
+    the HTML of "What the rows represent" (:func:`dpsynth.report.unit.unit_section_html`).
     """
     codes = np.asarray(synthetic_codes)
     if codes.ndim != 2 or codes.shape[1] != len(columns) or len(columns) != len(sizes):
         raise InternalError("synthetic codes, columns and sizes do not agree")
     marginals = _marginals(measurements, codes, columns, sizes)
     one_way = _one_way_views(marginals, columns)
-    p = _Page(columns, {c.name: c for c in schema.columns}, int(codes.shape[0]),
+    p = _Page(columns, {c.name: c for c in (*schema.columns, *schema.model_columns)},
+              int(codes.shape[0]),
               float(total_estimate))
     ranked = sorted(marginals, key=lambda m: -m.tvd)
     parts = [
         *_intro(schema, p, len(marginals)),
+        *unit_section,
         *_rules_section(rules),
         *_tvd_table(ranked, p.total),
         *_one_way_plots(p, one_way),

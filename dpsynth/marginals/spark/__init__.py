@@ -31,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from dpsynth.io import bounding_secret as secret_bytes
 from dpsynth.marginals.spark.bounding import UID, bound
 from dpsynth.marginals.spark.counter import SparkCounter
@@ -70,6 +72,8 @@ class SparkEncoded:
     columns: tuple[str, ...]
     sizes: tuple[int, ...]
     contribution_bound: int
+    unit_rows: np.ndarray | None = None
+    """As :attr:`dpsynth.io.EncodedTable.unit_rows` (exact; collected to the driver)."""
 
 
 def spark_load(path: str, schema: Schema, bounding_secret: bytes | int | None = None,
@@ -88,9 +92,11 @@ def spark_load(path: str, schema: Schema, bounding_secret: bytes | int | None = 
     spark = spark or spark_session()
     # Dates are parsed and compared as UTC wall-clock microseconds.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
-    columns = tuple(c.name for c in schema.measured_columns)
-    sizes = tuple(c.domain_size for c in schema.measured_columns)
+    columns = tuple(c.name for c in schema.model_columns)
+    sizes = tuple(c.domain_size for c in schema.model_columns)
+    n_measured = len(schema.measured_columns)
     unit = schema.privacy_unit
+    unit_rows = None
     with spark_errors():
         raw, from_csv = read_input(spark, path, schema)
         numbered = number_rows(spark, raw, parquet=not from_csv)
@@ -100,8 +106,18 @@ def spark_load(path: str, schema: Schema, bounding_secret: bytes | int | None = 
             *[column_exprs(c).code.alias(f"c{j}") for j, c in enumerate(schema.measured_columns)],
         )
         if unit.column is not None:
-            encoded = bound(encoded, len(columns), unit.max_rows, secret)
+            # patients by row count clamped at the cap (all rows, before bounding); the
+            # internal column of represent: all_rows is the same code, per kept row
+            rows = f"c{n_measured}"
+            per_patient = encoded.groupBy(UID).agg(
+                (F.least(F.count(F.lit(1)), F.lit(unit.rows_cap)) - 1).alias(rows))
+            unit_rows = np.zeros(unit.rows_cap, dtype=np.int64)
+            for r in per_patient.groupBy(rows).count().collect():
+                unit_rows[int(r[rows])] = int(r["count"])
+            encoded = bound(encoded, n_measured, unit.max_rows, secret)
+            if schema.unit_rows_column is not None:
+                encoded = encoded.join(per_patient, on=UID, how="left")
         codes = encoded.select(*[f"c{j}" for j in range(len(columns))])
         counter = SparkCounter(codes, columns, sizes)
     return SparkEncoded(counter=counter, columns=columns, sizes=sizes,
-                        contribution_bound=unit.max_rows)
+                        contribution_bound=unit.max_rows, unit_rows=unit_rows)
