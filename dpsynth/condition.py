@@ -144,7 +144,7 @@ def parse_condition(text: str, schema: Schema) -> Condition:
                              f"{_names(cols)} satisfies {str(e)[:120]}")
         terms.append(Term(str(e), cols, allowed))
     cond = Condition(text, tuple(terms))
-    domain = Domain.from_schema(schema)
+    domain = Domain.for_model(schema)
     for j, w in cond.evidence(domain).items():
         if not w.any():
             raise ConditionError(f"--condition can never hold: its terms on column "
@@ -159,7 +159,7 @@ def _names(cols: tuple[str, ...]) -> str:
 def _check_evaluable(text: str, schema: Schema) -> None:
     """Evaluate the condition on rows drawn from the public domain: it must run on the
     columns' types and give true/false."""
-    domain = Domain.from_schema(schema)
+    domain = Domain.for_model(schema)
     rng = np.random.default_rng(0)
     codes = np.column_stack([rng.integers(0, n, CHECK_ROWS) for n in domain.sizes])
     view = rule_frame(derive(schema, domain.decode(codes, rng)))

@@ -83,7 +83,7 @@ from dpsynth.errors import DpsynthError, InternalError, StorageError
 from dpsynth.hashing import sha256_file
 from dpsynth.model_format import MODEL_ARRAYS, MODEL_ENGINES, MODEL_JSON, model_problems
 from dpsynth.privacy.accountant import Budget, epsilon_for, rho_for
-from dpsynth.schema import parse_schema
+from dpsynth.schema import Schema, parse_schema
 
 if TYPE_CHECKING:
     from dpsynth.signing import PublicKey
@@ -323,11 +323,12 @@ class _Files:
         return out
 
 
-def _check_schema(m: dict[str, Any], f: _Files, r: _Report) -> None:
+def _check_schema(m: dict[str, Any], f: _Files, r: _Report) -> Schema | None:
+    """Check ``schema.yaml`` against the manifest; the parsed schema, or ``None``."""
     path = _regular(f.root, SCHEMA)
     if path is None:
         r.skip("schema")
-        return
+        return None
     r.ran("schema")
     digest = sha256_file(path)
     if digest != m.get("schema_sha256"):
@@ -338,7 +339,7 @@ def _check_schema(m: dict[str, Any], f: _Files, r: _Report) -> None:
     except (DpsynthError, OSError, UnicodeDecodeError) as exc:
         kind = exc.kind if isinstance(exc, DpsynthError) else type(exc).__name__
         r.fail("schema", f"{SCHEMA} is not a valid table schema ({kind})")
-        return
+        return None
     r.same("schema", "columns", [c.name for c in schema.released_columns], m.get("columns"),
            f"the released columns of {SCHEMA}")
     r.same("schema", "privacy.unit", schema.privacy_unit.description,
@@ -346,6 +347,7 @@ def _check_schema(m: dict[str, Any], f: _Files, r: _Report) -> None:
     for key, value in (("schema_name", schema.name), ("schema_version", schema.version)):
         if key in m:
             r.same("schema", key, value, m[key], f"the {key.split('_')[1]} in {SCHEMA}")
+    return schema
 
 
 def _suite_row_counts(suite: dict[str, Any]) -> list[Any]:
@@ -481,7 +483,7 @@ def _check_privacy(m: dict[str, Any], f: _Files, r: _Report) -> None:
 
 
 def _check_model(m: dict[str, Any], listed: dict[str, dict[str, Any]], f: _Files,
-                 r: _Report) -> None:
+                 r: _Report, schema: Schema | None) -> None:
     engine = _obj(m.get("engine")).get("name")
     model_rels = (MODEL_JSON, MODEL_ARRAYS)
     r.ran("model")
@@ -507,8 +509,9 @@ def _check_model(m: dict[str, Any], listed: dict[str, dict[str, Any]], f: _Files
         return
     doc = json.loads(doc_bytes)
     r.same("model", "engine.name", doc["engine"], engine, f"the engine in {MODEL_JSON}")
-    r.same("model", "columns", [c["name"] for c in doc["columns"]], m.get("columns"),
-           f"the columns of {MODEL_JSON}")
+    if schema is not None:  # the model's columns: measured ones (+ the internal row count)
+        r.same("model", "columns", [c["name"] for c in doc["columns"]],
+               [c.name for c in schema.model_columns], f"the columns of {MODEL_JSON}")  # noqa: E501
 
 
 # --------------------------------------------------------------------------- verify
@@ -547,12 +550,12 @@ def verify_bundle(path: str | Path, verify_key: PublicKey | None = None) -> Insp
     _check_files(root, listed, r)
     _check_directory(root, listed, r)
     files = _Files(root, r)
-    _check_schema(manifest, files, r)
+    schema = _check_schema(manifest, files, r)
     _check_rows(manifest, files, r)
     _check_columns(manifest, files, r)
     _check_release(manifest, files, r)
     _check_privacy(manifest, files, r)
-    _check_model(manifest, listed, files, r)
+    _check_model(manifest, listed, files, r, schema)
     return _result(r, _summary(manifest), signature)
 
 

@@ -174,7 +174,7 @@ def sample_bundle(cfg: SampleConfig, progress: Progress | None = None) -> Sample
     schema = parse_schema((bundle / SCHEMA).read_text(encoding="utf-8"), source_name=SCHEMA)
     check_rows(schema, cfg.rows)
     model, _ = read_model((bundle / MODEL_JSON).read_bytes(), (bundle / MODEL_ARRAYS).read_bytes())
-    domain = Domain.from_schema(schema)
+    domain = Domain.for_model(schema)  # with represent: all_rows, the internal row count too
     lap("load")
     cond: Condition | None = None
     z = 1.0

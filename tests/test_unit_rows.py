@@ -179,6 +179,14 @@ def test_represent_all_rows_adds_a_validated_weight_column(tmp_path: Path) -> No
     assert side["dpsynth.synthetic"] is True and side["columns"][-1]["name"] == "row_weight"
     sheet = (out / "DATASHEET.md").read_text()
     assert "weight 'row_weight'" in sheet and "approximation" in sheet
+    # the saved model holds the internal row count: dpsynth sample turns it into the weight
+    drawn = tmp_path / "drawn.parquet"
+    res = CliRunner().invoke(main, ["sample", "--bundle", str(out), "--rows", "300", "--out",
+                                    str(drawn), "--seed", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    sampled = pl.read_parquet(drawn)
+    assert sampled.columns == synth.columns and sampled.height == 300
+    assert set(sampled["row_weight"].unique().to_list()) <= {1.0, 1.5}
 
 
 def test_the_modelled_row_count_is_the_patients_clamped_count(tmp_path: Path) -> None:
