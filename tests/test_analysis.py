@@ -262,3 +262,12 @@ def test_audit_runs_tstr_for_every_declared_target(analysed: dict[str, Path]) ->
     assert report["utility"]["tstr"]["target"] == "smoker"
     assert summary["tstr_targets"][0]["auc_train_real"] == pytest.approx(t["auc_train_real"])
     assert not math.isnan(summary["tstr_auc"])
+
+
+def test_audit_prints_each_declared_target(analysed: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["audit", "--schema", str(analysed["schema"]), "--input",
+                                  str(analysed["input"]), "--bundle", str(analysed["bundle"]),
+                                  "--out", str(analysed["dir"] / "audit-text"), "--seed", "3"])
+    assert r.exit_code == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("TSTR AUC"))
+    assert "smoker = True" in line and "real-train ceiling 0." in line and "floor 0." in line
