@@ -72,6 +72,8 @@ CONFIGS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "v010-mst": ("mst", "v010", "v010", ()),
     # not run by default (--configs): a larger up-front share for the target pairs
     "aim-targets-share30": ("aim", "shipped", "this", ("--engine-option", "analysis_share=0.3")),
+    # not run by default: analysis marginals weigh as much as generic ones in selection
+    "aim-targets-w1": ("aim", "shipped", "this", ("--engine-option", "analysis_weight=1")),
 }
 DEFAULT_CONFIGS = ("aim-targets", "aim-plain", "v010-aim", "mst-targets", "mst-plain", "v010-mst")
 TARGET_AUC = 0.64
