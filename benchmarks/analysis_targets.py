@@ -98,7 +98,8 @@ def release(cfg: str, run: int, work: Path, train_csv: Path, schemas: dict[str, 
     if (bundle / "synthetic.parquet").is_file():
         return bundle
     d.mkdir(parents=True, exist_ok=True)
-    ledger = d / f"ledger{run}.db"
+    ledger = d / "ledgers" / f"ledger{run}.db"  # not beside the bundle (the release warns)
+    ledger.parent.mkdir(exist_ok=True)
     ledger.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(trees[tree])}
     cli = [sys.executable, "-m", "dpsynth"]
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         shares = real_train.get_column(c).cast(pl.String).value_counts(normalize=True, name="share")
         groups += [(c, str(v), float(sh)) for v, sh in shares.iter_rows()
                    if v is not None and 0.02 <= sh <= 0.05]
-    sub_share = float((real_train.get_column(s_col).cast(pl.String) == s_val).mean())
+    sub_share = float((real_train.get_column(s_col).cast(pl.String) == s_val).fill_null(False).mean())
     print(f"split: train {train.height} rows, test {test.height} rows; {s_col}={s_val}: "
           f"{100 * sub_share:.2f}% of patients", file=sys.stderr)
     from raw_fidelity import independent
