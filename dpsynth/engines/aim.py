@@ -27,8 +27,11 @@ release in ``targets``/``focus``/``subgroups``): the workload gains, besides the
 all-``degree``-way marginals (weight 1 each), every pair of a target with another column,
 every triple of a target, a subgroup column and another column, and every focus set, each
 with weight ``analysis_weight`` (default 4). A candidate's AIM weight is ``w_c = sum_r
-weight_r * |c & r|`` over the workload's marginals ``r``; with one target on diabetes130's
-48 columns that makes a target pair's weight about 2.8 times a generic pair's. Before the
+weight_r * |c & r|`` over the workload's marginals ``r``: on diabetes130 (48 columns, one
+target, three subgroups) 126-470 for a generic pair, 838-1010 for a target pair, up to 1245
+for a triple (94 for every pair without targets). The selection's noise scales with the
+largest weight, so generic choices get noisier: on diabetes130 the 2-way TVD rises by about
+a quarter (``benchmarks/results/analysis_targets.md``). Before the
 rounds start, the target pairs and the focus sets (those within ``max_model_size`` cells)
 are measured without selection, together spending ``analysis_share`` (default 0.1) of the
 budget in equal parts, so every target pair and every subgroup x target pair is in the
