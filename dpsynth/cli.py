@@ -502,6 +502,10 @@ def keygen_cmd(out_path: Path, as_json: bool) -> None:
         click.echo(f"fingerprint: {fingerprint}")
 
 
+def _auc_text(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 @main.command("audit")
 @click.option("--schema", "schema_path", required=True, type=click.Path(path_type=Path),
               help="Table schema file (YAML) the bundle was released with.")
@@ -513,7 +517,8 @@ def keygen_cmd(out_path: Path, as_json: bool) -> None:
               help="Directory for the CONFIDENTIAL report (audit-report.json/.html); never "
                    "inside the bundle.")
 @click.option("--target", help="Binary target COLUMN=VALUE for train-on-synthetic, test-on-real "
-                               "(e.g. readmitted=<30).")
+                               "(e.g. readmitted=<30), besides every level of the schema's "
+                               "analysis.targets.")
 @click.option("--holdout", "holdout_path", type=click.Path(path_type=Path),
               help="Real rows the release never saw (same schema): the baseline for exact-match, "
                    "distance-to-closest-record and anonymeter checks.")
@@ -542,6 +547,11 @@ def audit_cmd(schema_path: Path, input_path: Path, bundle_dir: Path, out_dir: Pa
         click.echo(f"mean TVD 1-way {result['tvd_1way_mean']:.4f}, 2-way "
                    f"{result['tvd_2way_mean']:.4f}; exact-match share "
                    f"{result['exact_match_share']:.4f}; anonymeter: {result['anonymeter']}")
+        for t in result["tstr_targets"]:
+            click.echo(f"TSTR AUC {t['target']} = {t['value']}: synthetic "
+                       f"{_auc_text(t['auc_train_synthetic'])}, real-train ceiling "
+                       f"{_auc_text(t['auc_train_real'])}, independent-columns floor "
+                       f"{_auc_text(t['auc_train_independent'])}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -319,6 +319,10 @@ def _prepare(cfg: ReleaseConfig, say: Progress, warn: Progress | None) -> _Run:
         # cells they forbid (public choices, from the schema only)
         settings = dataclasses.replace(settings, keep_together=rule_cliques(schema),
                                        structural_zeros=structural_zeros(schema))
+    if schema.analysis and "targets" in {f.name for f in dataclasses.fields(settings)}:
+        # the schema's analysis section: what researchers will study (public)
+        settings = dataclasses.replace(settings, targets=schema.analysis.targets,
+                                       focus=schema.analysis.focus, subgroups=schema.subgroups)
     run = _Run(cfg=cfg, schema=schema, engine=get_engine(cfg.engine), settings=settings,
                budget=ApproxDP(cfg.epsilon, cfg.delta), dataset_id=cfg.dataset_id or schema.name,
                release_id=cfg.release_id or _new_release_id(schema), say=say, warn=warn)

@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_ROWS_CAP",
     "MEASURED_KINDS",
     "UNIT_ROWS_COLUMN",
+    "Analysis",
     "CodeGroup",
     "Column",
     "PrivacyUnit",
@@ -272,6 +273,23 @@ class PrivacyUnit:
 
 
 @dataclass(frozen=True)
+class Analysis:
+    """What researchers will study with the release (public: a statement of intent, no data).
+
+    ``targets`` are outcomes they will predict; ``focus`` are other column sets whose joint
+    distribution is known to matter. The engines give these marginals (and the targets'
+    joint marginals with the schema's subgroups) more weight and budget; without them
+    (both empty) every engine behaves as if the section were absent.
+    """
+
+    targets: tuple[str, ...] = ()
+    focus: tuple[tuple[str, ...], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.targets or self.focus)
+
+
+@dataclass(frozen=True)
 class Rule:
     """A cross-column rule: a SQL boolean expression every synthetic row satisfies.
 
@@ -306,6 +324,7 @@ class Schema:
     columns: tuple[Column, ...]
     subgroups: tuple[str, ...] = ()
     rules: tuple[Rule, ...] = ()
+    analysis: Analysis = field(default_factory=Analysis)
     source: str = ""
     citation: str = ""
     text: str = field(default="", repr=False)
@@ -931,6 +950,7 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
             raise SchemaError(f"subgroup {s!r} must name a categorical, boolean or code column",
                               "schema.subgroups")
 
+    analysis = _build_analysis(doc.get("analysis") or {}, by_name)
     _check_derived(columns)
     rules = tuple(_build_rule(r, i, by_name) for i, r in enumerate(doc.get("rules", [])))
     rule_names = [r.name for r in rules]
@@ -947,10 +967,34 @@ def _build(doc: dict[str, Any], text: str) -> Schema:
         columns=columns,
         subgroups=subgroups,
         rules=rules,
+        analysis=analysis,
         source=doc.get("source", ""),
         citation=doc.get("citation", ""),
         text=text,
     )
+
+
+def _build_analysis(a: dict[str, Any], by_name: dict[str, Column]) -> Analysis:
+    """``analysis:`` -> :class:`Analysis`; every column named must be a measured column
+    (the engines model those; derived columns are computed after sampling)."""
+
+    def measured(name: str, where: str) -> str:
+        if name not in by_name:
+            raise SchemaError(f"names column {name!r}, which the schema does not define", where)
+        if not by_name[name].measured:
+            raise SchemaError(f"column {name!r} must be a measured released column (not "
+                              f"{by_name[name].kind})", where)
+        return name
+
+    targets = tuple(measured(t, "schema.analysis.targets") for t in a.get("targets", []))
+    focus: list[tuple[str, ...]] = []
+    for i, group in enumerate(a.get("focus", [])):
+        where = f"schema.analysis.focus[{i}]"
+        cols = tuple(measured(c, where) for c in group)
+        if len(set(cols)) != len(cols):
+            raise SchemaError("must name distinct columns", where)
+        focus.append(cols)
+    return Analysis(targets=targets, focus=tuple(focus))
 
 
 def sql_columns(text: str, what: str, where: str) -> tuple[str, ...]:

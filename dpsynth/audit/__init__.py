@@ -5,7 +5,9 @@ Owns the custodian-only comparison written by ``dpsynth audit`` (:func:`audit`) 
 ``dpsynth.io`` and the bundle's synthetic table, hands both as integer codes to
 
 * :mod:`dpsynth.audit.utility`: 1-, 2- and 3-way marginal TVDs, association
-  differences, train-on-synthetic / test-on-real AUC, subgroup fidelity;
+  differences, train-on-synthetic / test-on-real AUC (``--target`` and every declared
+  ``analysis.targets`` level, with a real-train ceiling, an independent-columns floor
+  and per-subgroup AUCs), subgroup fidelity;
 * :mod:`dpsynth.audit.disclosure`: exact matches and distance to the closest record
   against a baseline, anonymeter's risks (optional ``dpsynth[audit]`` extra);
 * :mod:`dpsynth.audit.render`: the plots (each marked CONFIDENTIAL) and the page;
@@ -41,6 +43,7 @@ from dpsynth.audit.utility import (
     parse_target,
     subgroup_fidelity,
     tstr,
+    tstr_targets,
 )
 from dpsynth.confidential import refuse_audit_dir, write_confidential
 from dpsynth.domain import Domain, recode
@@ -89,8 +92,11 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
     holdout = _real_codes(holdout_path, schema) if holdout_path is not None else None
     tvds, summaries = marginal_summaries(real, synth, domain, rng)
     corr = correlations(real, synth, domain)
+    declared = tstr_targets(real, synth, domain, schema, rng, holdout)
     t: dict[str, Any] = (tstr(real, synth, domain, target, schema, rng, holdout) if target is not None
-         else {"status": "skipped: name a target with --target COLUMN=VALUE"})
+                         else next((x for x in declared if x.get("status") == "ok"),
+                                   {"status": "skipped: name a target with --target COLUMN=VALUE "
+                                              "or declare analysis.targets in the schema"}))
     subgroups = subgroup_fidelity(real, synth, domain, schema)
     disc, curves = disclosure(real, synth, domain, holdout, rng)
     target_col = target.partition("=")[0].strip() if target else None
@@ -102,7 +108,8 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
         "real_rows": int(real.shape[0]),
         "synthetic_rows": int(synth.shape[0]),
         "holdout_rows": int(holdout.shape[0]) if holdout is not None else None,
-        "utility": {**summaries, "correlations": corr, "tstr": t, "subgroups": subgroups},
+        "utility": {**summaries, "correlations": corr, "tstr": t, "tstr_targets": declared,
+                    "subgroups": subgroups},
         "disclosure": disc,
     }
     roc: dict[str, Any] = t.get("_roc") or {}
@@ -159,6 +166,9 @@ def audit(schema_path: str | Path, input_path: str | Path, bundle_path: str | Pa
         "tvd_2way_mean": u["tvd_2way"]["mean"],
         "tvd_3way_mean": u["tvd_3way"]["mean"],
         "tstr_auc": u["tstr"].get("auc_train_synthetic"),
+        "tstr_targets": [{k: x.get(k) for k in ("target", "value", "auc_train_synthetic",
+                                                 "auc_train_real", "auc_train_independent")}
+                         for x in u["tstr_targets"] if x.get("status") == "ok"],
         "exact_match_share": report["disclosure"]["exact_match_share_training"],
         "anonymeter": report["disclosure"]["anonymeter"]["status"],
     }

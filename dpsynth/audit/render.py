@@ -33,6 +33,7 @@ BANNER = ("CONFIDENTIAL: contains statistics of the real table that are NOT diff
 CONFIDENTIAL_MARK = Watermark("CONFIDENTIAL", "CONFIDENTIAL: real-data statistics, not DP")
 """Drawn on every plot of the audit (and on no public plot)."""
 _JSON_SECTIONS = (("Associations", "correlations"), ("Train on synthetic, test on real", "tstr"),
+                  ("Train on synthetic, test on real: declared analysis targets", "tstr_targets"),
                   ("Subgroup fidelity", "subgroups"))
 
 

@@ -3,8 +3,10 @@
 Owns the utility half of the internal audit: 1-, 2- and 3-way marginal
 total-variation distances (mean, median, the worst marginals named), association
 differences (Cramér's V for every pair, Pearson on codes for ordered pairs),
-train-on-synthetic / test-on-real AUC for a binary target ``column == value`` (a
-numpy/scipy L2 logistic regression on one-hot codes, :func:`fit_logistic`, scored by
+train-on-synthetic / test-on-real AUC for a binary target ``column == value`` and for
+every level of each declared ``analysis.targets`` column, next to a real-train ceiling,
+an independent-columns floor and the AUC inside each subgroup (a numpy/scipy L2
+logistic regression on one-hot codes, :func:`fit_logistic`, scored by
 :func:`auc_score`, so it needs no optional package), and subgroup fidelity for the
 schema's subgroups (real vs synthetic share and 1-way TVD inside each group).
 
@@ -30,14 +32,21 @@ from dpsynth.errors import UsageError
 from dpsynth.report.metrics import codes_tvd
 from dpsynth.schema import Schema
 
-__all__ = ["MAX_COMBOS", "MAX_TRAIN_ROWS", "auc_score", "correlations", "fit_logistic",
-           "marginal_summaries", "marginal_tvds", "parse_target", "subgroup_fidelity", "tstr"]
+__all__ = ["MAX_COMBOS", "MAX_TARGET_LEVELS", "MAX_TRAIN_ROWS", "MIN_GROUP_CLASS", "auc_score",
+           "correlations", "fit_logistic", "marginal_summaries", "marginal_tvds", "parse_target",
+           "subgroup_fidelity", "target_levels", "tstr", "tstr_code", "tstr_targets"]
 
 _ORDERED = ("integer", "float", "date", "datetime")
 MAX_COMBOS = 600
 """Most 3-way marginals compared (a seeded random subset beyond this)."""
 MAX_TRAIN_ROWS = 200_000
 """Most rows each target model is trained on."""
+MAX_TARGET_LEVELS = 10
+"""A declared target with more levels than this is not audited level by level."""
+FLOOR_DRAWS = 3
+"""Shuffles averaged for the independent-columns floor."""
+MIN_GROUP_CLASS = 10
+"""A subgroup's TSTR AUC needs at least this many positive and negative test rows."""
 
 TvdList = list[tuple[tuple[str, ...], float]]
 
@@ -207,15 +216,43 @@ def parse_target(spec: str, schema: Schema, domain: Domain) -> tuple[int, int, s
     return j, int(code), col_name, level_labels(col)[int(code)]
 
 
+def target_levels(schema: Schema, domain: Domain, column: str) -> list[int]:
+    """The codes a declared analysis target is audited at, one-vs-rest: ``true`` for a
+    boolean, the last level of a two-level column (both give the same AUC), every level
+    otherwise; none past :data:`MAX_TARGET_LEVELS` levels (null is never a positive)."""
+    col = domain.columns[domain.names.index(column)]
+    n = len(level_labels(col)) - int(col.nullable)
+    if n > MAX_TARGET_LEVELS:
+        return []
+    return [n - 1] if n == 2 else list(range(n))
+
+
 def tstr(real: np.ndarray, synth: np.ndarray, domain: Domain, target: str, schema: Schema,
          rng: np.random.Generator, test: np.ndarray | None = None) -> dict[str, Any]:
-    """Train on synthetic, test on real, for the binary target ``column == value``.
+    """Train on synthetic, test on real, for the binary target ``column == value``
+    (``target`` is ``COLUMN=VALUE``); see :func:`tstr_code`."""
+    j, code, _, _ = parse_target(target, schema, domain)
+    return tstr_code(real, synth, domain, j, code, schema, rng, test)
 
-    The reference model is trained on half of the real rows and tested on the other
-    half (train-real/test-real), or on ``test`` (the holdout rows) when given; the
-    synthetic model is tested on the same rows. The key ``_roc`` is for the plot only.
+
+def tstr_code(real: np.ndarray, synth: np.ndarray, domain: Domain, j: int, code: int,
+              schema: Schema, rng: np.random.Generator, test: np.ndarray | None = None
+              ) -> dict[str, Any]:
+    """Train on synthetic, test on real, for the binary target ``column j == code``.
+
+    Three models, each tested on the same real rows: trained on the synthetic table
+    (``auc_train_synthetic``), on half of the real rows (the ceiling, ``auc_train_real``),
+    and on that half with every column shuffled on its own (the independent-columns
+    floor, ``auc_train_independent``: the 1-way marginals kept, every relationship
+    gone; such a model's coefficients are noise, so its AUC scatters around 0.5 and the
+    floor is the mean over :data:`FLOOR_DRAWS` shuffles). The test rows are the other
+    half of the real rows, or ``test`` (the holdout rows) when given. ``subgroups``: the
+    synthetic- and real-trained models' AUC inside each group of the schema's subgroup
+    columns (groups with fewer than :data:`MIN_GROUP_CLASS` positive or negative test
+    rows are left out). The key ``_roc`` is for the plot only.
     """
-    j, code, name, label = parse_target(target, schema, domain)
+    name, col = domain.names[j], domain.columns[j]
+    label = level_labels(col)[code]
     feats = [k for k in range(len(domain.names)) if k != j]
     sizes = [domain.sizes[k] for k in feats]
     out: dict[str, Any] = {"target": name, "value": label, "model": "logistic regression "
@@ -232,10 +269,11 @@ def tstr(real: np.ndarray, synth: np.ndarray, domain: Domain, target: str, schem
         out["test_rows"] = "a random half of the real table"
     syn = synth[rng.permutation(synth.shape[0])[:MAX_TRAIN_ROWS]]
     y_te = te_real[:, j] == code
-    res: dict[str, Any] = {"positive_share_real": round(float(y_te.mean()), 4),
+    res: dict[str, Any] = {"positive_share_real": round(float(y_te.mean()), 4) if y_te.size else None,
                            "positive_share_synthetic": round(float((synth[:, j] == code).mean()), 4)}
     x_te = _onehot(te_real[:, feats], sizes)
     roc: dict[str, Any] = {}
+    scores: dict[str, np.ndarray] = {}
     for label_, train in (("train_synthetic", syn), ("train_real", tr_real)):
         y_tr = train[:, j] == code
         if y_tr.all() or not y_tr.any():
@@ -245,9 +283,67 @@ def tstr(real: np.ndarray, synth: np.ndarray, domain: Domain, target: str, schem
         score = x_te @ w[:-1] + w[-1]
         res[f"auc_{label_}"] = auc_score(y_te, score)
         roc[label_] = (y_te, score)
+        scores[label_] = score
+    floors = [_independent_auc(tr_real, x_te, y_te, j, code, feats, sizes, rng)
+              for _ in range(FLOOR_DRAWS)]
+    ok = [f for f in floors if f is not None]
+    res["auc_train_independent"] = float(np.mean(ok)) if ok else None
     a, b = res.get("auc_train_synthetic"), res.get("auc_train_real")
     res["auc_gap"] = round(b - a, 4) if a is not None and b is not None else None
+    res["subgroups"] = _tstr_subgroups(te_real, y_te, scores, domain, schema, j)
     return {**out, **res, "status": "ok", "_roc": roc}
+
+
+def _independent_auc(train: np.ndarray, x_te: Any, y_te: np.ndarray, j: int, code: int,
+                     feats: list[int], sizes: list[int], rng: np.random.Generator) -> float | None:
+    """AUC of a model trained on ``train`` with every column shuffled on its own."""
+    if train.shape[0] == 0:
+        return None
+    indep = np.column_stack([train[rng.permutation(train.shape[0]), k] for k in range(train.shape[1])])
+    y_tr = indep[:, j] == code
+    if y_tr.all() or not y_tr.any():
+        return None
+    w = fit_logistic(_onehot(indep[:, feats], sizes), y_tr)
+    return auc_score(y_te, x_te @ w[:-1] + w[-1])
+
+
+def _tstr_subgroups(test: np.ndarray, y: np.ndarray, scores: dict[str, np.ndarray], domain: Domain,
+                    schema: Schema, target: int) -> list[dict[str, Any]]:
+    """The synthetic- and real-trained models' AUC inside each subgroup's groups."""
+    out: list[dict[str, Any]] = []
+    for name in schema.subgroups:
+        if name not in domain.names or domain.names.index(name) == target:
+            continue
+        k = domain.names.index(name)
+        for code, label in enumerate(level_labels(domain.columns[k])):
+            inside = test[:, k] == code
+            pos = int(y[inside].sum())
+            neg = int(inside.sum()) - pos
+            if min(pos, neg) < MIN_GROUP_CLASS:
+                continue
+            row: dict[str, Any] = {"column": name, "value": label, "test_rows": int(inside.sum()),
+                                   "positive_share": round(pos / (pos + neg), 4)}
+            for key in ("train_synthetic", "train_real"):
+                sc = scores.get(key)
+                row[f"auc_{key}"] = auc_score(y[inside], sc[inside]) if sc is not None else None
+            out.append(row)
+    return out
+
+
+def tstr_targets(real: np.ndarray, synth: np.ndarray, domain: Domain, schema: Schema,
+                 rng: np.random.Generator, test: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """:func:`tstr_code` for every level of every declared ``analysis.targets`` column
+    (:func:`target_levels`)."""
+    out: list[dict[str, Any]] = []
+    for name in schema.analysis.targets:
+        if name not in domain.names:
+            continue
+        j = domain.names.index(name)
+        codes = target_levels(schema, domain, name)
+        if not codes:
+            out.append({"target": name, "status": f"skipped: more than {MAX_TARGET_LEVELS} levels"})
+        out.extend(tstr_code(real, synth, domain, j, c, schema, rng, test) for c in codes)
+    return out
 
 
 # -- subgroups -------------------------------------------------------------------------------------

@@ -7,6 +7,15 @@ edge at a time with noisy max on how badly the 1-way model explains each pair
 estimate a graphical model. The paper splits in thirds; the tree's 2-way
 measurements carry most of the 2-way utility, so they get more here.
 
+Analysis targets (issue 14; public, from the schema's ``analysis`` section, set by the
+release in ``targets``/``focus``/``subgroups``): in the tree selection a pair holding a
+target scores ``analysis_weight`` (default 4) times its error, so the noisy max favours
+edges to the target (the sensitivity is scaled by the same largest weight, so the
+selection stays DP). After the tree, the pairs of each target with each subgroup column,
+and a chain through each focus set, are measured like the tree's edges where the tree
+lacks them. The workload used is in ``info["workload"]``. Without targets and focus the
+fit is exactly the plain MST.
+
 Must not: see data except through the session, or spend more than the session
 has (it spends exactly what remains).
 """
@@ -53,8 +62,22 @@ class MSTSettings:
     """Cells no row can hold (public: the release sets them from the schema's error
     rules, :func:`dpsynth.rules.structural_zeros`): per column set, the code tuples.
     Where the set is measured, the model is fitted with zero mass on them."""
+    targets: tuple[str, ...] = ()
+    """Analysis targets (public: the release sets them from the schema's
+    ``analysis.targets``): tree edges to them score ``analysis_weight`` times their error,
+    and their pairs with each subgroup column are measured."""
+    focus: tuple[tuple[str, ...], ...] = ()
+    """Column sets known to matter (the schema's ``analysis.focus``): a chain of pairs
+    through each is measured, as for ``keep_together``."""
+    subgroups: tuple[str, ...] = ()
+    """The schema's subgroup columns; used only with ``targets``."""
+    analysis_weight: float = 4.0
+    """Selection weight of a pair holding a target (other pairs weigh 1)."""
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.analysis_weight, int | float) and np.isfinite(self.analysis_weight)
+                and self.analysis_weight >= 1):
+            raise UsageError(f"analysis_weight ({self.analysis_weight}) must be a number >= 1")
         for name in ("oneway_share", "select_share"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 < v < 1):
@@ -115,8 +138,18 @@ def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> Fitted
         expansions.append(emat / emat.sum(axis=1, keepdims=True))
     gmap = {cols[j]: g for j, g in enumerate(groups) if g is not None}
     if d > 1:
-        chosen = _select_tree(session, cols, obs, expansions, rho * s.select_share / (d - 1))
+        targets = {cols.index(t) for t in s.targets if t in cols}
+        chosen = _select_tree(session, cols, obs, expansions, rho * s.select_share / (d - 1),
+                              targets, float(s.analysis_weight))
+        tree = list(chosen)
         chosen += [e for e in _forced_edges(cols, s.keep_together) if e not in chosen]
+        extra = _forced_edges(cols, _analysis_sets(s))
+        chosen += [e for e in extra if e not in chosen]
+        workload = {"tree": f"a spanning tree of {d - 1} pairs chosen by noisy max",
+                    "target_weight": float(s.analysis_weight) if targets else 1.0,
+                    "tree_pairs_with_a_target": [[cols[a], cols[b]] for a, b in tree
+                                                 if a in targets or b in targets],
+                    "analysis_pairs": [[cols[a], cols[b]] for a, b in extra]}
         measure_rho = session.remaining.rho / len(chosen)
         for n, (a, b) in enumerate(chosen):
             pair = (cols[a], cols[b])
@@ -129,7 +162,8 @@ def fit_mst(session: SessionLike, settings: MSTSettings | None = None) -> Fitted
                                          sizes), groups, csizes)
     est = estimate(csizes, obs, max_iters=s.max_iters, tol=s.tol,
                    zeros={c: m for c, m in zeros.items() if any(o.attrs == c for o in obs)})
-    info = {"engine": "mst", "iterations": est.iterations, "estimation_seconds": est.seconds}
+    info = {"engine": "mst", "iterations": est.iterations, "estimation_seconds": est.seconds,
+            "workload": workload if d > 1 else {}}
     return FittedModel(cols, sizes, est.model, measurements, info, expansions)
 
 
@@ -170,11 +204,19 @@ def _forced_edges(cols: tuple[str, ...], keep: tuple[tuple[str, ...], ...]) -> l
     return edges
 
 
+def _analysis_sets(s: MSTSettings) -> tuple[tuple[str, ...], ...]:
+    """Column sets measured after the tree: (target, subgroup) pairs and the focus sets."""
+    pairs = tuple((t, g) for t in s.targets for g in s.subgroups if g != t)
+    return pairs + s.focus
+
+
 def _select_tree(session: SessionLike, cols: tuple[str, ...], obs: list[Observation],
-                 expansions: list[np.ndarray | None], select_rho: float) -> list[tuple[int, int]]:
+                 expansions: list[np.ndarray | None], select_rho: float,
+                 targets: set[int] | frozenset[int] = frozenset(),
+                 target_weight: float = 1.0) -> list[tuple[int, int]]:
     """The spanning tree's edges, one noisy-max selection each (``select_rho`` each):
-    the pair the independent 1-way model explains worst, among the pairs that join
-    two parts of the tree so far."""
+    the pair the independent 1-way model explains worst (a pair holding a target
+    weighted by ``target_weight``), among the pairs that join two parts of the tree."""
     d = len(cols)
     total = estimate_total(obs)
     probs = []
@@ -191,7 +233,7 @@ def _select_tree(session: SessionLike, cols: tuple[str, ...], obs: list[Observat
         k = session.select_marginal(
             [(cols[a], cols[b]) for a, b in cand],
             [total * np.outer(probs[a], probs[b]) for a, b in cand],
-            [1.0] * len(cand),
+            [target_weight if a in targets or b in targets else 1.0 for a, b in cand],
             [0.0] * len(cand),
             select_rho,
             "mst/select",

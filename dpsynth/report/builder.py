@@ -38,7 +38,7 @@ def build_reports(record: ReleaseRecord) -> Reports:
         schema=record.schema, release_id=record.release_id, engine=record.engine,
         engine_settings=dict(record.engine_settings), epsilon=record.budget.epsilon,
         delta=record.budget.delta, rho=record.rho.rho, charges=list(record.charges),
-        dataset_summary=dict(record.dataset))
+        dataset_summary=dict(record.dataset), workload=record.model.info.get("workload"))
     quality = quality_report_html(
         record.schema, [_Measured(m) for m in record.model.measurements], record.codes,
         record.domain.names, record.domain.sizes, float(record.model.total), record.rules,

@@ -173,6 +173,7 @@ def privacy_report(
     charges: Sequence[ChargeLike],
     dataset_summary: Mapping[str, Any] | None = None,
     dataset_id: str | None = None,
+    workload: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON-able privacy report of one release.
 
@@ -181,7 +182,9 @@ def privacy_report(
     guarantee stated is the conversion of the rho actually spent (the sum of the
     charges) at ``delta``, which never exceeds the request. ``dataset`` holds
     the ledger's totals (``total_epsilon``, ``total_delta``, ``spent_epsilon``,
-    ``remaining_epsilon``, ``releases``) after this release.
+    ``remaining_epsilon``, ``releases``) after this release. ``workload`` is the
+    engine's description of the marginals it aimed at (``model.info["workload"]``:
+    public, from the schema and the settings), listed as the report's ``workload``.
     """
     if not 0 < delta < 1:
         raise InternalError(f"delta ({delta}) must be in (0, 1)")
@@ -205,6 +208,7 @@ def privacy_report(
         "neighbouring_relation": _neighbouring(unit),
         "accounting": _ACCOUNTING,
         "engine": {"name": engine, "settings": dict(engine_settings)},
+        "workload": dict(workload or {}),
         "steps": steps,
         "release": {
             "requested_epsilon": float(epsilon),
@@ -274,6 +278,24 @@ def _settings_html(settings: Mapping[str, Any]) -> list[str]:
             "</tbody></table>"]
 
 
+def _workload_html(workload: Mapping[str, Any]) -> list[str]:
+    """The engine's workload: its generic part, then the analysis marginals (schema's
+    ``analysis`` section) with their weights."""
+    if not workload:
+        return []
+    parts = ["<h3>Workload</h3><table><tbody>"]
+    for key, value in workload.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            value = "; ".join(
+                f"{', '.join(v['columns'])} (weight {_fmt(v['weight'])}"
+                f"{', measured first' if v.get('measured_first') else ''})" for v in value)
+        elif isinstance(value, list):
+            value = "; ".join(", ".join(v) if isinstance(v, list) else str(v) for v in value) or "none"
+        parts.append(f"<tr><th>{_e(key.replace('_', ' '))}</th><td>{_e(value)}</td></tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
 def _steps_html(steps: Sequence[Mapping[str, Any]]) -> list[str]:
     parts = ["<h2>Differentially private steps</h2>",
              "<table><thead><tr><th>#</th><th>Step</th><th>Mechanism</th><th>Columns</th>"
@@ -316,6 +338,7 @@ def render_privacy_html(report: Mapping[str, Any]) -> str:
     parts = [
         *_guarantee_html(report),
         *_settings_html(report["engine"].get("settings") or {}),
+        *_workload_html(report.get("workload") or {}),
         *_steps_html(report["steps"]),
         *_dataset_html(report.get("dataset")),
         "<h2>What the guarantee does not cover</h2><ul>",
