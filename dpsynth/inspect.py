@@ -511,7 +511,7 @@ def _check_model(m: dict[str, Any], listed: dict[str, dict[str, Any]], f: _Files
     r.same("model", "engine.name", doc["engine"], engine, f"the engine in {MODEL_JSON}")
     if schema is not None:  # the model's columns: measured ones (+ the internal row count)
         r.same("model", "columns", [c["name"] for c in doc["columns"]],
-               [c.name for c in schema.model_columns], f"the columns of {MODEL_JSON}")  # noqa: E501
+               [c.name for c in schema.model_columns], f"the columns of {MODEL_JSON}")
 
 
 # --------------------------------------------------------------------------- verify
