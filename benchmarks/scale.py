@@ -36,9 +36,11 @@ EXAMPLE = ROOT / "examples" / "diabetes130" / "diabetic_data.csv.gz"
 
 
 def generate(n_rows: int, path: Path, seed: int = 0) -> None:
-    """Sample n_rows encounters from an MST model of diabetes130 (epsilon 10)."""
+    """Sample n_rows encounters from an MST model of diabetes130 (epsilon 10), through
+    the release's own generation step, so every row satisfies the schema's rules."""
     from dpsynth.domain import Domain
     from dpsynth.engines import get_engine
+    from dpsynth.generate import generate as generate_rows
     from dpsynth.io import load_encoded
     from dpsynth.privacy.accountant import Accountant, Budget, rho_for
     from dpsynth.privacy.session import MeasurementSession
@@ -55,7 +57,7 @@ def generate(n_rows: int, path: Path, seed: int = 0) -> None:
     chunk = 1_000_000
     for start in range(0, n_rows, chunk):
         m = min(chunk, n_rows - start)
-        df = domain.decode(model.sample(m, rng), rng)
+        df = generate_rows(model, domain, schema, m, rng).table
         per = rng.integers(1, 6, size=m)  # 1-5 rows per patient
         pid = np.repeat(np.arange(first_patient, first_patient + m), per)[:m]
         first_patient = int(pid[-1]) + 1
@@ -63,13 +65,34 @@ def generate(n_rows: int, path: Path, seed: int = 0) -> None:
             pl.Series("encounter_id", np.arange(start, start + m) + 10_000_000),
             pl.Series("patient_nbr", pid + 100_000),
         )
-        df = df.with_columns([pl.col(c.name).replace(_raw_codes(c)) for c in schema.columns
-                              if c.kind == "code"])
+        # decoded text columns are pl.Enum over the labels; a raw code is not a label
+        df = df.with_columns([pl.col(c.name).cast(pl.String).replace(_raw_codes(c))
+                              for c in schema.columns if c.kind == "code"])
         # CSV text as the hospital exports it: '?' for missing
         df = df.with_columns(pl.all().cast(pl.String).fill_null("?"))
         df = df.select([c.name for c in schema.columns])
         with path.open("ab" if start else "wb") as fh:
             df.write_csv(fh, include_header=start == 0)
+
+
+#: Rows per Parquet row group: pyarrow's default (``pandas.DataFrame.to_parquet``), the
+#: commonest way a custodian's export is written.
+ROW_GROUP_ROWS = 1 << 20
+
+
+def parquet_dtypes() -> dict[str, pl.DataType]:
+    """The column types ``polars.read_csv(..., infer_schema_length=None)`` gives the
+    shipped diabetes130 table (ids and integer-coded columns Int64, the rest String):
+    how a custodian's Parquet export of it would be typed."""
+    return dict(pl.read_csv(EXAMPLE, infer_schema_length=None).schema)
+
+
+def to_parquet(csv_path: Path, path: Path, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+    """The generated CSV as typed Parquet (streamed; zstd, ``row_group_rows`` a group)."""
+    tmp = path.with_suffix(".tmp")
+    pl.scan_csv(csv_path, schema=parquet_dtypes()).sink_parquet(
+        tmp, row_group_size=row_group_rows, compression="zstd")
+    tmp.rename(path)
 
 
 def _raw_codes(col: Any) -> dict[str, str]:
@@ -136,27 +159,36 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     ap.add_argument("--engines", nargs="+", default=["mst", "aim"])
     ap.add_argument("--backends", nargs="+", default=["polars"], choices=["polars", "spark"])
+    ap.add_argument("--formats", nargs="+", default=["csv"], choices=["csv", "parquet"],
+                    help="input formats; parquet is the same rows, typed (see parquet_dtypes)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/dpsynth-scale"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.md")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes:
-        table = args.workdir / f"diabetes-{n}.csv"
-        if not table.exists():
+        csv_table = args.workdir / f"diabetes-{n}.csv"
+        if not csv_table.exists():
             t = time.perf_counter()
-            generate(n, table)
-            print(f"generated {table} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        floor = polars_floor(table)
-        for backend in args.backends:
-            for engine in args.engines:
-                r = run_release(table, engine, args.workdir, backend)
-                r.update(rows=n, engine=engine, backend=backend, floor_s=floor)
-                print(json.dumps(r), file=sys.stderr)
-                if isinstance(r.get("timings"), dict):
-                    print(f"{n:,} rows, {backend}, {engine}: {stage_breakdown(r['timings'])}",
-                          file=sys.stderr)
-                rows.append(r)
+            generate(n, csv_table)
+            print(f"generated {csv_table} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        floor = polars_floor(csv_table)
+        for fmt in args.formats:
+            table = csv_table
+            if fmt == "parquet":
+                table = csv_table.with_suffix(".parquet")
+                if not table.exists():
+                    to_parquet(csv_table, table)
+            for backend in args.backends:
+                for engine in args.engines:
+                    r = run_release(table, engine, args.workdir, backend)
+                    r.update(rows=n, engine=engine, backend=backend, format=fmt, floor_s=floor,
+                             input_mb=table.stat().st_size / 2**20)
+                    print(json.dumps(r), file=sys.stderr)
+                    if isinstance(r.get("timings"), dict):
+                        print(f"{n:,} rows, {fmt}, {backend}, {engine}: "
+                              f"{stage_breakdown(r['timings'])}", file=sys.stderr)
+                    rows.append(r)
     lines = ["| rows | backend | engine | wall s | peak RSS GiB | rows/s | read+check+bound+encode s "
              "(rows/s) | fit s (of which counting) | sample s | validate s | bundle s | other s | "
              "polars floor s (rows/s) |", "|" + "---|" * 13]
