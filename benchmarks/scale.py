@@ -7,6 +7,10 @@ peak RSS, rows/second, and where the time went (read+check+encode, fit, the rest
 the counting floor of a plain polars `scan_csv().group_by().len()` over the same columns.
 
     python benchmarks/scale.py --sizes 1000000 3000000 10000000 --engines mst aim
+    python benchmarks/scale.py --sizes 1000000 10000000 --engines mst --formats csv parquet \
+        --out benchmarks/results/scale-parquet.md
+
+``--formats parquet`` releases from the same rows written as typed Parquet (:func:`to_parquet`).
 
 Results are written to benchmarks/results/scale.md (and .json). Generated tables are
 cached in --workdir (default /tmp/dpsynth-scale); they are synthetic, so nothing private.
@@ -144,6 +148,12 @@ def stage_breakdown(timings: dict[str, float]) -> str:
     return ", ".join(parts) + f"; total {total:.1f}s"
 
 
+def _input(r: dict[str, Any]) -> str:
+    """The input format and file size, e.g. ``parquet 115 MB``."""
+    size = r.get("input_mb")
+    return f"{r.get('format', 'csv')}" + (f" {float(size):,.0f} MB" if size is not None else "")
+
+
 def polars_floor(table: Path) -> float:
     """Seconds for one streaming pass of scan_csv + group_by(all released columns).len()."""
     from dpsynth.schema import load_schema
@@ -189,13 +199,14 @@ def main() -> None:
                         print(f"{n:,} rows, {fmt}, {backend}, {engine}: "
                               f"{stage_breakdown(r['timings'])}", file=sys.stderr)
                     rows.append(r)
-    lines = ["| rows | backend | engine | wall s | peak RSS GiB | rows/s | read+check+bound+encode s "
-             "(rows/s) | fit s (of which counting) | sample s | validate s | bundle s | other s | "
-             "polars floor s (rows/s) |", "|" + "---|" * 13]
+    lines = ["| rows | input | backend | engine | wall s | peak RSS GiB | rows/s | "
+             "read+check+bound+encode s (rows/s) | fit s (of which counting) | sample s | "
+             "validate s | bundle s | other s | polars floor s (rows/s) |", "|" + "---|" * 14]
     for r in rows:
-        head = f"| {r['rows']:,} | {r['backend']} | {r['engine']} | {r['wall_s']:.1f} |"
+        head = (f"| {r['rows']:,} | {_input(r)} | {r['backend']} | {r['engine']} | "
+                f"{r['wall_s']:.1f} |")
         if "error" in r:
-            lines.append(f"{head} error: {r['error']} |" + " |" * 9)
+            lines.append(f"{head} error: {r['error']} |" + " |" * 8)
             continue
         tm = r["timings"]
         assert isinstance(tm, dict)
@@ -210,8 +221,8 @@ def main() -> None:
                      f"({n_rows / float(r['floor_s']):,.0f}) |")
     lines += ["", "Stage breakdown (seconds and share of the release's `total`; `count` is "
               "part of `fit`):", "",
-              "| rows | backend | engine | " + " | ".join(STAGES) + " | total |",
-              "|" + "---|" * (len(STAGES) + 4)]
+              "| rows | input | backend | engine | " + " | ".join(STAGES) + " | total |",
+              "|" + "---|" * (len(STAGES) + 5)]
     for r in rows:
         tm = r.get("timings")
         if not isinstance(tm, dict):
@@ -220,12 +231,15 @@ def main() -> None:
         cells = [f"{tm.get(k, 0.0):.1f}" + (f" ({100 * tm.get(k, 0.0) / total:.0f}%)"
                                              if total > 0 and k != "count" else "")
                  for k in STAGES]
-        lines.append(f"| {r['rows']:,} | {r['backend']} | {r['engine']} | "
+        lines.append(f"| {r['rows']:,} | {_input(r)} | {r['backend']} | {r['engine']} | "
                      + " | ".join(cells) + f" | {total:.1f} |")
     header = (f"# dpsynth scale benchmark\n\nMachine: {platform.platform()}, "
               f"{os.cpu_count()} cores. Command: `python benchmarks/scale.py "
               f"--sizes {' '.join(map(str, args.sizes))} --engines {' '.join(args.engines)} "
-              f"--backends {' '.join(args.backends)}`\n\n"
+              f"--backends {' '.join(args.backends)} --formats {' '.join(args.formats)}`\n\n"
+              "Parquet input: the same rows as the CSV, typed as `polars.read_csv(..., "
+              "infer_schema_length=None)` types the diabetes130 columns (13 Int64, 37 String), "
+              f"zstd, {ROW_GROUP_ROWS:,} rows per row group (pyarrow's default).\n\n"
               "`other` is the rest of the wall time: interpreter start-up, ledger, hashing the "
               "input, reports.\n\n")
     text = header + "\n".join(lines) + "\n"

@@ -3,7 +3,9 @@
 Owns the file formats: CSV, gzip CSV and Parquet, told apart by their first
 bytes (:func:`is_parquet`). Every CSV cell is read as text, so ICD codes and
 ``None`` keep their form; Parquet columns are checked against the column kinds
-by type family (:func:`dpsynth.input_rules.check_parquet_type`) and cast to text.
+by type family (:func:`dpsynth.input_rules.check_parquet_type`) and cast to text,
+batch by batch as pyarrow decodes them (:func:`parquet_batches`: memory is one batch,
+whatever the file's row groups).
 The checks here are those that need the file itself: the path is a regular file
 and not empty, strict UTF-8, the header (:func:`dpsynth.input_rules.check_header`),
 for CSV every record's number of fields (:func:`check_fields`, rule
