@@ -94,13 +94,19 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
             rep["load_after"] = os.getloadavg()[0]
             reps.append(rep)
+            write(reps, args, meta)  # after every repetition: a stopped run keeps what it did
+    print(write(reps, args, meta))
+    return 0
+
+
+def write(reps: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str, Any]) -> str:
+    """Write the results so far (markdown and json); return the markdown."""
     text = render(reps, args, meta)
-    print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps({"argv": sys.argv[1:], "reps": reps},
                                                         indent=2))
-    return 0
+    return text
 
 
 def render(reps: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str, Any]) -> str:
