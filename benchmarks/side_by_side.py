@@ -18,6 +18,10 @@ no patient column, so every row), dpsynth as CSV text, smartnoise as its codes. 
 delta 1e-9 (dpsynth's default delta), sampling seed 1. The ratio is smartnoise's fit+sample
 over dpsynth's whole process wall time (the conservative one), per repetition, and the
 median over repetitions; the ratio over the release's ``total`` (no start-up) is shown too.
+On a machine shared with other jobs wall times stretch with the load, unevenly (smartnoise
+runs several threads), so the ratio of CPU seconds (user + system of each whole process:
+smartnoise's worker with its imports and data loading, dpsynth's release plus the
+``ledger init`` before it) is given as well.
 
     python benchmarks/side_by_side.py --reps 3
 
@@ -30,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -48,17 +53,26 @@ DELTA = 1e-9
 TARGETS = {"mst": 50.0, "aim": 6.0}
 
 
+def child_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def smartnoise_mst(data: Path, epsilon: float, out: Path, timeout: float) -> dict[str, Any]:
     """One smartnoise MST fit+sample in its own process (compare_peers' worker)."""
     cmd = [sys.executable, str(HERE / "compare_peers.py"), "--worker", "--system",
            "smartnoise-mst", "--data", str(data), "--epsilon", str(epsilon), "--delta",
            str(DELTA), "--seed", "1", "--out", str(out), "--dpsynth-path", "engine"]
+    cpu = child_cpu()
     status, wall, rss = compare_peers.run_child(cmd, timeout, Path(str(out) + ".log"))
+    cpu = child_cpu() - cpu
     if status != "ok":
         raise SystemExit(f"smartnoise MST: {status}; see {out}.log")
     res = json.loads(Path(str(out) + ".json").read_text())
     return {"fit_s": res["fit_s"], "sample_s": res["sample_s"],
-            "fit_sample_s": res["fit_s"] + res["sample_s"], "wall_s": wall, "peak_rss_mb": rss}
+            "fit_sample_s": res["fit_s"] + res["sample_s"], "wall_s": wall, "cpu_s": cpu,
+            "peak_rss_mb": rss}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rep {i + 1}: smartnoise MST fit+sample "
                   f"{rep['smartnoise-mst']['fit_sample_s']:.1f} s", file=sys.stderr)
             for engine in args.engines:
+                cpu = child_cpu()
                 r = release_stages.run_once(ROOT, schema, table, engine, args.epsilon, work,
                                             i * 10 + len(rep))
+                r["cpu_s"] = child_cpu() - cpu  # the ledger init's few seconds included
                 rep[f"dpsynth-{engine}"] = r
                 sn = rep["smartnoise-mst"]["fit_sample_s"]
                 print(f"rep {i + 1}: dpsynth release --engine {engine}: process {r['wall_s']:.1f} s "
@@ -123,28 +139,33 @@ def render(reps: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str,
         "Ratio = smartnoise MST fit+sample seconds / dpsynth's seconds. \"process\" is the whole "
         "`dpsynth release` command, interpreter start-up and imports included; \"total\" is the "
         "release's own `timings.total` (from reading the schema to the bundle on disk).", "",
-        "| rep | smartnoise MST fit s | sample s | fit+sample s | "
-        + " | ".join(f"dpsynth {e} process s | total s | ratio (process) | ratio (total)"
-                     for e in args.engines) + " |",
-        "|" + "---|" * (4 + 4 * len(args.engines)),
+        "| rep | smartnoise MST fit s | sample s | fit+sample s | process CPU s | "
+        + " | ".join(f"dpsynth {e} process s | total s | CPU s | ratio (process) | ratio (total) "
+                     "| ratio (CPU)" for e in args.engines) + " |",
+        "|" + "---|" * (5 + 6 * len(args.engines)),
     ]
     for r in reps:
         sn = r["smartnoise-mst"]
-        cells = [str(r["rep"]), f"{sn['fit_s']:.1f}", f"{sn['sample_s']:.1f}", f"{sn['fit_sample_s']:.1f}"]
+        cells = [str(r["rep"]), f"{sn['fit_s']:.1f}", f"{sn['sample_s']:.1f}",
+                 f"{sn['fit_sample_s']:.1f}", _cpu(sn)]
         for e in args.engines:
             d = r[f"dpsynth-{e}"]
-            cells += [f"{d['wall_s']:.1f}", f"{d['timings']['total']:.1f}",
+            cells += [f"{d['wall_s']:.1f}", f"{d['timings']['total']:.1f}", _cpu(d),
                       f"{sn['fit_sample_s'] / d['wall_s']:.1f}x",
-                      f"{sn['fit_sample_s'] / d['timings']['total']:.1f}x"]
+                      f"{sn['fit_sample_s'] / d['timings']['total']:.1f}x",
+                      f"{sn['cpu_s'] / d['cpu_s']:.1f}x" if "cpu_s" in sn and "cpu_s" in d else "–"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| engine | target | median ratio (process) | median ratio (total) | met |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| engine | target | median ratio (process) | median ratio (total) | "
+              "median ratio (CPU) | met (process) |", "|---|---|---|---|---|---|"]
     for e in args.engines:
         proc = statistics.median(r["smartnoise-mst"]["fit_sample_s"] / r[f"dpsynth-{e}"]["wall_s"]
                                  for r in reps)
         tot = statistics.median(r["smartnoise-mst"]["fit_sample_s"]
                                 / r[f"dpsynth-{e}"]["timings"]["total"] for r in reps)
-        lines.append(f"| {e} | >= {TARGETS[e]:g}x | {proc:.1f}x | {tot:.1f}x | "
+        cpus = [r["smartnoise-mst"]["cpu_s"] / r[f"dpsynth-{e}"]["cpu_s"] for r in reps
+                if "cpu_s" in r["smartnoise-mst"] and "cpu_s" in r[f"dpsynth-{e}"]]
+        cpu = f"{statistics.median(cpus):.1f}x" if cpus else "–"
+        lines.append(f"| {e} | >= {TARGETS[e]:g}x | {proc:.1f}x | {tot:.1f}x | {cpu} | "
                      f"{'yes' if proc >= TARGETS[e] else 'no'} |")
     stages = release_stages.STAGES
     lines += ["", "dpsynth stage medians (seconds, the release's `timings`; `count` is part of "
@@ -156,6 +177,10 @@ def render(reps: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str,
         proc_med = statistics.median(r[f"dpsynth-{e}"]["wall_s"] for r in reps)
         lines.append(f"| {e} | " + " | ".join(f"{v:.2f}" for v in med) + f" | {proc_med:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    return f"{run['cpu_s']:.1f}" if "cpu_s" in run else "–"
 
 
 if __name__ == "__main__":

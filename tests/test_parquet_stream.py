@@ -99,6 +99,7 @@ def batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> in
 def test_parquet_batches_read_like_polars(tmp_path: Path, batch: int) -> None:
     df = typed_table().with_columns(
         pl.col("race").cast(pl.Categorical).alias("race_cat"),
+        pl.col("race").cast(pl.Enum(["A", "B", "C", "?"])).alias("race_enum"),
         pl.col("days").cast(pl.UInt8).alias("days_u8"),
         pl.col("bmi").cast(pl.Float32).alias("bmi_f32"),
         pl.col("visit").cast(pl.Datetime("us", "UTC")).alias("visit_ts"),

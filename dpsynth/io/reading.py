@@ -33,7 +33,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import polars as pl
 
@@ -369,16 +369,19 @@ def parquet_batches(p: Path, file_schema: pl.Schema) -> pl.LazyFrame:
         import pyarrow.parquet as pq
 
         columns = list(file_schema.names()) if with_columns is None else with_columns
-        dtypes = {c: file_schema[c] for c in columns}
+        dtypes = pl.Schema({c: file_schema[c] for c in columns})
+        read = columns or list(file_schema.names())[:1]  # a bare row count reads one column
         left = n_rows
         try:
             reader = pq.ParquetFile(p, buffer_size=_PARQUET_BUFFER, pre_buffer=False)
-            for rb in reader.iter_batches(batch_size=_PARQUET_BATCH, columns=columns or None,
+            for rb in reader.iter_batches(batch_size=_PARQUET_BATCH, columns=read,
                                           use_threads=True):
                 if left is not None and left <= 0:
                     return
-                df = (pl.from_arrow(rb).select(columns).cast(dtypes) if columns  # type: ignore[union-attr]
-                      else pl.DataFrame(height=rb.num_rows))
+                # polars' own types for the file (a dictionary column read by pyarrow as
+                # Categorical where polars says Enum, say): cast to them
+                df = (cast(pl.DataFrame, pl.from_arrow(rb)).select(columns).cast(dtypes)
+                      if columns else pl.DataFrame(height=rb.num_rows))
                 if predicate is not None:
                     df = df.filter(predicate)
                 if left is not None:
