@@ -154,6 +154,11 @@ def _input(r: dict[str, Any]) -> str:
     return f"{r.get('format', 'csv')}" + (f" {float(size):,.0f} MB" if size is not None else "")
 
 
+def _floor(n_rows: int, seconds: float) -> str:
+    """The floor column: seconds (rows/s), or a dash when it was not timed."""
+    return "–" if seconds != seconds else f"{seconds:.1f} ({n_rows / seconds:,.0f})"
+
+
 def polars_floor(table: Path) -> float:
     """Seconds for one streaming pass of scan_csv + group_by(all released columns).len()."""
     from dpsynth.schema import load_schema
@@ -219,8 +224,7 @@ def main() -> None:
                      f"{read:.1f} ({n_rows / read:,.0f}) | "
                      f"{parts[1]:.1f} ({tm.get('count', float('nan')):.1f}) | "
                      + " | ".join(f"{x:.1f}" for x in parts[2:])
-                     + f" | {wall - sum(parts):.1f} | {r['floor_s']:.1f} "
-                     f"({n_rows / float(r['floor_s']):,.0f}) |")
+                     + f" | {wall - sum(parts):.1f} | " + _floor(n_rows, float(r["floor_s"])) + " |")
     lines += ["", "Stage breakdown (seconds and share of the release's `total`; `count` is "
               "part of `fit`):", "",
               "| rows | input | backend | engine | " + " | ".join(STAGES) + " | total |",
