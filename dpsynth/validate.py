@@ -467,7 +467,10 @@ def validate_synthetic(
     table = _table_expectations(schema, min_rows, max_rows)
     present = list(df.columns)
     if schema.rules:  # each rule's outcome, as a column great-expectations checks
-        outcomes = rule_frame(df).select(
+        # only the rules' columns become plain text: every text column of a large table
+        # as strings took more memory than the rest of the release (issue 15)
+        read = list(dict.fromkeys(c for r in schema.rules for c in r.columns))
+        outcomes = rule_frame(df.select(read)).select(
             [r.expr.alias(RULE_COLUMN.format(r.name)) for r in schema.rules])
         full = df.hstack(outcomes.get_columns())
     else:

@@ -3,7 +3,9 @@
 Owns the file formats: CSV, gzip CSV and Parquet, told apart by their first
 bytes (:func:`is_parquet`). Every CSV cell is read as text, so ICD codes and
 ``None`` keep their form; Parquet columns are checked against the column kinds
-by type family (:func:`dpsynth.input_rules.check_parquet_type`) and cast to text.
+by type family (:func:`dpsynth.input_rules.check_parquet_type`) and cast to text,
+batch by batch as pyarrow decodes them (:func:`parquet_batches`: memory is one batch,
+whatever the file's row groups).
 The checks here are those that need the file itself: the path is a regular file
 and not empty, strict UTF-8, the header (:func:`dpsynth.input_rules.check_header`),
 for CSV every record's number of fields (:func:`check_fields`, rule
@@ -31,7 +33,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import polars as pl
 
@@ -51,8 +53,8 @@ from dpsynth.input_rules import (
 )
 from dpsynth.schema import Schema
 
-__all__ = ["check_fields", "collect", "decompressed", "is_parquet", "open_table", "parse_header",
-           "read_table", "unparseable"]
+__all__ = ["check_fields", "collect", "decompressed", "is_parquet", "open_table",
+           "parquet_batches", "parse_header", "read_table", "unparseable"]
 
 _TEMPORAL = (pl.Date, pl.Datetime)
 _CHUNK = 1 << 24
@@ -60,6 +62,12 @@ _FIELD_BLOCK = 1 << 20
 """pyarrow's block in :func:`check_fields`: its reader reads up to 32 blocks ahead, so
 this bounds its memory (about 40 MiB); a longer record makes pyarrow fail, and the
 csv module then counts the fields instead (slower, same result)."""
+_PARQUET_BATCH = 1 << 16
+"""Rows pyarrow decodes at once in :func:`parquet_batches` (about 25 MB of text for 50
+columns; larger batches measured no faster and hold more)."""
+_PARQUET_BUFFER = 1 << 20
+"""pyarrow's read buffer per column chunk in :func:`parquet_batches`: a column chunk is
+streamed through it instead of being read whole."""
 _PROC_FD = "/proc/self/fd"
 _NAMED_PREFIX = "dpsynth-input-"
 
@@ -325,8 +333,7 @@ def read_table(path: str | Path, schema: Schema) -> pl.DataFrame:
 
 def _scan_parquet(p: Path, schema: Schema) -> pl.LazyFrame:
     try:
-        lf = pl.scan_parquet(p)
-        file_schema = lf.collect_schema()
+        file_schema = pl.scan_parquet(p).collect_schema()  # the footer only
     except pl.exceptions.PolarsError:
         raise parquet_unreadable() from None
     check_header(list(file_schema.names()), schema)
@@ -339,7 +346,52 @@ def _scan_parquet(p: Path, schema: Schema) -> pl.LazyFrame:
                          if c.kind == "datetime" else pl.col(c.name).cast(pl.Date).cast(pl.String))
         else:
             casts.append(pl.col(c.name).cast(pl.String))
-    return lf.select(casts)
+    return parquet_batches(p, file_schema).select(casts)
+
+
+def parquet_batches(p: Path, file_schema: pl.Schema) -> pl.LazyFrame:
+    """The Parquet file ``p`` as a LazyFrame (of ``file_schema``, polars' own reading of
+    its types) whose rows pyarrow decodes :data:`_PARQUET_BATCH` at a time.
+
+    polars' Parquet reader decodes a whole row group at once, several in parallel,
+    so its memory grows with the writer's row-group size (1M rows of 50 columns: about
+    0.7 GB). pyarrow's record-batch reader decodes page by page and its column chunks
+    are read through a buffer of :data:`_PARQUET_BUFFER` bytes, so memory is one batch
+    whatever the file's layout. Only the columns the query projects are read; polars
+    applies the rest of the query, streaming. A pyarrow read error (corrupt or
+    truncated data pages) is rule ``parquet-format``, never pyarrow's text.
+    """
+    from polars.io.plugins import register_io_source
+
+    def batches(with_columns: list[str] | None, predicate: pl.Expr | None,
+                n_rows: int | None, _batch_size: int | None) -> Iterator[pl.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = list(file_schema.names()) if with_columns is None else with_columns
+        dtypes = pl.Schema({c: file_schema[c] for c in columns})
+        read = columns or list(file_schema.names())[:1]  # a bare row count reads one column
+        left = n_rows
+        try:
+            reader = pq.ParquetFile(p, buffer_size=_PARQUET_BUFFER, pre_buffer=False)
+            for rb in reader.iter_batches(batch_size=_PARQUET_BATCH, columns=read,
+                                          use_threads=True):
+                if left is not None and left <= 0:
+                    return
+                # polars' own types for the file (a dictionary column read by pyarrow as
+                # Categorical where polars says Enum, say): cast to them
+                df = (cast(pl.DataFrame, pl.from_arrow(rb)).select(columns).cast(dtypes)
+                      if columns else pl.DataFrame(height=rb.num_rows))
+                if predicate is not None:
+                    df = df.filter(predicate)
+                if left is not None:
+                    df = df.head(left)
+                    left -= df.height
+                yield df
+        except (pa.ArrowException, OSError):
+            raise parquet_unreadable() from None
+
+    return register_io_source(batches, schema=file_schema, explain_name="dpsynth-parquet")
 
 
 def _family(dtype: pl.DataType) -> TypeFamily:

@@ -26,7 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import opendp.prelude as dp
+import opendp.measurements as dpm
+from opendp.domains import atom_domain, vector_domain
+from opendp.measures import zero_concentrated_divergence
+from opendp.metrics import l2_distance, linf_distance
+from opendp.mod import enable_features
 
 from dpsynth.errors import InternalError, UsageError
 
@@ -42,7 +46,9 @@ __all__ = [
     "run_opendp",
 ]
 
-dp.enable_features("contrib")
+# Not ``opendp.prelude``: it imports OpenDP's extras (scikit-learn, polars, mbi), about
+# 4 CPU seconds at every start-up, for nothing this module uses.
+enable_features("contrib")
 
 # Counts must fit OpenDP's i64 atom domain.
 _MAX_COUNT = 2**62
@@ -117,10 +123,10 @@ def gaussian_counts(sensitivity_l2: int, rho: float) -> PreparedMechanism:
     if int(sensitivity_l2) != sensitivity_l2:
         raise UsageError(f"sensitivity ({sensitivity_l2}) must be an integer for counts")
     d_in = int(sensitivity_l2)
-    space = (dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64"))
+    space = (vector_domain(atom_domain(T="i64")), l2_distance(T="i64"))
 
     def build(s: float) -> Any:
-        return dp.m.make_gaussian(*space, scale=s)
+        return dpm.make_gaussian(*space, scale=s)
 
     meas, scale = _calibrate(build, d_in, d_in / math.sqrt(2 * rho), rho)
 
@@ -139,13 +145,13 @@ def noisy_max_selector(sensitivity_linf: float, rho: float) -> PreparedMechanism
     _check(sensitivity_linf, rho)
     d_in = float(sensitivity_linf)
     space = (
-        dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-        dp.linf_distance(T=float),
-        dp.zero_concentrated_divergence(),
+        vector_domain(atom_domain(T=float, nan=False)),
+        linf_distance(T=float),
+        zero_concentrated_divergence(),
     )
 
     def build(s: float) -> Any:
-        return dp.m.make_noisy_max(*space, scale=s)
+        return dpm.make_noisy_max(*space, scale=s)
 
     meas, scale = _calibrate(build, d_in, d_in / math.sqrt(2 * rho), rho)
     return PreparedMechanism("noisy_max", scale, d_in, float(meas.map(d_in)), meas, int)
