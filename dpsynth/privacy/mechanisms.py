@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import opendp.measurements as dpm
-from opendp.domains import atom_domain, vector_domain
+from opendp.domains import atom_domain, map_domain, vector_domain
 from opendp.measures import zero_concentrated_divergence
-from opendp.metrics import l2_distance, linf_distance
+from opendp.metrics import absolute_distance, l02inf_distance, l2_distance, linf_distance
 from opendp.mod import enable_features
 
 from dpsynth.errors import InternalError, UsageError
@@ -177,28 +177,28 @@ def gaussian_threshold(contribution_bound: int, rho: float, delta: float) -> Pre
         raise UsageError(f"delta ({delta}) must be less than 1")
     k = int(contribution_bound)
     d_in = (k, k, k)
-    space = (dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64")),
-             dp.l02inf_distance(dp.absolute_distance(T="i64")))
+    space = (map_domain(atom_domain(T=str), atom_domain(T="i64")),
+             l02inf_distance(absolute_distance(T="i64")))
 
     def build_at(threshold: int) -> Callable[[float], Any]:
         def build(s: float) -> Any:
-            return _ZCDPPart(dp.m.make_gaussian_threshold(*space, scale=s, threshold=threshold))
+            return _ZCDPPart(dpm.make_gaussian_threshold(*space, scale=s, threshold=threshold))
         return build
 
     part, scale = _calibrate(build_at(k + 1), d_in, k / math.sqrt(2 * rho), rho)
     lo, hi = k + 1, k + 1
     while part.inner.map(d_in)[1] > delta:  # grow until delta fits, then bisect
         lo, hi = hi, 2 * hi
-        part = _ZCDPPart(dp.m.make_gaussian_threshold(*space, scale=scale, threshold=hi))
+        part = _ZCDPPart(dpm.make_gaussian_threshold(*space, scale=scale, threshold=hi))
         if hi > _MAX_COUNT:
             raise InternalError("could not find a threshold for the requested delta")
     while lo < hi:
         mid = (lo + hi) // 2
-        if dp.m.make_gaussian_threshold(*space, scale=scale, threshold=mid).map(d_in)[1] <= delta:
+        if dpm.make_gaussian_threshold(*space, scale=scale, threshold=mid).map(d_in)[1] <= delta:
             hi = mid
         else:
             lo = mid + 1
-    meas = dp.m.make_gaussian_threshold(*space, scale=scale, threshold=hi)
+    meas = dpm.make_gaussian_threshold(*space, scale=scale, threshold=hi)
     cost_rho, cost_delta = meas.map(d_in)
 
     def convert(out: Any) -> dict[str, float]:
