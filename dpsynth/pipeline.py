@@ -182,8 +182,23 @@ class _Charged(Protocol):
     def caution(self, message: str) -> None: ...
 
 
+class _ReadsInput:
+    """``input_path`` and ``allow_shared_input`` from the run's config (a release's or a
+    draft's), as :class:`_Charged` needs them."""
+
+    cfg: ReleaseConfig | DraftConfig
+
+    @property
+    def input_path(self) -> Path:
+        return Path(self.cfg.input_path)
+
+    @property
+    def allow_shared_input(self) -> bool:
+        return self.cfg.allow_shared_input
+
+
 @dataclass
-class _Run:
+class _Run(_ReadsInput):
     """One release in progress: its public plan, and what the custodian is told."""
 
     cfg: ReleaseConfig
@@ -197,14 +212,6 @@ class _Run:
     warn: Progress | None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def input_path(self) -> Path:
-        return Path(self.cfg.input_path)
-
-    @property
-    def allow_shared_input(self) -> bool:
-        return self.cfg.allow_shared_input
 
     def caution(self, message: str) -> None:
         self.warnings.append(message)
@@ -558,7 +565,7 @@ class DraftResult:
 
 
 @dataclass
-class _DraftRun:
+class _DraftRun(_ReadsInput):
     """One schema draft in progress (the ledger steps' view of it)."""
 
     cfg: DraftConfig
@@ -566,14 +573,6 @@ class _DraftRun:
     dataset_id: str
     say: Progress
     warn: Progress | None
-
-    @property
-    def input_path(self) -> Path:
-        return Path(self.cfg.input_path)
-
-    @property
-    def allow_shared_input(self) -> bool:
-        return self.cfg.allow_shared_input
 
     def caution(self, message: str) -> None:
         if self.warn is not None:

@@ -111,3 +111,25 @@ def make_session() -> SessionFactory:
         return MeasurementSession(codes, cols, sizes, k, acc, _noise=noise)
 
     return make
+
+
+def cli_release(d: Path, *, total_epsilon: str, epsilon: str = "2",
+                extra: Sequence[str] = ()) -> Path:
+    """``ledger init`` then an MST ``release`` (seed 1) of ``d/table.csv`` under
+    ``d/schema.yaml`` into ``d/bundle``, through the CLI; the bundle's path."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dpsynth.cli import main
+
+    ledger = f"sqlite:///{d / 'ledger.db'}"
+    r = CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger, "--dataset-id", "clinic",
+                                  "--total-epsilon", total_epsilon])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["release", "--schema", str(d / "schema.yaml"), "--input",
+                                  str(d / "table.csv"), "--out", str(d / "bundle"), "--ledger",
+                                  ledger, "--engine", "mst", "--epsilon", epsilon, "--seed", "1",
+                                  "--quiet", "--json", *extra])
+    assert r.exit_code == 0, r.output
+    return Path(json.loads(r.stdout)["bundle"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SessionFactory, ZeroNoise
+from conftest import SessionFactory, ZeroNoise, cli_release
 from test_release import SCHEMA, make_table
 
 from dpsynth.cli import main
@@ -214,17 +214,9 @@ def analysed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("analysis")
     (d / "schema.yaml").write_text(_schema("analysis: {targets: [smoker]}\n"))
     make_table(d / "table.csv", n_patients=1500, seed=7)
-    ledger = f"sqlite:///{d / 'ledger.db'}"
-    r = CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger, "--dataset-id", "clinic",
-                                  "--total-epsilon", "5"])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["release", "--schema", str(d / "schema.yaml"), "--input",
-                                  str(d / "table.csv"), "--out", str(d / "bundle"), "--ledger",
-                                  ledger, "--engine", "mst", "--epsilon", "2", "--seed", "1",
-                                  "--quiet", "--json"])
-    assert r.exit_code == 0, r.output
+    bundle = cli_release(d, total_epsilon="5")
     return {"dir": d, "schema": d / "schema.yaml", "input": d / "table.csv",
-            "bundle": Path(json.loads(r.stdout)["bundle"])}
+            "bundle": bundle}
 
 
 def test_release_reports_list_the_workload_and_subgroup_fidelity(analysed: dict[str, Path]) -> None:

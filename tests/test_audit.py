@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from conftest import cli_release
 from test_release import CANARY_ID, CANARY_TEXT, SCHEMA, make_table
 
 from dpsynth.audit.utility import auc_score, fit_logistic
@@ -21,17 +22,9 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (d / "schema.yaml").write_text(SCHEMA)
     make_table(d / "table.csv", n_patients=1200, seed=7)
     make_table(d / "holdout.csv", n_patients=400, seed=8)
-    ledger = f"sqlite:///{d / 'ledger.db'}"
-    r = CliRunner().invoke(main, ["ledger", "init", "--ledger", ledger, "--dataset-id", "clinic",
-                                  "--total-epsilon", "3"])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["release", "--schema", str(d / "schema.yaml"), "--input",
-                                  str(d / "table.csv"), "--out", str(d / "bundle"), "--ledger",
-                                  ledger, "--engine", "mst", "--epsilon", "2", "--seed", "1",
-                                  "--quiet", "--json"])
-    assert r.exit_code == 0, r.output
+    bundle = cli_release(d, total_epsilon="3")
     return {"dir": d, "schema": d / "schema.yaml", "input": d / "table.csv",
-            "holdout": d / "holdout.csv", "bundle": Path(json.loads(r.stdout)["bundle"])}
+            "holdout": d / "holdout.csv", "bundle": bundle}
 
 
 def run_audit(env: dict[str, Path], out: Path, *extra: str) -> tuple[int, str, str]:
