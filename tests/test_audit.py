@@ -157,3 +157,36 @@ def test_logistic_regression_and_auc_on_a_known_signal() -> None:
     assert w[0] > 1.5 and abs(w[1]) < 0.3
     assert auc_score(y, x[:, 0].astype(float)) == pytest.approx(0.8, abs=0.04)
     assert auc_score(np.array([True, False]), np.array([1.0, 0.0])) == 1.0
+
+
+def test_represented_repeats_rows_by_their_weight() -> None:
+    from dpsynth.audit import represented
+
+    synth = np.array([[0], [1], [2]])
+    rng = np.random.default_rng(0)
+    assert represented(synth, None, rng) is synth
+    out = represented(synth, np.array([1.0, 3.0, 2.0]), rng)
+    assert out[:, 0].tolist() == [0, 1, 1, 1, 2, 2]
+    # a fractional weight is kept on average: 1.5 -> 1 or 2 copies, 1.5 in the mean
+    many = represented(np.zeros((20_000, 1), dtype=np.int64), np.full(20_000, 1.5), rng)
+    assert abs(many.shape[0] / 20_000 - 1.5) < 4 * np.sqrt(0.25 / 20_000)
+
+
+def test_audit_weights_utility_by_the_released_weight_column(tmp_path: Path) -> None:
+    """``represent: all_rows``: the audit's utility figures are on the weighted rows (the
+    encounters the rows stand for), its disclosure figures on the released rows."""
+    schema = SCHEMA.replace("privacy_unit: {column: pid, max_rows: 2}",
+                            "privacy_unit: {column: pid, max_rows: 1, rows_cap: 3, "
+                            "represent: all_rows}")
+    (tmp_path / "schema.yaml").write_text(schema)
+    make_table(tmp_path / "table.csv", n_patients=600, seed=5)
+    bundle = cli_release(tmp_path, total_epsilon="3")
+    env = {"schema": tmp_path / "schema.yaml", "input": tmp_path / "table.csv", "bundle": bundle}
+    code, _, err = run_audit(env, tmp_path / "audit-out", "--json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "audit-out" / "audit-report.json").read_text())
+    weights = pl.read_parquet(bundle / "synthetic.parquet")["row_weight"]
+    assert report["utility_weighted_by"] == "row_weight"
+    # k = 1: integer weights, so the represented rows are exactly the weights' sum
+    assert report["synthetic_rows_represented"] == int(weights.sum()) > report["synthetic_rows"]
+    assert "weight each synthetic row by" in (tmp_path / "audit-out" / "audit-report.html").read_text()

@@ -4,7 +4,9 @@ Owns the custodian-only comparison written by ``dpsynth audit`` (:func:`audit`) 
 ``release --audit-dir`` (:func:`write_audit`): it reads the private table through
 ``dpsynth.io`` and the bundle's synthetic table, hands both as integer codes to
 
-* :mod:`dpsynth.audit.utility`: 1-, 2- and 3-way marginal TVDs, association
+* :mod:`dpsynth.audit.utility` (on the rows the synthetic rows stand for: with
+  ``represent: all_rows`` each is repeated by its weight, :func:`represented`): 1-, 2- and
+  3-way marginal TVDs, association
   differences, train-on-synthetic / test-on-real AUC (``--target`` and every declared
   ``analysis.targets`` level, with a real-train ceiling, an independent-columns floor
   and per-subgroup AUCs), subgroup fidelity;
@@ -51,7 +53,7 @@ from dpsynth.errors import StorageError, UsageError
 from dpsynth.io import check_and_encode, is_parquet, open_table
 from dpsynth.schema import Schema, load_schema
 
-__all__ = ["BANNER", "audit", "write_audit"]
+__all__ = ["BANNER", "audit", "represented", "write_audit"]
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -67,6 +69,27 @@ def _synth_codes(bundle_path: Path, domain: Domain) -> np.ndarray:
         raise UsageError(f"bundle ({str(bundle_path)!r}) must contain synthetic.parquet")
     # code columns hold group labels after decoding: recode() is decode's inverse
     return recode(domain, pl.read_parquet(f))
+
+
+def _synth_weights(bundle_path: Path, schema: Schema) -> np.ndarray | None:
+    """``represent: all_rows``: the released weight of every synthetic row, else None."""
+    weight = schema.weight_column
+    if weight is None:
+        return None
+    frame = pl.read_parquet(bundle_path / "synthetic.parquet", columns=[weight.name])
+    return frame[weight.name].cast(pl.Float64).fill_null(1.0).to_numpy()
+
+
+def represented(synth: np.ndarray, weights: np.ndarray | None,
+                rng: np.random.Generator) -> np.ndarray:
+    """The synthetic rows as the rows they stand for: each row repeated ``weight`` times
+    (a fractional part by a seeded coin flip), so that unweighted figures on the result are
+    the weighted figures a researcher gets with the weight column. Without weights, ``synth``."""
+    if weights is None:
+        return synth
+    whole = np.floor(weights)
+    times = whole.astype(np.int64) + (rng.random(weights.size) < weights - whole)
+    return np.repeat(synth, times, axis=0)
 
 
 def _strip(obj: Any) -> Any:
@@ -89,15 +112,20 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
     rng = np.random.default_rng(seed if seed is not None else secrets.randbits(63))
     real = _real_codes(input_path, schema)
     synth = _synth_codes(bundle_path, domain)
+    weights = _synth_weights(bundle_path, schema)
+    # utility compares what the rows stand for (weighted rows against every real row);
+    # disclosure compares the released records themselves
+    stands_for = represented(synth, weights, rng)
     holdout = _real_codes(holdout_path, schema) if holdout_path is not None else None
-    tvds, summaries = marginal_summaries(real, synth, domain, rng)
-    corr = correlations(real, synth, domain)
-    declared = tstr_targets(real, synth, domain, schema, rng, holdout)
-    t: dict[str, Any] = (tstr(real, synth, domain, target, schema, rng, holdout) if target is not None
+    tvds, summaries = marginal_summaries(real, stands_for, domain, rng)
+    corr = correlations(real, stands_for, domain)
+    declared = tstr_targets(real, stands_for, domain, schema, rng, holdout)
+    t: dict[str, Any] = (tstr(real, stands_for, domain, target, schema, rng, holdout)
+                         if target is not None
                          else next((x for x in declared if x.get("status") == "ok"),
                                    {"status": "skipped: name a target with --target COLUMN=VALUE "
                                               "or declare analysis.targets in the schema"}))
-    subgroups = subgroup_fidelity(real, synth, domain, schema)
+    subgroups = subgroup_fidelity(real, stands_for, domain, schema)
     disc, curves = disclosure(real, synth, domain, holdout, rng)
     target_col = target.partition("=")[0].strip() if target else None
     disc["anonymeter"] = anonymeter_risks(real, synth, domain, holdout, target_col, rng)
@@ -107,6 +135,9 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),  # custodian-only
         "real_rows": int(real.shape[0]),
         "synthetic_rows": int(synth.shape[0]),
+        # represent: all_rows: utility figures weight each synthetic row by its weight column
+        "utility_weighted_by": schema.weight_column.name if weights is not None else None,
+        "synthetic_rows_represented": int(stands_for.shape[0]),
         "holdout_rows": int(holdout.shape[0]) if holdout is not None else None,
         "utility": {**summaries, "correlations": corr, "tstr": t, "tstr_targets": declared,
                     "subgroups": subgroups},

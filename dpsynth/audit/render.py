@@ -148,6 +148,10 @@ def audit_html(report: dict[str, Any], plots: dict[str, str]) -> str:
         f"<h1>CONFIDENTIAL internal audit: {e(report['release_id'])}</h1>",
         f"<p>Real rows: {report['real_rows']}; synthetic rows: {report['synthetic_rows']}; "
         f"created {e(report['created'])}</p>",
+        *([f"<p>Utility figures weight each synthetic row by <code>"
+           f"{e(report['utility_weighted_by'])}</code> (the rows stand for "
+           f"{report['synthetic_rows_represented']} rows); disclosure figures use the released "
+           "rows as they are.</p>"] if report.get("utility_weighted_by") else []),
         "<h2>Marginal TVD</h2><table><tr><th>degree</th><th>compared</th><th>mean</th>"
         "<th>worst marginals</th></tr>",
     ]
