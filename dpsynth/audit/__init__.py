@@ -136,7 +136,7 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
         "real_rows": int(real.shape[0]),
         "synthetic_rows": int(synth.shape[0]),
         # represent: all_rows: utility figures weight each synthetic row by its weight column
-        "utility_weighted_by": schema.weight_column.name if weights is not None else None,
+        "utility_weighted_by": schema.privacy_unit.weight_column if weights is not None else None,
         "synthetic_rows_represented": int(stands_for.shape[0]),
         "holdout_rows": int(holdout.shape[0]) if holdout is not None else None,
         "utility": {**summaries, "correlations": corr, "tstr": t, "tstr_targets": declared,
