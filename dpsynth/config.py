@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from dpsynth.confidential import refuse_audit_dir
-from dpsynth.errors import UsageError
+from dpsynth.errors import SchemaError, UsageError
 
 __all__ = [
     "BACKENDS",
@@ -287,13 +287,18 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 def load_config_file(path: Path) -> dict[str, Any]:
     """A ``--config`` file: YAML (or JSON) mapping of setting names to values, with
     engine settings under ``engine_options``."""
+    from dpsynth.schema import load_yaml
+
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        # the schema's loader: the same scalars, size and alias limits (no alias bomb)
+        data = load_yaml(Path(path).read_text(encoding="utf-8"), f"config file {str(path)!r}")
     except FileNotFoundError:
         raise UsageError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"config file {str(path)!r} is not readable YAML "
                          f"({type(exc).__name__})") from None
+    except SchemaError as exc:
+        raise UsageError(exc.message) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -50,6 +50,7 @@ __all__ = [
     "Rule",
     "Schema",
     "load_schema",
+    "load_yaml",
     "parse_schema",
     "plural",
     "table_schema_json",
@@ -492,7 +493,10 @@ def _expanded_size(root: yaml.Node) -> int:
     return sizes[id(root)]
 
 
-def _load_yaml(text: str, source_name: str) -> Any:
+def load_yaml(text: str, source_name: str) -> Any:
+    """A YAML document read the way schemas are (:class:`_SchemaLoader`'s scalars), with the
+    size and alias limits of :class:`_LimitedLoader`; :class:`SchemaError` naming
+    ``source_name`` otherwise. Also used for ``--config`` files."""
     if len(text) > MAX_SCHEMA_BYTES:
         raise SchemaError(f"{source_name} is larger than {MAX_SCHEMA_BYTES:,} characters")
     loader = _LimitedLoader(text)
@@ -574,7 +578,7 @@ def parse_schema(text: str, source_name: str = "<schema>") -> Schema:
     (:data:`MAX_YAML_ALIASES`, :data:`MAX_YAML_NODES`), then each column's domain and the
     whole table's (:data:`MAX_DOMAIN_SIZE`, :data:`MAX_COLUMNS`, :data:`MAX_PAIR_CELLS`),
     all before anything is built."""
-    doc = _load_yaml(text, source_name)
+    doc = load_yaml(text, source_name)
     if not isinstance(doc, dict):
         raise SchemaError(f"{source_name} must hold a mapping at the top level")
     _refuse_large_domains(doc)

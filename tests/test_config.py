@@ -80,3 +80,23 @@ def test_smartnoise_adapters_get_the_release_delta() -> None:
                            "engine_options": {"delta": 1e-7}})
     assert cfg.settings().delta == 1e-7  # an explicit engine option wins
     assert not hasattr(ReleaseConfig(**BASE).settings(), "delta")  # type: ignore[arg-type]
+
+
+def test_config_file_has_the_schemas_yaml_limits(tmp_path: Path) -> None:
+    """A ``--config`` file is read like a schema: an alias bomb is refused before it is
+    built, in one line naming the file (exit 2)."""
+    from dpsynth.config import load_config_file
+
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UsageError, match=r"config file .*bomb\.yaml.*(aliases|values)"):
+        load_config_file(bomb)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epsilon: [1\n")
+    with pytest.raises(UsageError, match=r"config file .*bad\.yaml.* is not valid YAML"):
+        load_config_file(bad)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("epsilon: 0.5\nquiet: true\n")
+    assert load_config_file(ok) == {"epsilon": 0.5, "quiet": True}
