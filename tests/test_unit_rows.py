@@ -179,6 +179,8 @@ def test_represent_all_rows_adds_a_validated_weight_column(tmp_path: Path) -> No
     assert side["dpsynth.synthetic"] is True and side["columns"][-1]["name"] == "row_weight"
     sheet = (out / "DATASHEET.md").read_text()
     assert "weight 'row_weight'" in sheet and "approximation" in sheet
+    quality = (out / "quality-report.html").read_text()
+    assert f"<code>{UNIT_ROWS_COLUMN}</code> is that modelled count" in quality
     # the saved model holds the internal row count: dpsynth sample turns it into the weight
     drawn = tmp_path / "drawn.parquet"
     res = CliRunner().invoke(main, ["sample", "--bundle", str(out), "--rows", "300", "--out",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import html
 from typing import Protocol
 
-from dpsynth.schema import PrivacyUnit, Schema, plural
+from dpsynth.schema import UNIT_ROWS_COLUMN, PrivacyUnit, Schema, plural
 
 __all__ = ["RowsPerPatientLike", "unit_section_html", "unit_section_markdown"]
 
@@ -78,6 +78,11 @@ def unit_section_html(schema: Schema, unit_rows: RowsPerPatientLike | None) -> l
     consequence = _consequence(unit)
     if consequence:
         parts.append(f"<p>{html.escape(consequence)}</p>")
+    if unit.represent == "all_rows":
+        parts.append(f"<p>In the tables below, <code>{UNIT_ROWS_COLUMN}</code> is that modelled "
+                     f"count of {html.escape(plural(unit.row_name))} per patient: an internal "
+                     "column, not released; <code>"
+                     f"{html.escape(unit.weight_column)}</code> is computed from it.</p>")
     if unit_rows is None:
         return parts
     many = plural(unit.row_name)
