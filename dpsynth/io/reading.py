@@ -38,7 +38,7 @@ from typing import BinaryIO, cast
 import polars as pl
 
 from dpsynth.crashpoints import crash_point
-from dpsynth.errors import InputDataError
+from dpsynth.errors import InputDataError, InternalError
 from dpsynth.input_rules import (
     TypeFamily,
     check_header,
@@ -318,6 +318,10 @@ def collect(lf: pl.LazyFrame, *, parquet: bool = False) -> pl.DataFrame:
     (it may quote a cell): :func:`unparseable`."""
     try:
         return lf.collect(engine="streaming")
+    except pl.exceptions.ColumnNotFoundError:
+        # the plan names a column the table lacks: headers are checked before any
+        # plan is built, so this is dpsynth's own mistake, not a malformed file
+        raise InternalError("a query refers to a column the table does not have") from None
     except pl.exceptions.PolarsError:
         raise unparseable(parquet=parquet) from None
 

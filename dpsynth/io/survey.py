@@ -65,10 +65,13 @@ def survey_table(lf: pl.LazyFrame, schema: Schema, header: list[str], *,
     n_input = len(checks)
     # the values a synthetic table would hold, derived columns computed from them
     typed = [value_expr(c) for c in schema.measured_columns]
-    derived = [derived_expr(c) for c in schema.derived_columns]
+    # the schema's own derived columns; not the weight of represent: all_rows (computed
+    # from the modelled row count, which an input row does not have; no rule reads it)
+    own = [c for c in schema.columns if c.kind == "derived"]
+    derived = [derived_expr(c) for c in own]
     checks += [(None, r.name, f"rule {r.name!r} is false", r.severity, ~r.expr)
                for r in schema.rules]
-    for c in schema.derived_columns:
+    for c in own:
         if c.name in header:
             tol = (c.precision or 0.0) + 1e-9
             given = pl.col(f"__given_{c.name}")
@@ -77,7 +80,7 @@ def survey_table(lf: pl.LazyFrame, schema: Schema, header: list[str], *,
             checks.append((c.name, "derived", "value differs from the column's formula by more "
                            f"than {tol:g}", "error", differ))
     givens = [pl.col(c.name).str.strip_chars().cast(pl.Float64, strict=False)
-              .alias(f"__given_{c.name}") for c in schema.derived_columns if c.name in header]
+              .alias(f"__given_{c.name}") for c in own if c.name in header]
     raw_flags = [e.fill_null(False).alias(f"f{i}") for i, (*_, e) in enumerate(checks[:n_input])]
     frame = (lf.with_row_index(_ROW)
              .with_columns(raw_flags)
