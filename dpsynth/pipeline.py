@@ -82,7 +82,8 @@ from dpsynth.report.builder import build_reports, settings_dict
 from dpsynth.rules import check_satisfiable, rule_cliques, structural_zeros
 from dpsynth.schema import Schema, load_schema, parse_schema
 from dpsynth.signing import load_signer
-from dpsynth.validate import raise_for_outcome, validate_synthetic
+from dpsynth.validate import raise_for_outcome
+from dpsynth.validation_worker import Validator, start_validation
 from dpsynth.version import __version__
 
 __all__ = ["DraftConfig", "DraftResult", "ReleaseConfig", "ReleaseResult", "check",
@@ -233,7 +234,9 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
     t0 = time.perf_counter()
     run = _prepare(cfg, progress or (lambda _m: None), warn)
     sign = load_signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
-    with open_ledger(str(cfg.ledger_url)) as ledger:
+    # great-expectations loads in a worker process while the input is read and fitted
+    with contextlib.closing(start_validation(run.schema)) as validator, \
+            open_ledger(str(cfg.ledger_url)) as ledger:
         _reserve(ledger, run)
         crash_point("after-reserve")
         spent = False
@@ -245,7 +248,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
             crash_point("after-fit")
             # ======== privacy boundary: nothing below sees private data ========
             record = _public_record(run, model, charges, unit_rows,
-                                    _public_summary(ledger, run.dataset_id))
+                                    _public_summary(ledger, run.dataset_id), validator)
             with run.stage("bundle", "writing reports and the bundle"):
                 path = write_bundle(cfg.out_dir, release_files(record, build_reports(record)),
                                     release_manifest(record), sign=sign)
@@ -503,7 +506,8 @@ def _fit(run: _Run) -> tuple[Model, list[Charge], RowsPerPatient | None]:
 
 
 def _public_record(run: _Run, model: Model, charges: list[Charge],
-                   unit_rows: RowsPerPatient | None, dataset: dict[str, Any]) -> ReleaseRecord:
+                   unit_rows: RowsPerPatient | None, dataset: dict[str, Any],
+                   validator: Validator) -> ReleaseRecord:
     """Sample, decode and validate; gather every public fact of the release."""
     cfg, domain = run.cfg, Domain.for_model(run.schema)
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
@@ -517,7 +521,7 @@ def _public_record(run: _Run, model: Model, charges: list[Charge],
             run.caution(f"warning rule {rule['name']!r} is broken in {rule['violating_rows']} "
                         f"of {n_rows} synthetic rows ({100 * rule['violating_share']:.1f}%)")
     with run.stage("validate", "validating the synthetic table (great-expectations)"):
-        outcome = validate_synthetic(generated.table, run.schema, n_rows, n_rows)
+        outcome = validator.validate(generated.table, n_rows, n_rows)
         raise_for_outcome(outcome)
     return ReleaseRecord(
         release_id=run.release_id, dataset_id=run.dataset_id, created=release_date(),
