@@ -40,7 +40,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dpsynth.audit import write_audit
 from dpsynth.bundle import (
     MANIFEST,
     check_out_path,
@@ -81,7 +80,6 @@ from dpsynth.record import ReleaseRecord, RowsPerPatient
 from dpsynth.report.builder import build_reports, settings_dict
 from dpsynth.rules import check_satisfiable, rule_cliques, structural_zeros
 from dpsynth.schema import Schema, load_schema, parse_schema
-from dpsynth.signing import load_signer
 from dpsynth.validate import raise_for_outcome
 from dpsynth.validation_worker import Validator, start_validation
 from dpsynth.version import __version__
@@ -233,7 +231,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
     ``progress`` gets progress lines, ``warn`` warnings (also in the result)."""
     t0 = time.perf_counter()
     run = _prepare(cfg, progress or (lambda _m: None), warn)
-    sign = load_signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
+    sign = _signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
     # great-expectations loads in a worker process while the input is read and fitted
     with contextlib.closing(start_validation(run.schema)) as validator, \
             open_ledger(str(cfg.ledger_url)) as ledger:
@@ -266,6 +264,14 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
         rho=run.budget.rho.rho, ledger=summary, audit_dir=audit, warnings=run.warnings,
         rules=dict(record.rules),
         timings={k: round(v, 3) for k, v in run.timings.items()})
+
+
+def _signer(key_path: Path) -> Callable[[bytes], bytes]:
+    """The manifest signer of ``--sign-key``. Imported here: only a signed release needs
+    ``cryptography`` (a quarter of a second of start-up, issue 15)."""
+    from dpsynth.signing import load_signer
+
+    return load_signer(key_path)
 
 
 def reconcile(ledger_url: str, bundle_dir: str | Path) -> dict[str, Any]:
@@ -540,6 +546,8 @@ def _audit(run: _Run, bundle: Path) -> str | None:
                 "a machine that can read the table")
         return None
     run.say("writing the internal audit report (confidential)")
+    from dpsynth.audit import write_audit  # only with --audit-dir: not at start-up
+
     return str(write_audit(run.cfg.audit_dir, run.schema, Path(run.cfg.input_path), bundle,
                            run.release_id))
 
