@@ -76,10 +76,13 @@ class InProcess:
 
 class ValidationWorker:
     """Validation in a child process, started now so that its imports overlap the caller's
-    work. :meth:`validate` as often as needed; :meth:`close` always."""
+    work. :meth:`validate` as often as needed; :meth:`close` always. When the table
+    cannot be written to the temporary directory, validation falls back to this
+    process (same outcome, great-expectations imported here)."""
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
+        self._in_process = False
         self._dir = Path(tempfile.mkdtemp(prefix="dpsynth-validate-"))  # mode 0700
         try:
             with (self._dir / _SCHEMA).open("wb") as fh:
@@ -97,11 +100,18 @@ class ValidationWorker:
             raise
 
     def validate(self, df: pl.DataFrame, min_rows: int, max_rows: int) -> ValidationOutcome:
+        if self._in_process:
+            return validate_synthetic(df, self.schema, min_rows, max_rows)
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdout is None:
             raise InternalError("the validation worker was closed")
         table = self._dir / _TABLE
-        df.write_ipc(table)
+        try:
+            df.write_ipc(table)
+        except OSError:  # no room for the table in the temporary directory (a small
+            self.close()  # emptyDir in Kubernetes): the same validation, in this process
+            self._in_process = True
+            return validate_synthetic(df, self.schema, min_rows, max_rows)
         request = {"table": str(table), "min_rows": int(min_rows), "max_rows": int(max_rows)}
         try:
             proc.stdin.write(json.dumps(request).encode() + b"\n")

@@ -86,6 +86,26 @@ def test_a_worker_closed_before_validating_is_stopped() -> None:
     assert not workdir.exists()
 
 
+def test_a_table_that_cannot_be_handed_over_is_validated_here() -> None:
+    """No room for the table in the temporary directory (made unwritable here by a
+    directory in its place): the worker is stopped and the same validation runs in
+    this process."""
+    schema = load_schema(CODE_ROOT / "schemas" / "nist_excerpts.yaml")
+    df = _table(schema)
+    worker = ValidationWorker(schema)
+    proc, workdir = worker._proc, worker._dir
+    (workdir / "synthetic.arrow").mkdir()
+    try:
+        out = worker.validate(df, df.height, df.height)
+        assert proc is not None and proc.poll() is not None and not workdir.exists()
+        here = validate_synthetic(df, schema, df.height, df.height)
+        assert _dumps(out.results_json) == _dumps(here.results_json)
+        # and again, here (a row count outside the range fails as it would there)
+        assert "expect_table_row_count_to_be_between" in worker.validate(df, 1, 1).failed
+    finally:
+        worker.close()
+
+
 def test_where_validation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """In process when asked (the test suite sets DPSYNTH_VALIDATION_WORKER=0), or once
     great-expectations is loaded here; otherwise in a worker (on 2 or more cores)."""
