@@ -8,6 +8,7 @@ only place where exceptions become messages and exit codes (see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -31,11 +32,18 @@ from dpsynth.config import (
 )
 from dpsynth.draft import DEFAULT_DRAFT_DELTA, DEFAULT_DRAFT_EPSILON
 from dpsynth.errors import EXIT_CODES, DpsynthError, UsageError
+from dpsynth.startup import frozen_imports
 from dpsynth.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _EXIT_HELP = "\b\n" + "\n".join(f"  {e.code}  {e.meaning}" for e in EXIT_CODES)
+
+
+def _loading_pipeline() -> contextlib.AbstractContextManager[None]:
+    """The process's first import of ``dpsynth.pipeline`` (most of a command's start-up)
+    runs under :func:`~dpsynth.startup.frozen_imports`; later ones have nothing to load."""
+    return contextlib.nullcontext() if "dpsynth.pipeline" in sys.modules else frozen_imports()
 
 
 def _emit_json(obj: dict[str, Any]) -> None:
@@ -120,7 +128,8 @@ def schema_check(schema_path: Path, input_path: Path | None, show_values: int | 
     evaluated on the table's values, each derived column the table holds against
     its formula), with row counts and the first row; never a cell value. Exit 3
     when any input check or error rule fails; warning rules are listed only."""
-    from dpsynth.pipeline import check
+    with _loading_pipeline():
+        from dpsynth.pipeline import check
 
     if show_values and (as_json or input_path is None):
         raise UsageError("--show-values needs --input and prints to the terminal only: it "
@@ -180,7 +189,8 @@ def schema_draft(input_path: Path, out_path: Path, epsilon: float, delta: float,
     the dataset's releases. Review the draft against the documentation, then run
     `schema check` and `release` with it.
     """
-    from dpsynth.pipeline import DraftConfig, draft_schema
+    with _loading_pipeline():
+        from dpsynth.pipeline import DraftConfig, draft_schema
 
     url = _ledger_url(ledger_url)
     cfg = DraftConfig(input_path=input_path, out_path=out_path, ledger_url=url,
@@ -279,7 +289,8 @@ def release_cmd(config_path: Path | None, quiet: bool, as_json: bool, **options:
     The budget is reserved in the ledger before the input is read; once the input
     has been read the budget stays spent even if the release then fails.
     """
-    from dpsynth.pipeline import release
+    with _loading_pipeline():
+        from dpsynth.pipeline import release
 
     file = load_config_file(config_path) if config_path is not None else {}
     for f in dataclasses.fields(ReleaseConfig):  # NAME_FILE: the value from a mounted secret
@@ -381,7 +392,8 @@ def ledger_reconcile(ledger_url: str | None, bundles: tuple[Path, ...], as_json:
     (release id, dataset id, epsilon, delta, schema hash). Nothing else is changed:
     the budget was counted all along.
     """
-    from dpsynth.pipeline import reconcile
+    with _loading_pipeline():
+        from dpsynth.pipeline import reconcile
 
     url = _ledger_url(ledger_url)
     results = [reconcile(url, b) for b in bundles]

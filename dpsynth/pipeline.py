@@ -40,7 +40,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dpsynth.audit import write_audit
 from dpsynth.bundle import (
     MANIFEST,
     check_out_path,
@@ -81,8 +80,8 @@ from dpsynth.record import ReleaseRecord, RowsPerPatient
 from dpsynth.report.builder import build_reports, settings_dict
 from dpsynth.rules import check_satisfiable, rule_cliques, structural_zeros
 from dpsynth.schema import Schema, load_schema, parse_schema
-from dpsynth.signing import load_signer
-from dpsynth.validate import raise_for_outcome, validate_synthetic
+from dpsynth.validate import raise_for_outcome
+from dpsynth.validation_worker import Validator, start_validation
 from dpsynth.version import __version__
 
 __all__ = ["DraftConfig", "DraftResult", "ReleaseConfig", "ReleaseResult", "check",
@@ -232,8 +231,10 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
     ``progress`` gets progress lines, ``warn`` warnings (also in the result)."""
     t0 = time.perf_counter()
     run = _prepare(cfg, progress or (lambda _m: None), warn)
-    sign = load_signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
-    with open_ledger(str(cfg.ledger_url)) as ledger:
+    sign = _signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
+    # great-expectations loads in a worker process while the input is read and fitted
+    with contextlib.closing(start_validation(run.schema)) as validator, \
+            open_ledger(str(cfg.ledger_url)) as ledger:
         _reserve(ledger, run)
         crash_point("after-reserve")
         spent = False
@@ -245,7 +246,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
             crash_point("after-fit")
             # ======== privacy boundary: nothing below sees private data ========
             record = _public_record(run, model, charges, unit_rows,
-                                    _public_summary(ledger, run.dataset_id))
+                                    _public_summary(ledger, run.dataset_id), validator)
             with run.stage("bundle", "writing reports and the bundle"):
                 path = write_bundle(cfg.out_dir, release_files(record, build_reports(record)),
                                     release_manifest(record), sign=sign)
@@ -263,6 +264,14 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
         rho=run.budget.rho.rho, ledger=summary, audit_dir=audit, warnings=run.warnings,
         rules=dict(record.rules),
         timings={k: round(v, 3) for k, v in run.timings.items()})
+
+
+def _signer(key_path: Path) -> Callable[[bytes], bytes]:
+    """The manifest signer of ``--sign-key``. Imported here: only a signed release needs
+    ``cryptography`` (a quarter of a second of start-up, issue 15)."""
+    from dpsynth.signing import load_signer
+
+    return load_signer(key_path)
 
 
 def reconcile(ledger_url: str, bundle_dir: str | Path) -> dict[str, Any]:
@@ -503,7 +512,8 @@ def _fit(run: _Run) -> tuple[Model, list[Charge], RowsPerPatient | None]:
 
 
 def _public_record(run: _Run, model: Model, charges: list[Charge],
-                   unit_rows: RowsPerPatient | None, dataset: dict[str, Any]) -> ReleaseRecord:
+                   unit_rows: RowsPerPatient | None, dataset: dict[str, Any],
+                   validator: Validator) -> ReleaseRecord:
     """Sample, decode and validate; gather every public fact of the release."""
     cfg, domain = run.cfg, Domain.for_model(run.schema)
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
@@ -517,7 +527,7 @@ def _public_record(run: _Run, model: Model, charges: list[Charge],
             run.caution(f"warning rule {rule['name']!r} is broken in {rule['violating_rows']} "
                         f"of {n_rows} synthetic rows ({100 * rule['violating_share']:.1f}%)")
     with run.stage("validate", "validating the synthetic table (great-expectations)"):
-        outcome = validate_synthetic(generated.table, run.schema, n_rows, n_rows)
+        outcome = validator.validate(generated.table, n_rows, n_rows)
         raise_for_outcome(outcome)
     return ReleaseRecord(
         release_id=run.release_id, dataset_id=run.dataset_id, created=release_date(),
@@ -536,6 +546,8 @@ def _audit(run: _Run, bundle: Path) -> str | None:
                 "a machine that can read the table")
         return None
     run.say("writing the internal audit report (confidential)")
+    from dpsynth.audit import write_audit  # only with --audit-dir: not at start-up
+
     return str(write_audit(run.cfg.audit_dir, run.schema, Path(run.cfg.input_path), bundle,
                            run.release_id))
 

@@ -18,43 +18,71 @@ the reader), because great-expectations copies offending values into its
 results (``partial_unexpected_list``) and those results go in the public
 bundle. It is the only module that imports ``great_expectations``; it keeps it
 quiet (no analytics, no progress bars, no warnings leaking into the caller).
+great-expectations and pandas are imported when validation first runs, not when this
+module loads (seconds of start-up, issue 15): importing :class:`ValidationOutcome` or
+:func:`raise_for_outcome` costs nothing. Where a release runs validation (a worker
+process, usually) is :mod:`dpsynth.validation_worker`'s business.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import pandas as pd
 import polars as pl
 
 from dpsynth.errors import InternalError, OutputValidationError
 from dpsynth.rules import rule_frame
 from dpsynth.schema import Column, Rule, Schema
 
+if TYPE_CHECKING:
+    import great_expectations as gx
+    import pandas as pd
+
 # Must be set before great_expectations is imported: no usage statistics leave the host.
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 
-with warnings.catch_warnings():
-    # great-expectations 1.x imports the deprecated ``sre_constants`` module and
-    # emits DeprecationWarnings at import time; they are not ours to fix and would
-    # break callers that run with warnings as errors.
-    warnings.simplefilter("ignore")
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-    from great_expectations.expectations.metadata_types import FailureSeverity
+
+class _GX(NamedTuple):
+    """The parts of great-expectations this module uses."""
+
+    gx: Any
+    gxe: Any
+    ProgressBarsConfig: Any
+    FailureSeverity: Any
+
+
+@functools.cache
+def _gx() -> _GX:
+    """great-expectations, imported on first use, not when this module loads.
+
+    Its import is most of a release's start-up (about 5 of the 7 seconds of
+    ``import dpsynth.pipeline`` on 2 cores, issue 15), and every command but a release
+    that validates does without it; a release imports it in its validation worker
+    (:mod:`dpsynth.validation_worker`) while it reads and fits."""
+    with warnings.catch_warnings():
+        # great-expectations 1.x imports the deprecated ``sre_constants`` module and
+        # emits DeprecationWarnings at import time; they are not ours to fix and would
+        # break callers that run with warnings as errors.
+        warnings.simplefilter("ignore")
+        import great_expectations as gx
+        import great_expectations.expectations as gxe
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.expectations.metadata_types import FailureSeverity
+    return _GX(gx, gxe, ProgressBarsConfig, FailureSeverity)
 
 __all__ = [
     "ValidationOutcome",
     "build_suite",
     "raise_for_outcome",
     "validate_synthetic",
+    "warm_up",
 ]
 
 #: pandas dtype names accepted for each column kind (after :func:`_to_pandas`).
@@ -94,8 +122,9 @@ class ValidationOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def _severity(rule: Rule) -> FailureSeverity:
-    return FailureSeverity.WARNING if rule.severity == "warning" else FailureSeverity.CRITICAL
+def _severity(rule: Rule) -> Any:
+    severity = _gx().FailureSeverity
+    return severity.WARNING if rule.severity == "warning" else severity.CRITICAL
 
 
 def _rule_meta(rule: Rule) -> dict[str, Any]:
@@ -108,6 +137,7 @@ def _rule_meta(rule: Rule) -> dict[str, Any]:
 
 
 def _column_expectations(col: Column) -> list[Any]:
+    gxe = _gx().gxe
     name = col.name
     out: list[Any] = [
         gxe.ExpectColumnToExist(column=name),
@@ -149,7 +179,7 @@ def _column_expectations(col: Column) -> list[Any]:
 def _rule_expectations(rule: Rule) -> list[Any]:
     """A rule is checked on its outcome column (:data:`RULE_COLUMN`, computed by
     polars from the rule's SQL): every value must be true (NULL counts as true)."""
-    return [gxe.ExpectColumnValuesToBeInSet(
+    return [_gx().gxe.ExpectColumnValuesToBeInSet(
         column=RULE_COLUMN.format(rule.name), value_set=[True], severity=_severity(rule),
         meta=_rule_meta(rule))]
 
@@ -184,7 +214,7 @@ def _compiled(schema: Schema) -> _Compiled:
         expectations.extend(_rule_expectations(rule))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        configs: list[dict[str, Any]] = gx.ExpectationSuite(  # type: ignore[assignment]
+        configs: list[dict[str, Any]] = _gx().gx.ExpectationSuite(
             name="parts", expectations=expectations).to_json_dict()["expectations"]
     type_checks = tuple(i for i, c in enumerate(configs)
                         if c["type"] == "expect_column_values_to_be_in_type_list")
@@ -217,6 +247,7 @@ def _suite_meta(schema: Schema) -> dict[str, Any]:
 def _table_expectations(schema: Schema, min_rows: int, max_rows: int) -> list[Any]:
     if not 0 <= min_rows <= max_rows:
         raise InternalError(f"row range ({min_rows}, {max_rows}) must satisfy 0 <= min <= max")
+    gxe = _gx().gxe
     return [
         gxe.ExpectTableColumnsToMatchOrderedList(
             column_list=[c.name for c in schema.released_columns]),
@@ -235,14 +266,15 @@ def build_suite(schema: Schema, min_rows: int, max_rows: int) -> gx.ExpectationS
     table = _table_expectations(schema, min_rows, max_rows)
     # Passing the expectations to the constructor keeps the suite free of any
     # data context (add_expectation would need one to persist into).
-    return gx.ExpectationSuite(name=f"dpsynth.{schema.name}",
-                               expectations=[*table, *_compiled(schema).expectations],
-                               meta=_suite_meta(schema))
+    suite: gx.ExpectationSuite = _gx().gx.ExpectationSuite(
+        name=f"dpsynth.{schema.name}", expectations=[*table, *_compiled(schema).expectations],
+        meta=_suite_meta(schema))
+    return suite
 
 
 def _suite_json(schema: Schema, table: list[Any]) -> dict[str, Any]:
     """``build_suite(...).to_json_dict()``, with the schema's part serialised once."""
-    head: dict[str, Any] = dict(gx.ExpectationSuite(
+    head: dict[str, Any] = dict(_gx().gx.ExpectationSuite(
         name=f"dpsynth.{schema.name}", expectations=table, meta=_suite_meta(schema)).to_json_dict())
     head["expectations"] = [*head["expectations"], *copy.deepcopy(_compiled(schema).configs)]
     return head
@@ -256,6 +288,8 @@ def _to_pandas(df: pl.DataFrame, *, compact: bool = False) -> pd.DataFrame:
     string object per distinct value (8 bytes a cell, not a new Python string);
     with ``compact`` it stays categorical (for table-level expectations, which
     read only the column names and the row count)."""
+    import pandas as pd  # only where validation runs (see _gx)
+
     data: dict[str, Any] = {}
     for s in df.iter_columns():
         data[s.name] = _series_to_pandas(s, compact=compact)
@@ -263,6 +297,8 @@ def _to_pandas(df: pl.DataFrame, *, compact: bool = False) -> pd.DataFrame:
 
 
 def _series_to_pandas(s: pl.Series, *, compact: bool = False) -> Any:
+    import pandas as pd
+
     dtype = s.dtype
     if dtype.is_integer():
         mask = s.is_null().to_numpy()
@@ -339,6 +375,8 @@ def _value_series(s: pl.Series, col: Column | None) -> Any:
     call per cell; text left categorical (no string per cell); dates at nanosecond
     precision. A column that fails any of them converts exactly as :func:`_to_pandas`
     does, so its unexpected values, counts and messages are the same as before."""
+    import pandas as pd
+
     if col is None or not _passes(s, col):
         return _series_to_pandas(s)
     if col.kind == "integer":
@@ -442,13 +480,24 @@ _BATCH_DEFINITION: list[Any] = []
 
 def _batch_definition() -> Any:
     if not _BATCH_DEFINITION:
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(
+        ge = _gx()
+        context = ge.gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ge.ProgressBarsConfig(
             globally=False, metric_calculations=False)
         source = context.data_sources.add_pandas("dpsynth")
         asset = source.add_dataframe_asset("synthetic")
         _BATCH_DEFINITION.append(asset.add_batch_definition_whole_dataframe("synthetic"))
     return _BATCH_DEFINITION[0]
+
+
+def warm_up(schema: Schema) -> None:
+    """Do now what the first :func:`validate_synthetic` of ``schema`` would do before it
+    reads the table: import great-expectations, make its context and compile the
+    schema's suite (the validation worker's first step, while the release fits)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in validate_synthetic
+        _batch_definition()
+        _compiled(schema)
 
 
 def validate_synthetic(
@@ -463,6 +512,8 @@ def validate_synthetic(
     values converted by :func:`_value_series`). The results are merged back in suite
     order, and are the same as validating the whole suite on one frame.
     """
+    import pandas as pd
+
     comp = _compiled(schema)
     table = _table_expectations(schema, min_rows, max_rows)
     present = list(df.columns)
@@ -494,12 +545,13 @@ def validate_synthetic(
         warnings.simplefilter("ignore")
         suite_json = _suite_json(schema, table)
         batch_def = _batch_definition()
+        suite_class = _gx().gx.ExpectationSuite
         merged: dict[int, dict[str, Any]] = {}
         run_meta: dict[str, Any] = {}
         for expectations, where, frame in parts:
             if not expectations:
                 continue
-            part = gx.ExpectationSuite(name=f"dpsynth.{schema.name}", expectations=expectations)
+            part = suite_class(name=f"dpsynth.{schema.name}", expectations=expectations)
             batch = batch_def.get_batch(batch_parameters={"dataframe": frame()})
             result = batch.validate(part, result_format="SUMMARY").to_json_dict()
             run_meta = run_meta or dict(result.get("meta") or {})

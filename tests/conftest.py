@@ -17,6 +17,7 @@ Both doubles record ``calls``: (mechanism name, scale) of each mechanism they ra
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,11 @@ if TYPE_CHECKING:  # imported when used: collecting the tests should not load Op
     from dpsynth.privacy.session import MeasurementSession
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Releases in tests (and the CLI subprocesses they start) validate in their own process:
+# a validation worker per release would import great-expectations again each time
+# (seconds of CPU). tests/test_validation_worker.py runs the worker explicitly.
+os.environ.setdefault("DPSYNTH_VALIDATION_WORKER", "0")
 
 from pg_fixture import pg_server, pg_url  # noqa: F401
 

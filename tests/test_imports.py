@@ -25,6 +25,7 @@ every import, deferred and type-checking ones included.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -153,4 +154,19 @@ def test_import_dpsynth_does_not_load_the_pipeline() -> None:
     code = ("import sys, dpsynth\n"
             "print(sorted(m for m in sys.modules if m in ('dpsynth.pipeline', 'opendp')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_pipeline_loads_without_great_expectations(tmp_path: Path) -> None:
+    """Issue 15: great-expectations (and pandas, which only validation uses) load where
+    validation runs, not with the pipeline: a release imports them in its validation
+    worker while it reads and fits. A script file, not ``-c``: pyspark, which
+    great-expectations imports, ends a ``-c`` process silently."""
+    script = tmp_path / "probe.py"
+    script.write_text("import sys\nimport dpsynth.pipeline\nimport dpsynth.cli\n"
+                      "print(sorted(m for m in ('great_expectations', 'pandas', 'matplotlib', "
+                      "'scipy') if m in sys.modules))\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}  # this checkout's dpsynth
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         check=True, env=env)
     assert out.stdout.strip() == "[]"

@@ -203,6 +203,22 @@ def test_forbidden_modules_exist() -> None:
     assert [m for m in FORBIDDEN if _file_for(m) is None] == []
 
 
+def test_validation_does_not_reach_private_modules() -> None:
+    """The great-expectations suite runs on the synthetic table only, in a worker process
+    as a rule (its results go into the public bundle)."""
+    for name in ("validate.py", "validation_worker.py"):
+        reached = _closure(ROOT / name)
+        assert _hits(reached, FORBIDDEN) == [], name
+        assert _hits(reached, ("opendp",)) == [], name
+
+
+def test_only_validate_imports_great_expectations() -> None:
+    offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+                 if p != ROOT / "validate.py" and _hits(_imports(p), ("great_expectations",))]
+    assert offenders == []
+    assert _hits(_imports(ROOT / "validate.py"), ("great_expectations",))
+
+
 def test_only_privacy_package_imports_opendp() -> None:
     offenders = []
     for path in ROOT.rglob("*.py"):
