@@ -233,7 +233,7 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
     run = _prepare(cfg, progress or (lambda _m: None), warn)
     sign = _signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
     # great-expectations loads in a worker process while the input is read and fitted
-    with contextlib.closing(start_validation(run.schema)) as validator, \
+    with contextlib.closing(start_validation(run.schema, _file_bytes(run.input_path))) as validator, \
             open_ledger(str(cfg.ledger_url)) as ledger:
         _reserve(ledger, run)
         crash_point("after-reserve")
@@ -264,6 +264,14 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
         rho=run.budget.rho.rho, ledger=summary, audit_dir=audit, warnings=run.warnings,
         rules=dict(record.rules),
         timings={k: round(v, 3) for k, v in run.timings.items()})
+
+
+def _file_bytes(path: Path) -> int | None:
+    """The input's size on disk (metadata, not data); None for a directory or on error."""
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
 
 
 def _signer(key_path: Path) -> Callable[[bytes], bytes]:

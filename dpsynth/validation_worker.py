@@ -12,7 +12,9 @@ in its own process, and sends the :class:`~dpsynth.validate.ValidationOutcome` b
 
 :func:`start_validation` picks where validation runs: the worker, unless the process
 already imported great-expectations (nothing left to hide), has a single core (nothing
-to overlap with), or ``DPSYNTH_VALIDATION_WORKER=0`` is set (test suites, debugging);
+to overlap with), reads an input larger than :data:`WORKER_MAX_INPUT_BYTES` (memory
+matters more there than seconds), or ``DPSYNTH_VALIDATION_WORKER=0`` is set (test
+suites, debugging);
 then :class:`InProcess` validates in the release's process. Both give the same outcome
 (``tests/test_validation_worker.py``).
 
@@ -45,7 +47,8 @@ from dpsynth.schema import Schema
 from dpsynth.startup import frozen_imports
 from dpsynth.validate import ValidationOutcome, validate_synthetic, warm_up
 
-__all__ = ["ENV", "InProcess", "ValidationWorker", "Validator", "start_validation"]
+__all__ = ["ENV", "WORKER_MAX_INPUT_BYTES", "InProcess", "ValidationWorker", "Validator",
+           "start_validation"]
 
 ENV = "DPSYNTH_VALIDATION_WORKER"
 """Set to ``0`` to validate in the release's own process."""
@@ -142,11 +145,21 @@ class ValidationWorker:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def start_validation(schema: Schema) -> Validator:
+WORKER_MAX_INPUT_BYTES = 64 * 2**20
+"""Inputs larger than this (64 MiB on disk, about a million CSV rows of 50 columns)
+validate in the release's process: there great-expectations' import is a few percent of
+the release, while a worker would add its own memory (about 350 MB idle, plus a copy of
+the synthetic table) to the container's peak, which the scale targets bound."""
+
+
+def start_validation(schema: Schema, input_bytes: int | None = None) -> Validator:
     """A :class:`ValidationWorker` when one can hide great-expectations' import, else
-    :class:`InProcess` (see the module docstring)."""
+    :class:`InProcess` (see the module docstring). ``input_bytes``: the input's size on
+    disk (file metadata, known before the table is read); None when not known (e.g. a
+    Spark directory), which validates in process."""
     if (os.environ.get(ENV) == "0" or "great_expectations" in sys.modules
-            or len(os.sched_getaffinity(0)) < 2):
+            or len(os.sched_getaffinity(0)) < 2
+            or input_bytes is None or input_bytes > WORKER_MAX_INPUT_BYTES):
         return InProcess(schema)
     return ValidationWorker(schema)
 

@@ -23,7 +23,13 @@ import dpsynth
 from dpsynth.errors import InternalError
 from dpsynth.schema import Schema, load_schema
 from dpsynth.validate import validate_synthetic
-from dpsynth.validation_worker import ENV, InProcess, ValidationWorker, start_validation
+from dpsynth.validation_worker import (
+    ENV,
+    WORKER_MAX_INPUT_BYTES,
+    InProcess,
+    ValidationWorker,
+    start_validation,
+)
 
 CODE_ROOT = Path(dpsynth.__file__).resolve().parents[1]
 
@@ -113,7 +119,10 @@ def test_where_validation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV, "0")
     assert isinstance(start_validation(schema), InProcess)
     monkeypatch.delenv(ENV)
-    v = start_validation(schema)
+    # a large input (memory matters more than seconds) or one of unknown size: in process
+    assert isinstance(start_validation(schema, WORKER_MAX_INPUT_BYTES + 1), InProcess)
+    assert isinstance(start_validation(schema, None), InProcess)
+    v = start_validation(schema, 1_000_000)
     try:
         expected = InProcess if ("great_expectations" in sys.modules
                                  or len(os.sched_getaffinity(0)) < 2) else ValidationWorker
