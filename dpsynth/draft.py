@@ -250,9 +250,11 @@ def propose(session: Session, header: Sequence[str], parquet_types: dict[str, st
             ) -> Draft:
     """Measure and decide every column of the draft, then the privacy unit.
 
-    Budget: 5% of rho for rows per patient (with a patient id column); 25% for phase one
-    (each column's cell classes and distinct values); the rest split over the columns
-    phase one found worth measuring (categories, or bounds, bins, precision and atoms).
+    Budget: 5% of rho for rows per patient (2% when k is given; with a patient id column);
+    15% for phase one (each column's cell classes and distinct values); the rest split over
+    the columns phase one found worth measuring by :data:`_WEIGHTS` (categories; code
+    forms and code categories; bounds, bins, precision and atoms), what a number column
+    with a bin per whole number does not need going to the columns measured after it.
     Key selection's delta is split equally over its uses."""
     unit = cfg.unit_column
     names = [c for c in header if c != unit]
@@ -262,16 +264,17 @@ def propose(session: Session, header: Sequence[str], parquet_types: dict[str, st
     max_rows_comment = ""
     if unit is not None:
         say("measuring rows per patient")
-        suggested = _suggest_k(session, 0.05 * rho)
+        k_rho = (_K_SHARE if k_given is None else _K_SHARE_GIVEN) * rho
+        suggested = _suggest_k(session, k_rho)
         if k_given is None:
-            max_rows_comment = (f"DP estimate (eps={_eps(0.05 * rho, cfg.delta)}): 90% of patients "
+            max_rows_comment = (f"DP estimate (eps={_eps(k_rho, cfg.delta)}): 90% of patients "
                                 f"have at most {suggested} row(s); review. The draft itself was "
                                 "measured with 1 row per patient")
         else:
             max_rows_comment = (f"given by you (--max-rows); DP estimate (eps="
-                                f"{_eps(0.05 * rho, cfg.delta)}): 90% of patients have at most "
+                                f"{_eps(k_rho, cfg.delta)}): 90% of patients have at most "
                                 f"{suggested} row(s)")
-    per = 0.25 * rho / max(1, len(names))
+    per = _PHASE_ONE * rho / max(1, len(names))
     cols: list[_Column] = []
     for i, name in enumerate(names, start=1):
         say(f"column {i}/{len(names)} {name!r}: cell classes and distinct values")
@@ -282,14 +285,13 @@ def propose(session: Session, header: Sequence[str], parquet_types: dict[str, st
         _decide(col)
         cols.append(col)
     by_name = {c.name: c for c in cols}
-    weights = {"categorical": 1.0, "numeric": 1.0, "date": 0.5}
-    work = [c for c in cols if c.plan in weights]
+    work = [c for c in cols if c.plan in _WEIGHTS]
+    weights = {c.name: _CODE_WEIGHT if c.candidate else _WEIGHTS[c.plan] for c in work}
     pool = float(session.remaining.rho) * (1 - 1e-9)
-    total_w = sum(weights[c.plan] * (_CODE_WEIGHT if c.candidate else 1.0) for c in work) or 1.0
+    total_w = sum(weights.values()) or 1.0
     n_keys = sum(c.plan in ("categorical", "numeric") for c in work) or 1  # code: numeric
     key_delta = session.delta_remaining / n_keys * (1 - 1e-9)
-    shares = {c.name: pool * weights.get(c.plan, 0.0) * (_CODE_WEIGHT if c.candidate else 1.0)
-              / total_w for c in cols}
+    shares = {c.name: pool * weights.get(c.name, 0.0) / total_w for c in cols}
     for c in work:
         if c.candidate:
             say(f"column {c.name!r}: code forms")
@@ -302,6 +304,13 @@ def propose(session: Session, header: Sequence[str], parquet_types: dict[str, st
         if c.plan == "numeric":
             say(f"column {c.name!r}: range and precision")
             numeric[c.name] = _numeric_plan(session, c, shares[c.name], cfg)
+    # a number column with a bin per whole number needs no grid or atoms: its unspent share
+    # goes to the columns measured after the numbers (key selection gains the most)
+    spare = sum((1 - _MAG_SHARE - _EXACT_SHARE) * shares[n] for n, p in numeric.items()
+                if p.whole_range)
+    later = {c.name: weights[c.name] for c in work if c.plan in ("categorical", "code", "date")}
+    for name, w in later.items():
+        shares[name] += spare * w / (sum(later.values()) or 1.0)
     out: list[ColumnDraft] = []
     for i, name in enumerate(header, start=1):
         if name == unit:
@@ -455,10 +464,20 @@ def _categorical(session: Session, col: _Column, rho: float, key_delta: float,
     return d
 
 
+_K_SHARE, _K_SHARE_GIVEN = 0.05, 0.02
+"""Of the draft's rho: rows per patient, when the draft proposes k (none given) / when k
+is given (the histogram then only backs a suggestion)."""
+_PHASE_ONE = 0.15
+"""Of the draft's rho: every column's cell classes and distinct values (kinds need only
+shares of a column, so this stays small)."""
+_WEIGHTS = {"categorical": 2.0, "numeric": 1.0, "date": 0.5}
+"""Shares of the rest per plan: key selection gets the most (its threshold falls with the
+square root of its rho, and every value it drops is lost to the release)."""
 _FORMS_SHARE = 0.3
 """Of a code candidate's share: the code-form test (the rest selects its categories)."""
-_CODE_WEIGHT = 1.5
-"""A code candidate's share, relative to other columns' (it takes one more measurement)."""
+_CODE_WEIGHT = 2.5
+"""A code candidate's weight (:data:`_WEIGHTS`): a categorical column's and its code-form
+test."""
 _APART = 0.05
 """A 3-character code category holding at least this share of a code column's values
 (DP estimate) is kept apart from its chapter (as a number column's atom is)."""
@@ -473,9 +492,9 @@ def _code_test(session: Session, col: _Column, rho: float) -> None:
     present = max(1.0, float(np.clip(counts, 0, None).sum()))
     number, decimal, letter, icd10, other = (float(x) for x in counts)
     if col.candidate == "icd9":
-        # mostly 1-3 digit codes, clearly some with a decimal part or a V/E letter, and
-        # (almost) nothing outside the ICD-9 pattern
-        ok = (number >= 0.5 * present and decimal + letter >= _Z * s * math.sqrt(2)
+        # many 1-3 digit codes (a column of decimals is a measurement), clearly some with a
+        # decimal part or a V/E letter, and (almost) nothing outside the ICD-9 pattern
+        ok = (number >= 0.2 * present and decimal + letter >= _Z * s * math.sqrt(2)
               and decimal + letter >= 0.01 * present
               and icd10 + other <= 0.05 * present + _Z * s * math.sqrt(2))
         system = ICD9

@@ -174,14 +174,22 @@ class TableProfile:
                  secret: bytes | int | None) -> pl.LazyFrame:
         others = [c for c in self._columns if c != unit]
         content = (pl.struct(others).hash(seed=0) if others else pl.lit(0, dtype=pl.UInt64))
-        compact = self._collect(lf.select(pl.col(unit), content.alias("__content")))
+        # the patient id as a Categorical: a small integer a row, its text once per patient
+        compact = self._collect(lf.select(pl.col(unit).cast(pl.Categorical),
+                                          content.alias("__content")))
         ids = compact[unit]
-        if ids.null_count() or (ids.str.strip_chars() == "").any():
+        dtype = ids.dtype
+        assert isinstance(dtype, pl.Categorical)
+        codes = ids.to_physical()
+        texts = dtype.categories.to_series()
+        seen = texts.gather(codes.unique().drop_nulls())
+        if ids.null_count() or (seen.str.strip_chars() == "").any():
             raise InputDataError("the patient id is missing", column=unit,
                                  rule="privacy-unit-missing")
-        self._per_patient = ids.value_counts(name="r")["r"].to_numpy()
-        mask = bounding_mask(compact, unit, k, secret)
-        del compact, ids
+        self._per_patient = codes.value_counts(name="r")["r"].to_numpy()
+        mask = bounding_mask(compact.with_columns(codes.alias(unit)), unit, k, secret,
+                             unit_values=texts)
+        del compact, ids, codes, texts, seen
         if mask.all():
             return lf
         kept = pl.Series(_ROW, np.flatnonzero(mask).astype(np.uint32), dtype=pl.UInt32)
