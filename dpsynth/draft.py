@@ -440,10 +440,12 @@ def _categorical(session: Session, col: _Column, rho: float, key_delta: float,
         return d
     # rows outside the kept values: the phase-one present count minus the kept keys' noisy
     # counts (both DP outputs), against the noise of that difference
-    present = float(np.clip(col.counts[_PRESENT], 0, None).sum())
+    # (present: the classes clearly holding cells, fewer noise terms than all of them)
+    held = [i for i in _PRESENT if col.counts[i] >= _Z * col.sigma] or _PRESENT
+    present = float(np.clip(col.counts[held], 0, None).sum())
     rest = present - math.fsum(keys[v] for v in top)
     sigma_keys = cfg.contribution_bound / math.sqrt(2 * rho)
-    noise = math.sqrt(len(_PRESENT) * col.sigma ** 2 + len(top) * sigma_keys ** 2)
+    noise = math.sqrt(len(held) * col.sigma ** 2 + len(top) * sigma_keys ** 2)
     other = rest >= _Z * noise
     cats = _natural(top)
     d = ColumnDraft(col.name, "categorical")
