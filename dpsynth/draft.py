@@ -622,7 +622,10 @@ def _numeric_plan(session: Session, col: _Column, rho: float, cfg: DraftConfig) 
                 precision = p
                 break
     if integer and hi_range - lo_range <= 41:  # one decade (and zero): a bin per number
-        lo_i = math.ceil(lo_range)
+        # counts (children, visits, codes 1-9) so often hold 0 that a small column starting
+        # at 1 gets the bin for 0 too (a public choice: one cell, empty if 0 never occurs);
+        # the noisy zero count alone is too weak to show a few percent of zeros
+        lo_i = 0 if lo_range == 1.0 else math.ceil(lo_range)
         hi_i = max(math.ceil(hi_range) - 1, lo_i + 1)  # bounds must increase
         return _NumPlan(rho=rho, precision=precision, zero_share=max(0.0, float(e[1])) / read,
                         grid=(float(lo_i), 1.0, max(1, hi_i - lo_i + 1)), whole_range=True)
