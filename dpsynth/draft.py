@@ -171,6 +171,8 @@ class Session(Protocol):
              exclude: Sequence[str] = (), non_numeric_only: bool = False
              ) -> tuple[dict[str, float], float]: ...
     def code_forms(self, column: str, rho: float, step: str) -> Any: ...
+    def outside(self, column: str, kept: Sequence[str], exclude: Sequence[str], rho: float,
+                step: str) -> Any: ...
     def code_categories(self, column: str, system: str, rho: float, delta: float, step: str
                         ) -> tuple[dict[str, float], float]: ...
 
@@ -427,8 +429,8 @@ def _common(d: ColumnDraft, col: _Column, tokens: list[str], token_comment: str,
 def _categorical(session: Session, col: _Column, rho: float, key_delta: float,
                  cfg: DraftConfig) -> ColumnDraft:
     tokens = _tokens_seen(col)
-    keys, threshold = session.keys(col.name, rho, key_delta, f"draft:{col.name}:categories",
-                                   exclude=tokens)
+    keys, threshold = session.keys(col.name, (1 - _OUTSIDE_SHARE) * rho, key_delta,
+                                   f"draft:{col.name}:categories", exclude=tokens)
     note = _review(col, col.rho + rho, cfg.delta)
     top = sorted(keys, key=lambda v: -keys[v])[:MAX_CATEGORIES]
     if not top:
@@ -438,15 +440,14 @@ def _categorical(session: Session, col: _Column, rho: float, key_delta: float,
               f"(noisy count >= {threshold:.0f}); write the categories from the documentation "
               f"and make this column categorical, or leave it unreleased ({note})")
         return d
-    # rows outside the kept values: the phase-one present count minus the kept keys' noisy
-    # counts (both DP outputs), against the noise of that difference
-    # (present: the classes clearly holding cells, fewer noise terms than all of them)
-    held = [i for i in _PRESENT if col.counts[i] >= _Z * col.sigma] or _PRESENT
-    present = float(np.clip(col.counts[held], 0, None).sum())
-    rest = present - math.fsum(keys[v] for v in top)
-    sigma_keys = cfg.contribution_bound / math.sqrt(2 * rho)
-    noise = math.sqrt(len(held) * col.sigma ** 2 + len(top) * sigma_keys ** 2)
-    other = rest >= _Z * noise
+    # rows outside the kept values, counted afresh: the kept keys' own noisy counts are
+    # biased upwards (they are the ones noise pushed over the threshold), so the present
+    # count minus them would hide the rest
+    out = session.outside(col.name, top, tokens, _OUTSIDE_SHARE * rho,
+                          f"draft:{col.name}:outside")
+    rest = float(out.counts[0])
+    other = rest >= _Z * float(out.sigma)
+    present = max(1.0, float(np.clip(col.counts[_PRESENT], 0, None).sum()))
     cats = _natural(top)
     d = ColumnDraft(col.name, "categorical")
     d.put("description", "fill in from documentation", "fill in from documentation")
@@ -475,6 +476,8 @@ shares of a column, so this stays small)."""
 _WEIGHTS = {"categorical": 2.0, "numeric": 1.0, "date": 0.5}
 """Shares of the rest per plan: key selection gets the most (its threshold falls with the
 square root of its rho, and every value it drops is lost to the release)."""
+_OUTSIDE_SHARE = 0.1
+"""Of a categorical column's share: the count of values outside the kept keys."""
 _FORMS_SHARE = 0.3
 """Of a code candidate's share: the code-form test (the rest selects its categories)."""
 _CODE_WEIGHT = 2.5

@@ -241,6 +241,13 @@ class TableProfile:
         df = self._values(column).filter(keep)
         return dict(zip(df[column].to_list(), df["n"].to_list(), strict=True))
 
+    def outside_count(self, column: str, kept: Sequence[str], exclude: Sequence[str]) -> int:
+        """Rows of ``column`` holding a value (not null, not in ``exclude``) that is not one
+        of ``kept``."""
+        raw = pl.col(column)
+        keep = raw.is_not_null() & ~raw.is_in(list(exclude)) & ~raw.is_in(list(kept))
+        return int(self._values(column).filter(keep)["n"].sum())
+
     def code_forms(self, column: str) -> np.ndarray:
         """Present cells of ``column`` (not null, not a public missing token) per code form
         of :data:`dpsynth.code_systems.CODE_FORMS` (each in one)."""

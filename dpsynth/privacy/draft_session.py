@@ -3,10 +3,10 @@
 Owns: the exact aggregates of a table no schema describes yet (a
 :class:`dpsynth.io.profile.TableProfile`, or anything with its methods) and every DP
 step ``dpsynth schema draft`` may take on them: discrete Gaussian noise on count
-vectors (cell classes, code forms, distinct values, magnitudes, grids, exact values, rows
-per patient) and thresholded key selection (OpenDP's ``make_gaussian_threshold``) of a
-column's values or of its codes' 3-character categories. Each
-step charges the accountant (rho) and the draft's delta for thresholds *before* its
+vectors (cell classes, code forms, distinct values, values outside the kept keys,
+magnitudes, grids, exact values, rows per patient) and thresholded key selection
+(OpenDP's ``make_gaussian_threshold``) of a column's values or of its codes'
+3-character categories. Each step charges the accountant (rho) and the draft's delta for thresholds *before* its
 result is returned; a step the remaining budget cannot cover raises
 :class:`~dpsynth.errors.BudgetError` and produces nothing.
 
@@ -46,6 +46,7 @@ class Profile(Protocol):
     def key_counts(self, column: str, exclude: Sequence[str],
                    non_numeric_only: bool) -> dict[str, int]: ...
     def code_forms(self, column: str) -> np.ndarray: ...
+    def outside_count(self, column: str, kept: Sequence[str], exclude: Sequence[str]) -> int: ...
     def category_counts(self, column: str, system: str) -> dict[str, int]: ...
     def magnitude_counts(self, column: str, kind: str) -> np.ndarray: ...
     def grid_counts(self, column: str, kind: str, origin: float, width: float,
@@ -134,6 +135,14 @@ class DraftSession:
         c = self._col(column)
         return self._gauss(step, (c,), self.__k, rho,
                            lambda: np.asarray([self.__profile.distinct(c)]))
+
+    def outside(self, column: str, kept: Sequence[str], exclude: Sequence[str], rho: float,
+                step: str) -> NoisyCounts:
+        """Rows whose value is present (not null, not in ``exclude``) and not one of
+        ``kept`` (one count): after key selection, how much an ``Other`` bucket would hold."""
+        c = self._col(column)
+        return self._gauss(step, (c,), self.__k, rho, lambda: np.asarray(
+            [self.__profile.outside_count(c, tuple(kept), tuple(exclude))]))
 
     def code_forms(self, column: str, rho: float, step: str) -> NoisyCounts:
         """Present cells per code form of ``dpsynth.code_systems.CODE_FORMS`` (each in one)."""
