@@ -198,11 +198,17 @@ def scale(table: Path, unit: str, out: Path) -> None:
             "draft_schema; draft_schema(DraftConfig(input_path=Path(sys.argv[1]), "
             "out_path=Path(sys.argv[2]), ledger_url=sys.argv[3], dataset_id='scale', "
             "unit_column=sys.argv[4]), progress=lambda m: print(m, file=sys.stderr, flush=True))")
+    # a script file, not ``python -c``: under -c an import of great_expectations (pyspark's
+    # connect utilities) can end the interpreter silently with status 0
+    script = work / "draft_child.py"
+    script.write_text(code.replace("; ", "\n") + "\n")
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", code, str(table), str(work / "draft.yaml"), url,
+    p = subprocess.Popen([sys.executable, str(script), str(table), str(work / "draft.yaml"), url,
                           unit], env={**os.environ, "PYTHONPATH": str(REPO)})
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
+    if status != 0 or not (work / "draft.yaml").exists():
+        raise SystemExit(f"the draft child failed (wait status {status}); nothing recorded")
     rows = sum(1 for _ in table.open("rb")) - 1
     result = {"table": str(table), "rows": rows, "exit_status": status, "wall_s": round(wall, 1),
               "user_cpu_s": round(usage.ru_utime, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
