@@ -31,6 +31,7 @@ import numpy as np
 from dpsynth.code_systems import ICD9, ICD10, CodeSystem, category_group, chapter_groups
 from dpsynth.errors import UsageError
 from dpsynth.privacy.accountant import ApproxDP, epsilon_for
+from dpsynth.schema import Column, bin_values_exist
 
 __all__ = [
     "CLASSES",
@@ -733,9 +734,8 @@ def _numeric_finish(session: Session, col: _Column, plan: _NumPlan, key_delta: f
         if zero_share >= _ATOM and lo <= 0 <= hi:
             atoms[0.0] = zero_share
         atoms.update(_heavy_values(session, col, plan, key_delta, lo, hi, step))
-        for a in sorted(atoms):
-            if not _merge_atom_bin(bin_edges, a, step):
-                del atoms[a]  # the atom's bin would hold nothing else and cannot be merged
+        for a in _settle_atoms(bin_edges, sorted(atoms), (lo, hi), step):
+            del atoms[a]  # a single bin would hold nothing else
         grid_note = (f"a grid of {_num(width)}" if width > 0 else "steps of 1, 1.5, 2, 3, 5, 7 x 10^k")
         d.put("bin_edges", [_num(x) for x in bin_edges],
               f"{note}: {100 // _QUANTILES}% quantiles rounded to {grid_note}")
@@ -773,20 +773,22 @@ def _heavy_values(session: Session, col: _Column, plan: _NumPlan, key_delta: flo
                                                             rel_tol=1e-9, abs_tol=1e-9))}
 
 
-def _merge_atom_bin(edges: list[float], atom: float, step: float) -> bool:
-    """Make sure the bin holding ``atom`` holds another grid value (an atom is never drawn
-    from its bin): merge it with a neighbour when it holds only the atom. ``False`` when
-    that is impossible (a single bin)."""
-    i = max(0, min(int(np.searchsorted(edges, atom, side="right")) - 1, len(edges) - 2))
-    last = i == len(edges) - 2
-    width = edges[i + 1] - edges[i]
-    only_atom = width <= 0 or (step > 0 and (width < 2 * step if not last else width < step))
-    if not only_atom:
-        return True
-    if len(edges) <= 2:
-        return False
-    edges.pop(i + 1 if not last else i)
-    return True
+def _settle_atoms(edges: list[float], atoms: list[float], bounds: tuple[float, float],
+                  step: float) -> list[float]:
+    """Merge bins that would hold nothing but atoms with a neighbour, in place (the schema
+    refuses such a bin: an atom is never drawn from its bin); returns the atoms to drop
+    (only when a single bin is left and holds nothing else). Uses the schema's own rule
+    (:func:`dpsynth.schema.bin_values_exist`)."""
+    while True:
+        col = Column(name="draft", kind="float", bounds=bounds, bin_edges=tuple(edges),
+                     atoms=tuple(atoms), precision=step or None)
+        empty = [i for i in range(len(edges) - 1) if not bin_values_exist(col, i)]
+        if not empty:
+            return []
+        if len(edges) <= 2:
+            return list(atoms)
+        i = empty[0]
+        edges.pop(i + 1 if i < len(edges) - 2 else i)
 
 
 _PUBLIC_TOKENS = "the public list of missing tokens (none of them can be read as this kind)"

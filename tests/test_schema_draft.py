@@ -470,3 +470,18 @@ def test_a_category_held_by_one_patient_is_never_kept_apart_or_listed(tmp_path: 
                            for v in fields["clinic"].get("categories", []))
             groups = fields["dx"].get("groups", [])
             assert not any(g["label"].startswith("999") for g in groups)
+
+
+def test_bins_holding_only_atoms_are_merged() -> None:
+    """Atoms 0 and 1 (both frequent) would leave the whole-number bin [0, 2) with nothing
+    but atoms, which the schema refuses: the bin is merged with its neighbour; a single bin
+    that would hold nothing else drops its atoms instead."""
+    from dpsynth.draft import _settle_atoms
+
+    edges = [0.0, 2.0, 5.0, 10.0]
+    assert _settle_atoms(edges, [0.0, 1.0], (0.0, 10.0), 1.0) == []
+    assert edges == [0.0, 5.0, 10.0]
+    edges = [0.0, 1.0]
+    assert _settle_atoms(edges, [0.0, 1.0], (0.0, 1.0), 1.0) == [0.0, 1.0]
+    edges = [0.0, 0.5, 3.0]  # no precision: a bin of positive width always holds values
+    assert _settle_atoms(edges, [0.0], (0.0, 3.0), 0.0) == [] and edges == [0.0, 0.5, 3.0]

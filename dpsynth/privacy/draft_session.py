@@ -6,8 +6,8 @@ step ``dpsynth schema draft`` may take on them: discrete Gaussian noise on count
 vectors (cell classes, code forms, distinct values, values outside the kept keys,
 magnitudes, grids, exact values, rows per patient) and thresholded key selection
 (OpenDP's ``make_gaussian_threshold``) of a column's values or of its codes'
-3-character categories. Each step charges the accountant (rho) and the draft's delta for thresholds *before* its
-result is returned; a step the remaining budget cannot cover raises
+3-character categories. Each step charges the accountant (rho) and the draft's delta
+for thresholds *before* its result is returned; a step the remaining budget cannot cover raises
 :class:`~dpsynth.errors.BudgetError` and produces nothing.
 
 Sensitivities follow the privacy unit: every count is over the contribution-bounded
