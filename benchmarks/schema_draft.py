@@ -72,13 +72,19 @@ def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def as_values(table: pl.DataFrame, hand: Schema) -> pl.DataFrame:
+def as_values(table: pl.DataFrame, hand: Schema, draft: Schema | None = None) -> pl.DataFrame:
     """A synthetic table read as the real table is: every hand-schema column as raw text
-    (absent: all null), then :func:`raw_fidelity.real_values` with the hand-written schema."""
+    (absent: all null), then :func:`raw_fidelity.real_values` with the hand-written schema.
+    A column the draft made a ``code`` column holds group labels (``"250 category"``,
+    ``"001-139 infectious ..."``): each is read as the code it starts with, so a chapter
+    lands in the hand-written group holding it."""
+    code_cols = {c.name for c in draft.measured_columns if c.kind == "code"} if draft else set()
     cols = []
     for c in hand.measured_columns:
         if c.name in table.columns:
             s = table[c.name]
+            if c.name in code_cols:
+                s = s.cast(pl.String).str.extract(r"^([A-Z]?\d+)", 1)
             if s.dtype in (pl.Float32, pl.Float64):  # 3.0 -> "3" as a CSV would hold it
                 s = pl.Series(c.name, [None if v is None else f"{v:.12g}" for v in s.to_list()],
                               dtype=pl.String)
@@ -120,7 +126,8 @@ def one_run(name: str, engine: str, run: int, work: Path, real: pl.DataFrame,
     synth_hand = released(hand_path, data, url, d / "bundle-hand", engine, run)
     columns = [c.name for c in hand.measured_columns]
     numeric = numeric_columns(hand)
-    tv_draft = raw_tvd(real, as_values(synth_draft, hand), columns, numeric)
+    tv_draft = raw_tvd(real, as_values(synth_draft, hand, load_schema(d / "draft.yaml")),
+                       columns, numeric)
     tv_hand = raw_tvd(real, released_values(synth_hand, hand), columns, numeric)
     kinds: dict[str, int] = {}
     for k in dr.columns.values():
@@ -191,11 +198,17 @@ def scale(table: Path, unit: str, out: Path) -> None:
             "draft_schema; draft_schema(DraftConfig(input_path=Path(sys.argv[1]), "
             "out_path=Path(sys.argv[2]), ledger_url=sys.argv[3], dataset_id='scale', "
             "unit_column=sys.argv[4]), progress=lambda m: print(m, file=sys.stderr, flush=True))")
+    # a script file, not ``python -c``: under -c an import of great_expectations (pyspark's
+    # connect utilities) can end the interpreter silently with status 0
+    script = work / "draft_child.py"
+    script.write_text(code.replace("; ", "\n") + "\n")
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", code, str(table), str(work / "draft.yaml"), url,
+    p = subprocess.Popen([sys.executable, str(script), str(table), str(work / "draft.yaml"), url,
                           unit], env={**os.environ, "PYTHONPATH": str(REPO)})
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
+    if status != 0 or not (work / "draft.yaml").exists():
+        raise SystemExit(f"the draft child failed (wait status {status}); nothing recorded")
     rows = sum(1 for _ in table.open("rb")) - 1
     result = {"table": str(table), "rows": rows, "exit_status": status, "wall_s": round(wall, 1),
               "user_cpu_s": round(usage.ru_utime, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}

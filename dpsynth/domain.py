@@ -143,6 +143,9 @@ def value_expr(col: Column) -> pl.Expr:
     usable = ~(e.missing | e.malformed | e.invalid | e.out_of_domain)
     if col.kind == "categorical":
         value = raw
+        if col.other_category:
+            value = pl.when(raw.is_in(list(col.categories))).then(raw) \
+                .otherwise(pl.lit(col.other_category))
     elif col.kind == "code":
         labels = pl.Series([g.label for g in col.groups], dtype=pl.String)
         value = pl.lit(labels).gather(e.code.cast(pl.Int64).clip(0, len(labels) - 1))
@@ -179,7 +182,8 @@ def column_exprs(col: Column) -> ColumnExprs:
     compile_kind = {"categorical": _categorical, "code": _code, "boolean": _boolean}.get(
         col.kind, _binned)
     malformed, in_domain, code = compile_kind(r, raw)
-    out_of_domain = pl.lit(False) if col.on_out_of_domain == "clamp" else ~in_domain
+    # clamp moves a value into the bounds, other codes it as the other category
+    out_of_domain = pl.lit(False) if col.on_out_of_domain in ("clamp", "other") else ~in_domain
     bad = missing | malformed | (out_of_domain if col.on_out_of_domain == "null" else pl.lit(False))
     null_code = pl.lit(r.null_code, dtype=pl.Int64)
     final = pl.when(bad).then(null_code).otherwise(code).cast(pl.Int32).alias(col.name)
@@ -205,6 +209,8 @@ def _categorical(r: ColumnRules, raw: pl.Expr) -> _Compiled:
     cats = list(r.column.categories)
     # an Enum cast streams (replace_strict makes polars hold the whole column)
     code = raw.cast(pl.Enum(cats), strict=False).to_physical().cast(pl.Int64)
+    if r.column.other_category:
+        code = code.fill_null(cats.index(r.column.other_category))
     return pl.lit(False), raw.is_in(cats), code
 
 

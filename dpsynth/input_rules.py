@@ -200,7 +200,8 @@ class ColumnRules:
       table (rule ``valid``), before the domain rule is applied.
 
     Out-of-domain cells fail the table under ``on_out_of_domain: reject``, are
-    coded as missing under ``null``, and cannot occur under ``clamp``. Malformed
+    coded as missing under ``null``, as the column's ``other_category`` under
+    ``other`` (categorical), and cannot occur under ``clamp``. Malformed
     cells fail the table unless ``on_unreadable: null`` codes them as missing. Missing
     cells get ``null_code`` (a non-nullable column fails the table first).
     """

@@ -60,7 +60,7 @@ Kind = Literal[
     "categorical", "integer", "float", "date", "datetime", "boolean", "code", "identifier", "text",
     "derived",
 ]
-OutOfDomain = Literal["reject", "null", "clamp"]
+OutOfDomain = Literal["reject", "null", "clamp", "other"]
 
 #: Kinds that are measured and released; identifier and text columns never are.
 MEASURED_KINDS = frozenset(
@@ -113,6 +113,9 @@ class Column:
     categories: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     ordered: bool = False
+    #: ``on_out_of_domain: other``: the category (one of ``categories``) every other value is
+    #: coded as; empty otherwise
+    other_category: str = ""
     # integer / float: bounds and bin edges (bins are [e_i, e_i+1), the last one closed)
     bounds: tuple[float, float] | None = None
     bin_edges: tuple[float, ...] = ()
@@ -706,6 +709,8 @@ def _build_column(c: dict[str, Any], table_missing: tuple[str, ...]) -> Column:
             "on_out_of_domain (clamp) is only allowed for integer, float, date and datetime columns",
             where,
         )
+    if ood == "other" and kind != "categorical":
+        raise SchemaError("on_out_of_domain (other) is only allowed for categorical columns", where)
     if ood == "null" and not common["nullable"]:
         raise SchemaError("on_out_of_domain (null) needs nullable: true", where)
     if common["on_unreadable"] == "null" and not common["nullable"]:
@@ -724,11 +729,21 @@ def _categorical(c: dict[str, Any], common: dict[str, Any], where: str) -> Colum
         raise SchemaError(
             f"category {clash[0]!r} is also a missing token; a value cannot be both", where
         )
+    other = ""
+    if common["on_out_of_domain"] == "other":
+        other = str(c.get("other_category", "Other"))
+        if other in common["missing_tokens"]:
+            raise SchemaError(f"other_category ({other!r}) is also a missing token", where)
+        if other not in cats:
+            cats = (*cats, other)
+    elif "other_category" in c:
+        raise SchemaError("other_category needs on_out_of_domain: other", where)
     labels = tuple((str(k), str(v)) for k, v in c.get("labels", {}).items())
     unknown = [k for k, _ in labels if k not in cats]
     if unknown:
         raise SchemaError(f"labels name unknown category {unknown[0]!r}", where)
-    return Column(**common, categories=cats, labels=labels, ordered=bool(c.get("ordered")))
+    return Column(**common, categories=cats, labels=labels, ordered=bool(c.get("ordered")),
+                  other_category=other)
 
 
 def _numeric(c: dict[str, Any], common: dict[str, Any], where: str) -> Column:

@@ -43,6 +43,8 @@ columns:
   - {name: icd, kind: code, system: ICD-9-CM, nullable: true, pattern: '[VE]?[0-9]{1,3}(\\.[0-9]{1,2})?',
      groups: [{label: circ, ranges: [[390, 459]]}, {label: ext, prefixes: [V, E]},
               {label: other, ranges: [[1, 389], [460, 999]]}]}
+  - {name: grp, kind: categorical, nullable: true, categories: [a, b], on_out_of_domain: other,
+     other_category: rest}
 """)
 
 # Values a column may hold: valid ones, missing tokens, garbage, whitespace variants
@@ -56,6 +58,7 @@ POOL: dict[str, list[str | None]] = {
     "d": ["2001-02-15", "2003-07-04", "2003-07-05", "2001-02-14", "2002-13-01", "", "2002-06-30"],
     "b": ["true", "false", "True", "1", "", "yes"],
     "icd": ["401", "250.01", "V45", "E880", "?", "", "1000", "abc", "459.9", " 428 "],
+    "grp": ["a", "b", "rest", "zz", " a", "?", ""],
 }
 #: Values that pass every rule: tables built from these must be accepted.
 VALID = {
@@ -63,6 +66,7 @@ VALID = {
     "c": ["0", "3", "10", "11", "-1"], "x": ["0.5", "1", "2.7", "9.5", "9.6", "?"],
     "d": ["2001-02-15", "2003-07-04", "?"], "b": ["true", "false"],
     "icd": ["401", "250.01", "V45", "E880", "?", "459.9", " 428 "],
+    "grp": ["a", "b", "rest", "zz", " a", "?"],
 }
 
 
@@ -125,7 +129,7 @@ def test_clean_tables_encode_like_the_row_by_row_reference(df: pl.DataFrame) -> 
 def test_nulls_from_parquet_are_missing_values() -> None:
     df = pl.DataFrame({"pid": ["1", "2"], "cat": [None, "a"], "n": ["3", None], "c": ["1", "2"],
                        "x": [None, "1"], "d": [None, "2002-01-01"], "b": ["true", "false"],
-                       "icd": [None, "401"]})
+                       "icd": [None, "401"], "grp": [None, "zz"]})
     _same(ours(df, SCHEMA), reference(df, SCHEMA))
     assert isinstance(ours(df, SCHEMA), np.ndarray)
 
@@ -149,7 +153,7 @@ def test_a_short_csv_row_is_rejected(tmp_path: Path) -> None:
     record are counted while reading (rule csv-format), whatever the columns allow."""
     path = tmp_path / "t.csv"
     header = ",".join(POOL)
-    path.write_text(f"{header}\n1,a,3,1,1,2001-03-01,true,401\n2,a,3,1\n")
+    path.write_text(f"{header}\n1,a,3,1,1,2001-03-01,true,401,a\n2,a,3,1\n")
     from dpsynth.io import open_table
 
     with pytest.raises(InputDataError) as err, open_table(path, SCHEMA) as lf:

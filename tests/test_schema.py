@@ -7,6 +7,7 @@ import ast
 import datetime as dt
 import inspect
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,52 @@ def test_the_whole_table_domain_cap_counts_the_cells_of_all_column_pairs(
     for schema in _schemas():
         sizes = [c.domain_size for c in schema.measured_columns]
         assert dpsynth.schema._table_domain_problem(sizes) is None
+
+
+# -- on_out_of_domain: other -------------------------------------------------------------------
+
+
+def _with_cat(spec: str) -> str:
+    return SCHEMA.replace("{name: cat, kind: categorical, nullable: true, categories: [a, b, c]}",
+                          spec)
+
+
+def test_other_adds_its_category_once_and_codes_every_unlisted_value_as_it() -> None:
+    import polars as pl
+
+    from dpsynth.domain import column_exprs, value_expr
+
+    added = parse_schema(_with_cat("{name: cat, kind: categorical, categories: [a, b], "
+                                   "on_out_of_domain: other}")).column("cat")
+    assert added.categories == ("a", "b", "Other") and added.other_category == "Other"
+    listed = parse_schema(_with_cat("{name: cat, kind: categorical, categories: [a, rest, b], "
+                                    "on_out_of_domain: other, other_category: rest}")
+                          ).column("cat")
+    assert listed.categories == ("a", "rest", "b") and listed.domain_size == 3
+    df = pl.DataFrame({"cat": ["a", "b", "zz", "rest", "A"]})
+    e = column_exprs(listed)
+    assert df.select(e.code).to_series().to_list() == [0, 2, 1, 1, 1]
+    assert not df.select(e.out_of_domain.any()).item()  # nothing is refused or nulled
+    assert df.select(value_expr(listed)).to_series().to_list() == ["a", "b", "rest", "rest",
+                                                                  "rest"]
+    assert levels(listed) == ["a", "rest", "b"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("{name: cat, kind: categorical, categories: [a], other_category: x}",
+     "other_category needs on_out_of_domain: other"),
+    ("{name: cat, kind: categorical, categories: [a], on_out_of_domain: other, "
+     "other_category: '?', missing_tokens: ['?']}", "other_category ('?') is also a missing token"),
+])
+def test_other_category_mistakes_are_named(spec: str, message: str) -> None:
+    with pytest.raises(SchemaError, match=re.escape(message)) as err:
+        parse_schema(_with_cat(spec))
+    assert err.value.path == "schema.columns['cat']"
+
+
+def test_other_is_only_for_categorical_columns() -> None:
+    text = SCHEMA.replace("bounds: [-5, 38], bin_width: 4",
+                          "bounds: [-5, 38], bin_width: 4, on_out_of_domain: other")
+    with pytest.raises(SchemaError, match=r"on_out_of_domain \(other\) is only allowed for "
+                                          "categorical columns"):
+        parse_schema(text)

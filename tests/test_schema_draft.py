@@ -267,7 +267,8 @@ def test_insufficient_budget(tmp_path: Path) -> None:
     out = tmp_path / "d.yaml"
     code, _, stderr = _draft(["--input", str(table), "--out", str(out), "--ledger", url,
                               "--dataset-id", "t"])
-    assert code == 4 and "refused" in stderr
+    assert code == 4 and "schema draft 'schema-draft-t-" in stderr and "refused" in stderr
+    assert "release" not in stderr.split("refused")[0]  # a draft is not called a release
     assert not out.exists() and _charges(url) == []
 
 
@@ -356,3 +357,131 @@ def test_degenerate_columns_still_give_a_valid_draft(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["schema", "check", "--schema", str(out), "--input",
                                     str(table)])
     assert res.exit_code == 0, res.output
+
+
+# -- code columns, the other bucket, atoms ---------------------------------------------------
+
+
+def _coded_table(n: int = 6000) -> pl.DataFrame:
+    """One row per patient: an ICD-9 column (250.x held by about 40%, other chapters, V and
+    E codes, a missing token), an ICD-10 column, a small-number column, a one-decimal lab
+    value, a top-coded ratio (501 held by about 40%), and a clinic held mostly by A or B
+    while 10% of the patients each have their own clinic."""
+    rng = np.random.default_rng(5)
+    icd9 = ["250", "250.01", "250.83", "428", "414", "8", "276", "599.7", "786.5", "V57",
+            "V45.81", "E885", "E849.7", "?"]
+    p9 = np.array([14, 13, 13, 10, 10, 4, 8, 6, 6, 5, 3, 3, 2, 3], dtype=float)
+    icd10 = ["E11.9", "I10", "J18.9", "N39.0", "Z79.4", "C50.911", "F32.A", "S72.001A"]
+    clinic = np.where(rng.random(n) < 0.9, rng.choice(["A", "B"], n), None)
+    return pl.DataFrame({
+        "patient": [f"p{i}" for i in range(n)],
+        "dx": rng.choice(icd9, n, p=p9 / p9.sum()).tolist(),
+        "dx10": rng.choice(icd10, n).tolist(),
+        "visits": [str(x) for x in rng.integers(0, 30, n)],
+        "hba1c": [f"{x:.1f}" for x in rng.uniform(4, 14, n)],
+        "ratio": [str(x) for x in np.where(rng.random(n) < 0.4, 501, rng.integers(0, 500, n))],
+        "clinic": [c if c is not None else f"solo-{i}" for i, c in enumerate(clinic)],
+    })
+
+
+def test_codes_other_bucket_and_atoms(tmp_path: Path) -> None:
+    """At a large epsilon: the ICD-9 and ICD-10 columns are drafted as code columns with the
+    public chapter lists (250 kept apart before them, as a frequent category), number columns
+    stay numbers, the top code 501 is an atom, and the clinics each held by one patient are
+    never listed but released as 'Other'. The draft passes schema check on the table."""
+    from dpsynth.code_systems import ICD9, ICD10, chapter_groups
+
+    table = tmp_path / "t.csv"
+    _coded_table().write_csv(table)
+    url = _ledger(tmp_path, total=10)
+    out = tmp_path / "d.yaml"
+    code, stdout, stderr = _draft(["--input", str(table), "--out", str(out), "--ledger", url,
+                                   "--dataset-id", "t", "--epsilon", "6", "--unit-column",
+                                   "patient", "--json"])
+    assert code == 0, stderr
+    assert json.loads(stdout)["columns"] == {
+        "patient": "identifier", "dx": "code", "dx10": "code", "visits": "integer",
+        "hba1c": "float", "ratio": "integer", "clinic": "categorical"}
+    schema = load_schema(out)
+    dx, dx10 = schema.column("dx"), schema.column("dx10")
+    assert dx.pattern == ICD9.pattern and dx10.pattern == ICD10.pattern
+    labels = [g.label for g in dx.groups]
+    chapters = [g["label"] for g in chapter_groups(ICD9)]
+    assert labels[-len(chapters):] == chapters
+    assert labels[0] == "250 category"  # 40% of the codes: kept apart, and first
+    # the others kept apart are categories near or above 5% of the codes (none below 4%)
+    assert set(labels[:-len(chapters)]) <= {f"{c} category" for c in (
+        "250", "428", "414", "276", "599", "786", "V57", "008")}
+    labels10 = [g.label for g in dx10.groups]
+    chapters10 = [g["label"] for g in chapter_groups(ICD10)]
+    assert labels10[-len(chapters10):] == chapters10
+    assert set(labels10[:-len(chapters10)]) <= {  # 8 codes, 12.5% each: kept apart
+        f"{c} category" for c in ("E11", "I10", "J18", "N39", "Z79", "C50", "F32", "S72")}
+    assert "?" in dx.missing_tokens
+    assert 501.0 in schema.column("ratio").atoms
+    clinic = schema.column("clinic")
+    assert clinic.on_out_of_domain == "other" and clinic.categories == ("A", "B", "Other")
+    res = CliRunner().invoke(main, ["schema", "check", "--schema", str(out), "--input",
+                                    str(table)])
+    assert res.exit_code == 0, res.output
+
+
+def test_numbers_are_not_mistaken_for_codes(tmp_path: Path) -> None:
+    """Whole numbers of 1-3 digits all match the ICD-9 pattern; without decimals or lettered
+    codes among them they stay numbers, whatever the noise (many drafts)."""
+    rng = np.random.default_rng(9)
+    n = 3000
+    table = tmp_path / "n.csv"
+    pl.DataFrame({"count": [str(x) for x in rng.integers(0, 400, n)],
+                  "small": [str(x) for x in rng.integers(1, 9, n)]}).write_csv(table)
+    header, types = read_header(table)
+    cfg = DraftConfig(input_path=table, out_path=tmp_path / "d.yaml", ledger_url="unused",
+                      dataset_id="n", epsilon=0.5)
+    budget = Budget(ApproxDP(cfg.epsilon, cfg.delta - cfg.threshold_delta).rho.rho)
+    with open_table(table, provisional_schema(header)) as lf:
+        profile = TableProfile(lf, header, None, 1)
+        for _ in range(30):
+            session = DraftSession(profile, header, 1, budget, cfg.threshold_delta)
+            draft = propose(session, header, types, cfg, "test")
+            assert {c.name: c.kind for c in draft.columns} == {"count": "integer",
+                                                               "small": "integer"}
+
+
+def test_a_category_held_by_one_patient_is_never_kept_apart_or_listed(tmp_path: Path) -> None:
+    """The other bucket and code categories come from DP key selection: over many drafts a
+    clinic or a code category only one patient holds never appears by name."""
+    df = _coded_table(3000).with_columns(
+        pl.when(pl.col("patient") == "p7").then(pl.lit("999.99")).otherwise(pl.col("dx"))
+        .alias("dx"))
+    table = tmp_path / "t.csv"
+    df.write_csv(table)
+    header, types = read_header(table)
+    cfg = DraftConfig(input_path=table, out_path=tmp_path / "d.yaml", ledger_url="unused",
+                      dataset_id="t", epsilon=2.0, unit_column="patient", max_rows=1)
+    budget = Budget(ApproxDP(cfg.epsilon, cfg.delta - cfg.threshold_delta).rho.rho)
+    with open_table(table, provisional_schema(header)) as lf:
+        profile = TableProfile(lf, header, "patient", 1, secret=3)
+        for _ in range(20):
+            session = DraftSession(profile, header, 1, budget, cfg.threshold_delta,
+                                   unit_column="patient")
+            draft = propose(session, header, types, cfg, "test")
+            fields = {c.name: dict((k, v) for k, v, _ in c.fields) for c in draft.columns}
+            assert not any(str(v).startswith("solo-")
+                           for v in fields["clinic"].get("categories", []))
+            groups = fields["dx"].get("groups", [])
+            assert not any(g["label"].startswith("999") for g in groups)
+
+
+def test_bins_holding_only_atoms_are_merged() -> None:
+    """Atoms 0 and 1 (both frequent) would leave the whole-number bin [0, 2) with nothing
+    but atoms, which the schema refuses: the bin is merged with its neighbour; a single bin
+    that would hold nothing else drops its atoms instead."""
+    from dpsynth.draft import _settle_atoms
+
+    edges = [0.0, 2.0, 5.0, 10.0]
+    assert _settle_atoms(edges, [0.0, 1.0], (0.0, 10.0), 1.0) == []
+    assert edges == [0.0, 5.0, 10.0]
+    edges = [0.0, 1.0]
+    assert _settle_atoms(edges, [0.0, 1.0], (0.0, 1.0), 1.0) == [0.0, 1.0]
+    edges = [0.0, 0.5, 3.0]  # no precision: a bin of positive width always holds values
+    assert _settle_atoms(edges, [0.0], (0.0, 3.0), 0.0) == [] and edges == [0.0, 0.5, 3.0]

@@ -10,7 +10,10 @@ text), and the exact counts the draft's DP steps add noise to (:class:`TableProf
 * per column, how many cells fall in each class of :data:`dpsynth.draft.CLASSES` (null, each public
   missing token, whole number, other number, ISO date, anything else) and how many
   distinct values it holds;
-* a column's values with their counts (for key selection);
+* a column's values with their counts (for key selection), or its codes' 3-character
+  categories under a public code system (:mod:`dpsynth.code_systems`);
+* per column, how many present cells have each code form of
+  :data:`dpsynth.code_systems.CODE_FORMS`;
 * numbers (or a date's year) counted in public cells: decades of magnitude, an equal
   grid, exact zeros and values on decimal grids;
 * patients counted by their number of rows.
@@ -34,6 +37,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from dpsynth.code_systems import CATEGORY_PATTERN, CODE_FORMS, ICD9, ICD10, form_patterns
 from dpsynth.draft import CLASSES, DATE_FORMAT, DECADES, MISSING_TOKENS
 from dpsynth.errors import InputDataError
 from dpsynth.input_rules import check_header, input_file_error, input_path_problem, parquet_unreadable
@@ -122,7 +126,22 @@ def _class(c: str) -> pl.Expr:
             .when(s.cast(pl.Float64, strict=False).is_finite().fill_null(False)).then(n + 1)
             .when(s.str.to_date(DATE_FORMAT, strict=False).is_not_null()).then(n + 2)
             .when(s.str.contains(r"\s")).then(n + 3)
-            .otherwise(n + 4))
+            .when(s.str.contains(_CODE_LIKE)).then(n + 4)
+            .otherwise(n + 5))
+
+
+_CODE_LIKE = "|".join(form_patterns()[2:])
+"""A diagnosis code with a letter (an ICD-9 V or E code, an ICD-10 code): class ``code``."""
+
+
+def _form(c: str) -> pl.Expr:
+    """A present cell's index in :data:`CODE_FORMS` (null for a missing cell)."""
+    raw = pl.col(c)
+    s = raw.str.strip_chars()
+    expr: Any = pl.when(raw.is_null() | raw.is_in(list(MISSING_TOKENS))).then(None)
+    for i, pattern in enumerate(form_patterns()):
+        expr = expr.when(s.str.contains(pattern)).then(i)
+    return expr.otherwise(len(CODE_FORMS) - 1)
 
 
 class TableProfile:
@@ -155,14 +174,22 @@ class TableProfile:
                  secret: bytes | int | None) -> pl.LazyFrame:
         others = [c for c in self._columns if c != unit]
         content = (pl.struct(others).hash(seed=0) if others else pl.lit(0, dtype=pl.UInt64))
-        compact = self._collect(lf.select(pl.col(unit), content.alias("__content")))
+        # the patient id as a Categorical: a small integer a row, its text once per patient
+        compact = self._collect(lf.select(pl.col(unit).cast(pl.Categorical),
+                                          content.alias("__content")))
         ids = compact[unit]
-        if ids.null_count() or (ids.str.strip_chars() == "").any():
+        dtype = ids.dtype
+        assert isinstance(dtype, pl.Categorical)
+        codes = ids.to_physical()
+        texts = dtype.categories.to_series()
+        seen = texts.gather(codes.unique().drop_nulls())
+        if ids.null_count() or (seen.str.strip_chars() == "").any():
             raise InputDataError("the patient id is missing", column=unit,
                                  rule="privacy-unit-missing")
-        self._per_patient = ids.value_counts(name="r")["r"].to_numpy()
-        mask = bounding_mask(compact, unit, k, secret)
-        del compact, ids
+        self._per_patient = codes.value_counts(name="r")["r"].to_numpy()
+        mask = bounding_mask(compact.with_columns(codes.alias(unit)), unit, k, secret,
+                             unit_values=texts)
+        del compact, ids, codes, texts, seen
         if mask.all():
             return lf
         kept = pl.Series(_ROW, np.flatnonzero(mask).astype(np.uint32), dtype=pl.UInt32)
@@ -213,6 +240,32 @@ class TableProfile:
             keep &= _number(column, "float").is_null()
         df = self._values(column).filter(keep)
         return dict(zip(df[column].to_list(), df["n"].to_list(), strict=True))
+
+    def outside_count(self, column: str, kept: Sequence[str], exclude: Sequence[str]) -> int:
+        """Rows of ``column`` holding a value (not null, not in ``exclude``) that is not one
+        of ``kept``."""
+        raw = pl.col(column)
+        keep = raw.is_not_null() & ~raw.is_in(list(exclude)) & ~raw.is_in(list(kept))
+        return int(self._values(column).filter(keep)["n"].sum())
+
+    def code_forms(self, column: str) -> np.ndarray:
+        """Present cells of ``column`` (not null, not a public missing token) per code form
+        of :data:`dpsynth.code_systems.CODE_FORMS` (each in one)."""
+        return self._weighted(column, _form(column), len(CODE_FORMS))
+
+    def category_counts(self, column: str, system: str) -> dict[str, int]:
+        """Each 3-character category of the codes of ``column`` that match code system
+        ``system``'s pattern (``icd9``, ``icd10``) with its number of rows; ICD-9 numbers
+        without leading zeros (``008`` and ``8`` are one category)."""
+        pattern = {"icd9": ICD9, "icd10": ICD10}[system].pattern
+        s = pl.col(column).str.strip_chars()
+        cat = s.str.extract(CATEGORY_PATTERN[system], 1)
+        cat = pl.when(cat.str.contains(r"^\d+$")).then(
+            cat.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(cat)
+        df = (self._values(column)
+              .filter(s.str.contains(f"^(?:{pattern})$").fill_null(False))
+              .select(cat.alias("k"), "n").group_by("k").agg(pl.col("n").sum()))
+        return dict(zip(df["k"].to_list(), df["n"].to_list(), strict=True))
 
     def magnitude_counts(self, column: str, kind: str) -> np.ndarray:
         """Values of ``column`` (read as ``kind``) per magnitude bucket

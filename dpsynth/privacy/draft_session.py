@@ -3,10 +3,11 @@
 Owns: the exact aggregates of a table no schema describes yet (a
 :class:`dpsynth.io.profile.TableProfile`, or anything with its methods) and every DP
 step ``dpsynth schema draft`` may take on them: discrete Gaussian noise on count
-vectors (cell classes, distinct values, magnitudes, grids, exact values, rows per
-patient) and thresholded key selection (OpenDP's ``make_gaussian_threshold``). Each
-step charges the accountant (rho) and the draft's delta for thresholds *before* its
-result is returned; a step the remaining budget cannot cover raises
+vectors (cell classes, code forms, distinct values, values outside the kept keys,
+magnitudes, grids, exact values, rows per patient) and thresholded key selection
+(OpenDP's ``make_gaussian_threshold``) of a column's values or of its codes'
+3-character categories. Each step charges the accountant (rho) and the draft's delta
+for thresholds *before* its result is returned; a step the remaining budget cannot cover raises
 :class:`~dpsynth.errors.BudgetError` and produces nothing.
 
 Sensitivities follow the privacy unit: every count is over the contribution-bounded
@@ -44,6 +45,9 @@ class Profile(Protocol):
     def distinct(self, column: str) -> int: ...
     def key_counts(self, column: str, exclude: Sequence[str],
                    non_numeric_only: bool) -> dict[str, int]: ...
+    def code_forms(self, column: str) -> np.ndarray: ...
+    def outside_count(self, column: str, kept: Sequence[str], exclude: Sequence[str]) -> int: ...
+    def category_counts(self, column: str, system: str) -> dict[str, int]: ...
     def magnitude_counts(self, column: str, kind: str) -> np.ndarray: ...
     def grid_counts(self, column: str, kind: str, origin: float, width: float,
                     n: int) -> np.ndarray: ...
@@ -132,6 +136,19 @@ class DraftSession:
         return self._gauss(step, (c,), self.__k, rho,
                            lambda: np.asarray([self.__profile.distinct(c)]))
 
+    def outside(self, column: str, kept: Sequence[str], exclude: Sequence[str], rho: float,
+                step: str) -> NoisyCounts:
+        """Rows whose value is present (not null, not in ``exclude``) and not one of
+        ``kept`` (one count): after key selection, how much an ``Other`` bucket would hold."""
+        c = self._col(column)
+        return self._gauss(step, (c,), self.__k, rho, lambda: np.asarray(
+            [self.__profile.outside_count(c, tuple(kept), tuple(exclude))]))
+
+    def code_forms(self, column: str, rho: float, step: str) -> NoisyCounts:
+        """Present cells per code form of ``dpsynth.code_systems.CODE_FORMS`` (each in one)."""
+        c = self._col(column)
+        return self._gauss(step, (c,), self.__k, rho, lambda: self.__profile.code_forms(c))
+
     def magnitudes(self, column: str, kind: str, rho: float, step: str) -> NoisyCounts:
         c = self._col(column)
         return self._gauss(step, (c,), self.__k, rho,
@@ -175,12 +192,25 @@ class DraftSession:
         A value only one patient holds passes the threshold with probability at most
         ``delta`` (charged to the draft's delta), whatever ``rho`` is."""
         c = self._col(column)
+        return self._select(step, c, rho, delta, lambda: self.__profile.key_counts(
+            c, tuple(exclude), non_numeric_only))
+
+    def code_categories(self, column: str, system: str, rho: float, delta: float, step: str
+                        ) -> tuple[dict[str, float], float]:
+        """The 3-character categories of ``column``'s codes under public code system
+        ``system`` held by enough patients, as :meth:`keys` selects values."""
+        c = self._col(column)
+        return self._select(step, c, rho, delta,
+                            lambda: self.__profile.category_counts(c, system))
+
+    # -- internals ---------------------------------------------------------------------------
+    def _select(self, step: str, c: str, rho: float, delta: float, exact_counts: Any
+                ) -> tuple[dict[str, float], float]:
         if delta > self.delta_remaining * (1 + 1e-9):
             raise BudgetError(f"{step}: requested delta {delta:.3g} but only "
                               f"{self.delta_remaining:.3g} remains for key selection")
         mech = mechanisms.gaussian_threshold(self.__k, rho, delta)
-        exact = mechanisms.as_key_counts(self.__profile.key_counts(c, tuple(exclude),
-                                                                   non_numeric_only))
+        exact = mechanisms.as_key_counts(exact_counts())
         self._charge(step, mech, (c,), float(self.__k))
         out = self.__noise(mech, exact)
         if not isinstance(out, dict):
@@ -188,7 +218,6 @@ class DraftSession:
         assert mech.threshold is not None
         return {str(k): float(v) for k, v in out.items()}, float(mech.threshold)
 
-    # -- internals ---------------------------------------------------------------------------
     def _col(self, column: str) -> str:
         if column not in self.__columns:
             raise UsageError(f"column ({column!r}) must be one of the table's columns")

@@ -105,7 +105,8 @@ def column_exprs(col: Column) -> SparkExprs:
     compile_kind = {"categorical": _categorical, "code": _code, "boolean": _boolean}.get(
         col.kind, _binned)
     malformed, in_domain, code = compile_kind(r, raw)
-    out_of_domain = F.lit(False) if col.on_out_of_domain == "clamp" else ~in_domain
+    # clamp moves a value into the bounds, other codes it as the other category
+    out_of_domain = F.lit(False) if col.on_out_of_domain in ("clamp", "other") else ~in_domain
     malformed_f = F.coalesce(malformed, F.lit(True))
     bad = missing | malformed_f | (F.coalesce(out_of_domain, F.lit(True))
                                    if col.on_out_of_domain == "null" else F.lit(False))
@@ -131,9 +132,13 @@ _Compiled = tuple["SparkColumn", "SparkColumn", "SparkColumn"]
 
 def _categorical(r: ColumnRules, raw: SparkColumn) -> _Compiled:
     F = pyspark_functions()
-    pos = F.array_position(F.array(*[F.lit(c) for c in r.column.categories]), raw)
+    cats = list(r.column.categories)
+    pos = F.array_position(F.array(*[F.lit(c) for c in cats]), raw)
     in_domain = pos > 0
-    return F.lit(False), in_domain, F.when(in_domain, pos - 1)
+    code = F.when(in_domain, pos - 1)
+    if r.column.other_category:
+        code = code.otherwise(F.lit(cats.index(r.column.other_category)))
+    return F.lit(False), in_domain, code
 
 
 def _code(r: ColumnRules, raw: SparkColumn) -> _Compiled:

@@ -165,16 +165,18 @@ def _summarise(ds: Sequence[Any], charges: list[ChargeRecord]) -> DatasetSummary
 
 
 def _refusal(release_id: str, budget: ApproxDP, cost: Budget, ds: Sequence[Any],
-             spent: Budget, extra_delta: float = 0.0) -> str:
+             spent: Budget, extra_delta: float = 0.0, kind: str = "release") -> str:
     """The overspend message: what was asked for and what remains (``extra_delta``:
-    the delta already spent outside rho by counted charges)."""
+    the delta already spent outside rho by counted charges; ``kind``: the charge's kind,
+    named in the message as ``release`` or ``schema draft``)."""
     total_delta, total = float(ds[2]) - extra_delta, _effective_total(ds, extra_delta)
+    what = "schema draft" if kind == "schema-draft" else "release"
     if total_delta <= 0:
-        return (f"release {release_id!r} refused: dataset {ds[0]!r} has no delta left "
+        return (f"{what} {release_id!r} refused: dataset {ds[0]!r} has no delta left "
                 f"(total delta {float(ds[2]):g}, all spent by schema drafts' key selection)")
     remaining = _left(total, spent)
     return (
-        f"release {release_id!r} refused: it asks for epsilon {budget.epsilon:g} at "
+        f"{what} {release_id!r} refused: it asks for epsilon {budget.epsilon:g} at "
         f"delta {budget.delta:g} (rho {cost.rho:.6g}; epsilon "
         f"{cost.epsilon(total_delta):.6g} at the dataset's delta {total_delta:g}) "
         f"but dataset {ds[0]!r} has only epsilon "
@@ -407,7 +409,8 @@ class Ledger:
                 if after >= float(ds[2]) or not total.covers(
                         Budget(math.fsum([*counted, cost.rho]))):
                     raise BudgetError(
-                        _refusal(release_id, budget, cost, ds, Budget(math.fsum(counted)), extra)
+                        _refusal(release_id, budget, cost, ds, Budget(math.fsum(counted)), extra,
+                                 kind)
                     )
                 now = _now()
                 tx.execute(
