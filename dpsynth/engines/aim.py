@@ -143,7 +143,7 @@ class AIMSettings:
     subgroups: tuple[str, ...] = ()
     """The schema's subgroup columns; used only with ``targets`` (target x subgroup pairs,
     and with ``analysis_weight`` > 0 target x subgroup x column triples in the workload)."""
-    analysis_share: float = 0.25
+    analysis_share: float = 0.2
     """Share of the budget for the analysis marginals before the rounds (selection and
     measurement; 0: none are measured up front)."""
     analysis_pairs: int = 8
@@ -377,14 +377,12 @@ def _workload_info(cols: tuple[str, ...], s: AIMSettings, plan: AnalysisPlan,
 
 
 def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[int], s: AIMSettings,
-                      plan: AnalysisPlan, rho: float, measurements: list[NoisyMarginalLike],
-                      zeros: dict[tuple[int, ...], np.ndarray]
-                      ) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    """Spend ``analysis_share`` of the release's budget ``rho`` before the rounds: choose
-    ``analysis_pairs`` of each target's pairs by noisy max, scored on the model fitted to
-    ``measurements`` so far (the 1-way and keep-together marginals), then measure them and
-    the public analysis marginals in equal parts (appended to ``measurements``). Returns
-    (measured cliques, chosen cliques)."""
+                      plan: AnalysisPlan, rho: float, oneway: list[NoisyMarginalLike]
+                      ) -> tuple[list[NoisyMarginalLike], list[tuple[int, ...]]]:
+    """Spend ``analysis_share`` of the release's budget ``rho``: choose ``analysis_pairs``
+    of each target's pairs by noisy max on how badly the independent model of the noisy
+    1-way marginals ``oneway`` explains them (MST's score), then measure them and the public
+    analysis marginals in equal parts. Returns (the measurements, the chosen cliques)."""
     fits = lambda c: math.prod(sizes[a] for a in c) <= s.max_model_size  # noqa: E731
     public = [c for c in plan.public if fits(c)]
     pools = [[c for c in pool if fits(c)] for pool in plan.choose_from]
@@ -395,30 +393,27 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
     share = min(s.analysis_share * rho, session.remaining.rho / 2)
     select_rho = (1 - s.measure_share) * share if sum(n_pick) else 0.0
     each = (share - select_rho) / n_meas
-    k = session.contribution_bound
-    sigma = k / math.sqrt(2 * each)
     chosen: list[tuple[int, ...]] = []
     if sum(n_pick):
         index = {c: j for j, c in enumerate(cols)}
-        model = estimate(sizes, [to_observation(m, index) for m in measurements],
-                         max_iters=s.round_iters, zeros=zeros).model
+        independent = estimate(sizes, [to_observation(m, index) for m in oneway],
+                               max_iters=s.round_iters).model
         for pool, n in zip(pools, n_pick, strict=True):
             left = list(pool)
             for _ in range(n):
                 pick = session.select_marginal(
                     [tuple(cols[a] for a in c) for c in left],
-                    model.marginals(left),
+                    independent.marginals(left),
                     [1.0] * len(left),
-                    [math.sqrt(2 / math.pi) * sigma * math.prod(sizes[a] for a in c) for c in left],
+                    [0.0] * len(left),
                     select_rho / sum(n_pick),
                     "aim/analysis-select",
                 )
                 chosen.append(left.pop(pick))
     todo = list(dict.fromkeys([*public, *chosen]))
-    for cl in todo:
-        measurements.append(session.measure(tuple(cols[a] for a in cl), min(each, session.remaining.rho),
-                                            "aim/analysis"))
-    return todo, chosen
+    out = [session.measure(tuple(cols[a] for a in cl), min(each, session.remaining.rho), "aim/analysis")
+           for cl in todo]
+    return out, chosen
 
 
 def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> FittedModel:
@@ -448,11 +443,14 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         measurements.append(session.measure(tuple(cols[a] for a in cl), min(rho_meas, share),
                                             "aim/keep-together"))
         shortlist.add(cl)
-    index_of = lambda m: to_observation(m, index)  # noqa: E731
-    zeros = zero_masks(s.structural_zeros, index, sizes)
-    measured, chosen = _measure_analysis(session, cols, sizes, s, plan, rho, measurements, zeros)
+    # The analysis marginals: measured now (their cliques count in the model-size limit),
+    # fitted only in the final estimate, so the rounds run as plain AIM's on the rest.
+    analysis, chosen = _measure_analysis(session, cols, sizes, s, plan, rho, measurements[:d])
+    measured = [tuple(sorted(index[c] for c in m.columns)) for m in analysis]
     for cl in measured:
         shortlist.add(cl)
+    index_of = lambda m: to_observation(m, index)  # noqa: E731
+    zeros = zero_masks(s.structural_zeros, index, sizes)
     est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements],
                                      max_iters=s.round_iters, zeros=zeros)
     n_rounds = 0
@@ -499,6 +497,7 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         if float(np.abs(after - before).sum()) <= math.sqrt(2 / math.pi) * m.sigma * cells:
             rho_meas *= 4  # sigma / 2
             rho_sel *= 4  # epsilon * 2
+    measurements += analysis
     est = estimate(sizes, [index_of(x) for x in measurements], warm_start=est,
                    max_iters=s.final_iters, zeros=zeros)
     info = {
