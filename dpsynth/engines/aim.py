@@ -24,33 +24,33 @@ and ``benchmarks/results/aim-speed.md``.
 
 Analysis targets (issue 14; public, from the schema's ``analysis`` section, set by the
 release in ``targets``/``focus``/``subgroups``) get their extra weight as budget, not as
-selection weight. Before the rounds start, ``analysis_share`` (default 0.25) of the budget
-goes to the analysis marginals, without touching AIM's own selection:
+selection weight: ``analysis_share`` (default 0.2) of the budget goes to analysis
+marginals, without touching AIM's own selection:
 
 * each target's pair with each subgroup column, and every focus set (within
   ``max_model_size`` cells), are measured: public choices, no selection;
-* of each target's other pairs, ``analysis_pairs`` (default 8) are chosen by noisy max
-  (one pick at a time, weight 1, so sensitivity ``k``), scored like an AIM round on the
-  1-way model: ``||M_c(model) - M_c(data)||_1 - sqrt(2/pi) * sigma * cells_c``, i.e. the
-  pairs whose dependence on the target is largest against the noise they would be
-  measured with; they are then measured. The picks spend ``1 - measure_share`` of the
-  share, and every up-front measurement gets an equal part of the rest. When a target has
+* of each target's other pairs, ``analysis_pairs`` (default 8) are chosen by noisy max, one
+  pick at a time (weight 1, so sensitivity ``k``), on how badly the independent model of the
+  noisy 1-way marginals explains them, ``||M_c(independent) - M_c(data)||_1`` (MST's tree
+  score): the columns the target depends on most. The picks spend ``1 - measure_share`` of
+  the share; every analysis measurement gets an equal part of the rest. When a target has
   no more other pairs than ``analysis_pairs``, all are measured, without selection.
 
-On diabetes130 (48 columns, one target, three subgroups, epsilon 1) that is 11 pairs
-with readmitted, each measured with about 1.4 times the budget of one of MST's tree
-edges; MST, whose tree gives the target several such edges, reaches a train-on-synthetic
-AUC of 0.645 where AIM measuring every target pair at a tenth of the budget reached 0.611
-(``benchmarks/results/analysis_targets.md``). The rounds then run on the generic workload
-exactly as plain AIM does: with ``analysis_weight`` 0 (the default) the analysis
-marginals do not join the selection's workload, because noisy max scales its noise with
-the largest candidate weight, and weighting the target marginals 4 times made every
-generic choice noisier (the 2-way TVD rose by 27 %). With ``analysis_weight`` > 0, every
-target pair, every triple of a target, a subgroup column and another column, and every
-focus set join the workload at that weight; a candidate's AIM weight is then ``w_c =
-sum_r weight_r * |c & r|`` over the workload's marginals ``r``. The workload used, and
-which pairs were chosen, is in ``info["workload"]`` (the privacy report lists it).
-Without targets and focus the fit is exactly the plain AIM below.
+They are measured before the rounds (their cliques count in the model-size limit) but
+fitted only in the final estimate, so the rounds select and anneal as plain AIM's do, on
+the rest of the budget. Fitting them from the start slowed the rounds' warm-started estimates (their
+noise is far smaller than a round's, and mirror descent's step follows the most precise
+measurement), so new measurements seemed not to move the model and the annealing spent
+the budget early: 26 rounds instead of plain AIM's 56 on diabetes130. The selection's
+workload is by default the generic one only (``analysis_weight`` 0): noisy max scales its
+noise with the largest candidate weight, and weighting the target marginals 4 times made
+every generic choice noisier (the 2-way TVD rose by 27 %). With ``analysis_weight`` > 0,
+every target pair, every triple of a target, a subgroup column and another column, and
+every focus set join the workload at that weight; a candidate's AIM weight is then ``w_c =
+sum_r weight_r * |c & r|`` over the workload's marginals ``r``. Measured on diabetes130:
+``benchmarks/results/analysis_targets.md``. The workload used, and which pairs were chosen,
+is in ``info["workload"]`` (the privacy report lists it). Without targets and focus the
+fit is exactly the plain AIM below.
 
 Budget: every round spends ``rho / max_rounds`` (0.9 measure, 0.1 select)
 until fewer than two rounds' worth remain; that round then spends exactly the
@@ -148,7 +148,8 @@ class AIMSettings:
     measurement; 0: none are measured up front)."""
     analysis_pairs: int = 8
     """Per target, how many of its pairs with non-subgroup columns are chosen by noisy max
-    and measured up front (a target with no more such pairs: all, without selection)."""
+    and measured from ``analysis_share`` (a target with no more such pairs: all, without
+    selection)."""
     analysis_weight: float = 0.0
     """Workload weight of each analysis marginal in the rounds' selection (the generic
     ones weigh 1). 0: the rounds select exactly as plain AIM (the analysis marginals get
