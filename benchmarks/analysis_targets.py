@@ -78,7 +78,11 @@ CONFIGS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "mst-targets": ("mst", "shipped", "this", ()),
     "mst-plain": ("mst", "plain", "this", ()),
     "v010-mst": ("mst", "v010", "v010", ()),
-    # not run by default (--configs): the default before the targets got their weight as
+    # not run by default (--configs): other up-front shares and numbers of chosen target pairs
+    "aim-targets-share20-pairs8": ("aim", "shipped", "this", _opts(analysis_share=0.2, analysis_pairs=8)),
+    "aim-targets-share25-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.25, analysis_pairs=10)),
+    "aim-targets-share30-pairs12": ("aim", "shipped", "this", _opts(analysis_share=0.3, analysis_pairs=12)),
+    # the default before the targets got their weight as
     # budget (every target pair measured first from 10 %, analysis weight 4 in selection)
     "aim-targets-w4-all": ("aim", "shipped", "this", _opts(analysis_weight=4, analysis_share=0.1,
                                                             analysis_pairs=47)),
