@@ -29,12 +29,16 @@ marginals, without touching AIM's own selection:
 
 * each target's pair with each subgroup column, and every focus set (within
   ``max_model_size`` cells), are measured: public choices, no selection;
-* of each target's other pairs, ``analysis_pairs`` (default 8) are chosen by noisy max, one
-  pick at a time (weight 1, so sensitivity ``k``), on how badly the independent model of the
-  noisy 1-way marginals explains them, ``||M_c(independent) - M_c(data)||_1`` (MST's tree
-  score): the columns the target depends on most. The picks spend ``1 - measure_share`` of
-  the share; every analysis measurement gets an equal part of the rest. When a target has
-  no more other pairs than ``analysis_pairs``, all are measured, without selection.
+* of each target's pairs with the other modelled columns (not ``_unit_rows``, which is
+  never released), ``analysis_pairs`` (default 8) are chosen by noisy max, one pick at a
+  time (weight 1, so sensitivity ``k``), on how badly the independent model ``I`` of the
+  noisy 1-way marginals explains them, less the distance sampling alone would put there:
+  ``||I_c - M_c(data)||_1 - sqrt(2/pi) * sum(sqrt(I_c))`` (a cell's count has standard
+  deviation about ``sqrt(I_c)``); without that term, wide columns (ICD-9 groups, payer,
+  specialty) won on sampling noise. The columns the target depends on most. The picks
+  spend ``1 - measure_share`` of the share; every analysis measurement gets an equal part
+  of the rest. When a target has no more other pairs than ``analysis_pairs``, all are
+  measured, without selection.
 
 They are measured before the rounds (their cliques count in the model-size limit) but
 fitted only in the final estimate, so the rounds select and anneal as plain AIM's do, on
@@ -92,6 +96,7 @@ from dpsynth.engines.estimation import EstimationResult, MarkovModel, estimate
 from dpsynth.engines.junction_tree import triangulate
 from dpsynth.engines.unionfind import DisjointSets
 from dpsynth.errors import ResourceLimitError, UsageError
+from dpsynth.schema import UNIT_ROWS_COLUMN
 
 __all__ = ["AIMSettings", "analysis_workload", "fit_aim"]
 
@@ -224,8 +229,9 @@ def analysis_workload(cols: tuple[str, ...], s: AIMSettings) -> AnalysisPlan:
     choose_from: list[list[tuple[int, ...]]] = []
     pairs: list[tuple[int, ...]] = []
     triples: list[tuple[int, ...]] = []
+    internal = {index[UNIT_ROWS_COLUMN]} if UNIT_ROWS_COLUMN in index else set()
     for t in targets:
-        mine = [tuple(sorted((t, a))) for a in range(len(cols)) if a != t]
+        mine = [tuple(sorted((t, a))) for a in range(len(cols)) if a != t and a not in internal]
         pairs += mine
         public += [tuple(sorted((t, g))) for g in subgroups if g != t]
         others = [c for c in mine if c not in public]
@@ -382,8 +388,9 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
                       ) -> tuple[list[NoisyMarginalLike], list[tuple[int, ...]]]:
     """Spend ``analysis_share`` of the release's budget ``rho``: choose ``analysis_pairs``
     of each target's pairs by noisy max on how badly the independent model of the noisy
-    1-way marginals ``oneway`` explains them (MST's score), then measure them and the public
-    analysis marginals in equal parts. Returns (the measurements, the chosen cliques)."""
+    1-way marginals ``oneway`` explains them, less what sampling alone would show, then
+    measure them and the public analysis marginals in equal parts. Returns (the
+    measurements, the chosen cliques)."""
     fits = lambda c: math.prod(sizes[a] for a in c) <= s.max_model_size  # noqa: E731
     public = [c for c in plan.public if fits(c)]
     pools = [[c for c in pool if fits(c)] for pool in plan.choose_from]
@@ -401,16 +408,20 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
                                max_iters=s.round_iters).model
         for pool, n in zip(pools, n_pick, strict=True):
             left = list(pool)
+            expected = independent.marginals(left)
+            # what sampling alone puts between a pair and the product of its margins
+            chance = [math.sqrt(2 / math.pi) * float(np.sqrt(np.clip(m, 0, None)).sum()) for m in expected]
             for _ in range(n):
                 pick = session.select_marginal(
                     [tuple(cols[a] for a in c) for c in left],
-                    independent.marginals(left),
+                    expected,
                     [1.0] * len(left),
-                    [0.0] * len(left),
+                    chance,
                     select_rho / sum(n_pick),
                     "aim/analysis-select",
                 )
                 chosen.append(left.pop(pick))
+                del expected[pick], chance[pick]
     todo = list(dict.fromkeys([*public, *chosen]))
     out = [session.measure(tuple(cols[a] for a in cl), min(each, session.remaining.rho), "aim/analysis")
            for cl in todo]
