@@ -29,16 +29,15 @@ marginals, without touching AIM's own selection:
 
 * each target's pair with each subgroup column, and every focus set (within
   ``max_model_size`` cells), are measured: public choices, no selection;
-* of each target's pairs with the other modelled columns (not ``_unit_rows``, which is
-  never released), ``analysis_pairs`` (default 8) are chosen by noisy max, one pick at a
-  time (weight 1, so sensitivity ``k``), on how badly the independent model ``I`` of the
-  noisy 1-way marginals explains them, less the distance sampling alone would put there:
-  ``||I_c - M_c(data)||_1 - sqrt(2/pi) * sum(sqrt(I_c))`` (a cell's count has standard
-  deviation about ``sqrt(I_c)``); without that term, wide columns (ICD-9 groups, payer,
-  specialty) won on sampling noise. The columns the target depends on most. The picks
-  spend ``1 - measure_share`` of the share; every analysis measurement gets an equal part
-  of the rest. When a target has no more other pairs than ``analysis_pairs``, all are
-  measured, without selection.
+* of each target's pairs with the other columns, ``analysis_pairs`` (default 8) are chosen
+  by noisy max, one pick at a time (weight 1, so sensitivity ``k``), on how badly the
+  independent model ``I`` of the noisy 1-way marginals explains them, less the distance
+  sampling alone would put there: ``||I_c - M_c(data)||_1 - sqrt(2/pi) * sum(sqrt(I_c))``
+  (a cell's count has standard deviation about ``sqrt(I_c)``): the columns the target
+  depends on most. Without that term, wide columns (ICD-9 groups, payer, specialty) won on
+  sampling noise. The picks spend ``1 - measure_share`` of the share; every analysis
+  measurement gets an equal part of the rest. When a target has no more other pairs than
+  ``analysis_pairs``, all are measured, without selection.
 
 They are measured before the rounds (their cliques count in the model-size limit) but
 fitted only in the final estimate, so the rounds select and anneal as plain AIM's do, on
@@ -96,7 +95,6 @@ from dpsynth.engines.estimation import EstimationResult, MarkovModel, estimate
 from dpsynth.engines.junction_tree import triangulate
 from dpsynth.engines.unionfind import DisjointSets
 from dpsynth.errors import ResourceLimitError, UsageError
-from dpsynth.schema import UNIT_ROWS_COLUMN
 
 __all__ = ["AIMSettings", "analysis_workload", "fit_aim"]
 
@@ -229,9 +227,8 @@ def analysis_workload(cols: tuple[str, ...], s: AIMSettings) -> AnalysisPlan:
     choose_from: list[list[tuple[int, ...]]] = []
     pairs: list[tuple[int, ...]] = []
     triples: list[tuple[int, ...]] = []
-    internal = {index[UNIT_ROWS_COLUMN]} if UNIT_ROWS_COLUMN in index else set()
     for t in targets:
-        mine = [tuple(sorted((t, a))) for a in range(len(cols)) if a != t and a not in internal]
+        mine = [tuple(sorted((t, a))) for a in range(len(cols)) if a != t]
         pairs += mine
         public += [tuple(sorted((t, g))) for g in subgroups if g != t]
         others = [c for c in mine if c not in public]
