@@ -170,6 +170,30 @@ def test_aim_chooses_the_target_pairs_by_noisy_max_and_keeps_plain_selection(
     assert min(c.sensitivity or 0 for c in heavy.charges if c.step == "aim/select") > max(sens)
 
 
+def test_aim_chooses_target_pairs_on_dependence_beyond_sampling_noise(
+        make_session: SessionFactory) -> None:
+    """A wide independent column's pair is further from independence (sampling noise over 400
+    cells) than a narrow dependent one's; the chance term makes the narrow one win."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    c1 = rng.integers(0, 2, n)
+    c0 = (rng.random(n) < np.where(c1 == 1, 0.42, 0.30)).astype(np.int64)
+    codes = np.column_stack([c0, c1, rng.integers(0, 200, n), rng.integers(0, 3, n)])
+    sizes = [2, 2, 200, 3]
+
+    def l1_from_independence(a: int) -> float:
+        joint = np.zeros((sizes[a], 2))
+        np.add.at(joint, (codes[:, a], c0), 1)
+        return float(np.abs(joint - np.outer(joint.sum(1), joint.sum(0)) / n).sum())
+
+    assert l1_from_independence(2) > l1_from_independence(1)  # raw distance would pick c2
+    acc = Accountant(Budget(0.5))
+    model = fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=acc),
+                    AIMSettings(targets=("c0",), analysis_pairs=1, max_rounds=40, round_iters=20,
+                                final_iters=20))
+    assert model.info["workload"]["analysis_pairs_chosen"] == [["c0", "c1"]]
+
+
 def test_aim_without_analysis_has_no_analysis_step(make_session: SessionFactory) -> None:
     codes, sizes = _codes()
     acc = Accountant(Budget(0.5))
