@@ -24,9 +24,7 @@ Per release, against real rows (internal figures, never for a bundle):
   (``--subgroup``, default ``race=Hispanic``: about 2 % of the patients, see the results).
 
 Releases run through the real CLI (a throwaway ledger each) in a work directory; existing
-bundles are reused, so the script can be stopped and resumed. Configurations not run in an
-invocation keep their figures from the previous results file (``--out``), so the table
-gathers every configuration measured so far. Usage::
+bundles are reused, so the script can be stopped and resumed. Usage::
 
     python benchmarks/analysis_targets.py --runs 3                    # run what is missing, evaluate
     python benchmarks/analysis_targets.py --runs 3 --no-release       # evaluate existing bundles
@@ -329,12 +327,6 @@ def main(argv: list[str] | None = None) -> int:
             results[cfg].append(r)
             print(f"  {cfg} run {run}: AUC {r['auc']:.3f}, 2-way TVD {r['tvd_2way']:.4f}, "
                   f"subgroup 2-way TVD {_f(r['subgroup_tvd_2way'])}", file=sys.stderr, flush=True)
-    previous = a.out.with_suffix(".json")
-    if previous.is_file():  # keep the figures of configurations not run this time
-        for cfg, runs in json.loads(previous.read_text())["runs"].items():
-            if not results.get(cfg) and cfg in CONFIGS:
-                results[cfg] = runs
-    results = {c: results[c] for c in CONFIGS if c in results}
     summary = summarise(results)
     meta = {"train_rows": train.height, "train_patients": train.get_column(unit).n_unique(),
             "test_rows": test.height, "test_patients": test.get_column(unit).n_unique(),
