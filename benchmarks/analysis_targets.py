@@ -62,6 +62,12 @@ from tstr import (  # noqa: E402
 
 from dpsynth.schema import Schema  # noqa: E402
 
+
+def _opts(**options: float) -> tuple[str, ...]:
+    """``--engine-option KEY=VALUE`` arguments."""
+    return tuple(a for k, v in options.items() for a in ("--engine-option", f"{k}={v}"))
+
+
 CONFIGS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     # name: (engine, schema key, code tree, extra release arguments)
     "aim-targets": ("aim", "shipped", "this", ()),
@@ -70,12 +76,24 @@ CONFIGS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "mst-targets": ("mst", "shipped", "this", ()),
     "mst-plain": ("mst", "plain", "this", ()),
     "v010-mst": ("mst", "v010", "v010", ()),
-    # not run by default (--configs): a larger up-front share for the target pairs
-    "aim-targets-share30": ("aim", "shipped", "this", ("--engine-option", "analysis_share=0.3")),
-    # not run by default: analysis marginals weigh as much as generic ones in selection
-    "aim-targets-w1": ("aim", "shipped", "this", ("--engine-option", "analysis_weight=1")),
+    # not run by default (--configs): other up-front shares and numbers of chosen target pairs
+    "aim-targets-share20-pairs8": ("aim", "shipped", "this", _opts(analysis_share=0.2, analysis_pairs=8)),
+    "aim-targets-share25-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.25, analysis_pairs=10)),
+    "aim-targets-share30-pairs12": ("aim", "shipped", "this", _opts(analysis_share=0.3, analysis_pairs=12)),
+    # the default before the targets got their weight as
+    # budget (every target pair measured first from 10 %, analysis weight 4 in selection)
+    "aim-targets-w4-all": ("aim", "shipped", "this", _opts(analysis_weight=4, analysis_share=0.1,
+                                                            analysis_pairs=47)),
+    # not run by default: the same with a larger up-front share
+    "aim-targets-w4-all-share30": ("aim", "shipped", "this", _opts(analysis_weight=4, analysis_share=0.3,
+                                                                    analysis_pairs=47)),
+    # not run by default: the same with analysis marginals as heavy as generic ones in selection
+    "aim-targets-w1-all": ("aim", "shipped", "this", _opts(analysis_weight=1, analysis_share=0.1,
+                                                            analysis_pairs=47)),
 }
 DEFAULT_CONFIGS = ("aim-targets", "aim-plain", "v010-aim", "mst-targets", "mst-plain", "v010-mst")
+SHIPPED = "aim-targets"
+"""The configuration the release runs by default (the shipped schema, default settings)."""
 TARGET_AUC = 0.64
 TVD_SLACK = 1.10
 
@@ -205,7 +223,8 @@ def markdown(meta: dict, refs: dict, results: dict[str, list[dict]], summary: di
         if cfg not in summary:
             continue
         m = summary[cfg]
-        lines.append(f"| {cfg} | {m['runs']} | {_f(m['auc'], 3)} ({_f(m['auc_sd'], 3)}) | "
+        name = f"{cfg} (shipped default)" if cfg == SHIPPED else cfg
+        lines.append(f"| {name} | {m['runs']} | {_f(m['auc'], 3)} ({_f(m['auc_sd'], 3)}) | "
                      f"{_f(m['tvd_2way'])} | {_f(m['subgroup_tvd_2way'])} | {_f(m['seconds'], 0)} |")
     lines += [
         f"| real train, k = 1 (ceiling) | — | {refs['ceiling']:.3f} | 0 | 0 | — |",

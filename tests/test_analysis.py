@@ -17,7 +17,7 @@ from test_release import SCHEMA, make_table
 
 from dpsynth.cli import main
 from dpsynth.engines import AIMSettings, MSTSettings
-from dpsynth.engines.aim import _workload, analysis_workload, fit_aim
+from dpsynth.engines.aim import AnalysisPlan, _workload, analysis_workload, fit_aim
 from dpsynth.engines.mst import fit_mst
 from dpsynth.errors import SchemaError, UsageError
 from dpsynth.privacy.accountant import Accountant, Budget
@@ -84,21 +84,33 @@ def test_aim_workload_without_analysis_is_the_plain_one() -> None:
     pairs = list(itertools.combinations(range(5), 2))
     for c, w in plain.items():
         assert w == sum(len(set(c) & set(r)) for r in pairs)
-    extra, first = analysis_workload(tuple(f"c{j}" for j in range(5)), AIMSettings())
-    assert extra == [] and first == []
+    plan = analysis_workload(tuple(f"c{j}" for j in range(5)), AIMSettings())
+    assert plan == AnalysisPlan([], [], [])
+
+
+def test_aim_analysis_plan_by_default_leaves_the_selection_workload_plain() -> None:
+    cols = tuple(f"c{j}" for j in range(6))
+    s = AIMSettings(targets=("c0",), subgroups=("c5",), focus=(("c2", "c3"),), analysis_pairs=2)
+    plan = analysis_workload(cols, s)
+    assert plan.weighted == []  # analysis_weight 0: the rounds select as plain AIM
+    assert plan.public == [(0, 5), (2, 3)]  # target x subgroup, focus: no selection
+    assert plan.choose_from == [[(0, 1), (0, 2), (0, 3), (0, 4)]]  # 2 of them by noisy max
+    # no more other pairs than analysis_pairs: all measured, no selection
+    few = analysis_workload(cols, AIMSettings(targets=("c0",), subgroups=("c5",), analysis_pairs=4))
+    assert few.public == [(0, 5), (0, 1), (0, 2), (0, 3), (0, 4)] and few.choose_from == []
 
 
 def test_aim_workload_weights_target_pairs_and_subgroup_triples() -> None:
     cols = tuple(f"c{j}" for j in range(5))
     s = AIMSettings(targets=("c0",), subgroups=("c4",), focus=(("c2", "c3"),), analysis_weight=4.0)
-    extra, first = analysis_workload(cols, s)
+    plan = analysis_workload(cols, s)
     target_pairs = [(0, a) for a in range(1, 5)]
     triples = [(0, a, 4) for a in range(1, 4)]
-    assert first == [*target_pairs, (2, 3)]
-    assert [c for c, _ in extra] == [*target_pairs, (2, 3), *triples]
-    assert all(w == 4.0 for _, w in extra)
-    cands = _workload(5, 2, [2, 4, 3, 5, 3], 10**6, extra)
-    work = [(r, 1.0) for r in itertools.combinations(range(5), 2)] + extra
+    assert plan.public == [(0, 4), (0, 1), (0, 2), (0, 3), (2, 3)]
+    assert [c for c, _ in plan.weighted] == [*target_pairs, (2, 3), *triples]
+    assert all(w == 4.0 for _, w in plan.weighted)
+    cands = _workload(5, 2, [2, 4, 3, 5, 3], 10**6, plan.weighted)
+    work = [(r, 1.0) for r in itertools.combinations(range(5), 2)] + plan.weighted
     for c, w in cands.items():  # the documented formula, for every candidate
         assert w == pytest.approx(sum(wr * len(set(c) & set(r)) for r, wr in work))
     assert (0, 1, 4) in cands  # triples with a target are candidates
@@ -110,21 +122,76 @@ def test_aim_measures_every_target_pair_first_and_spends_exactly_the_budget(
     codes, sizes = _codes()
     acc = Accountant(Budget(0.5))
     session = make_session(codes, sizes, ZeroNoise(), accountant=acc)
-    s = AIMSettings(targets=("c0",), subgroups=("c4",), max_rounds=8, round_iters=20, final_iters=50)
+    s = AIMSettings(targets=("c0",), subgroups=("c4",), max_rounds=40, round_iters=20, final_iters=50)
     model = fit_aim(session, s)
     steps = [(c.step, c.columns) for c in acc.charges]
     first = [cols for step, cols in steps if step == "aim/analysis"]
     assert sorted(first) == [("c0", f"c{a}") for a in range(1, 5)]
+    assert not any(step == "aim/analysis-select" for step, _ in steps)  # 3 other pairs <= 8
     analysis_rho = sum(c.rho for c in acc.charges if c.step == "aim/analysis")
     assert analysis_rho == pytest.approx(s.analysis_share * 0.5)
     assert acc.spent.rho == pytest.approx(0.5)
     assert acc.spent.rho <= 0.5 * (1 + 1e-12)
     w = model.info["workload"]
-    assert w["analysis_share"] == s.analysis_share
+    assert w["analysis_share"] == s.analysis_share and w["analysis_pairs_chosen"] == []
     assert {tuple(x["columns"]) for x in w["analysis"] if x["measured_first"]} == set(first)
     # with exact counts the model holds the target's dependence on c1
     m = model.marginal(["c1", "c0"])
     assert np.allclose(m[:, 1] / m.sum(axis=1), [0.1, 0.3, 0.5, 0.7], atol=0.03)
+
+
+def test_aim_chooses_the_target_pairs_by_noisy_max_and_keeps_plain_selection(
+        make_session: SessionFactory) -> None:
+    codes, sizes = _codes()
+    plain_acc, acc = Accountant(Budget(0.5)), Accountant(Budget(0.5))
+    fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=plain_acc),
+            AIMSettings(max_rounds=40, round_iters=20, final_iters=20))
+    s = AIMSettings(targets=("c0",), subgroups=("c4",), analysis_pairs=1, max_rounds=40,
+                    round_iters=20, final_iters=20)
+    model = fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=acc), s)
+    picks = [c for c in acc.charges if c.step == "aim/analysis-select"]
+    assert len(picks) == 1 and picks[0].sensitivity == 1.0  # weight 1, k = 1
+    measured = [c.columns for c in acc.charges if c.step == "aim/analysis"]
+    assert measured == [("c0", "c4"), ("c0", "c1")]  # subgroup pair, then the one chosen
+    up_front = sum(c.rho for c in acc.charges if c.step.startswith("aim/analysis"))
+    assert up_front == pytest.approx(s.analysis_share * 0.5)
+    assert picks[0].rho == pytest.approx((1 - s.measure_share) * s.analysis_share * 0.5)
+    assert acc.spent.rho == pytest.approx(0.5)
+    w = model.info["workload"]
+    assert w["analysis_pairs_chosen"] == [["c0", "c1"]]
+    assert [x["columns"] for x in w["analysis"] if x.get("chosen_by_noisy_max")] == [["c0", "c1"]]
+    # the rounds' noisy max has plain AIM's sensitivity: analysis weight 0 adds nothing
+    sens = {c.sensitivity for c in acc.charges if c.step == "aim/select"}
+    assert sens and sens == {c.sensitivity for c in plain_acc.charges if c.step == "aim/select"}
+    heavy = Accountant(Budget(0.5))
+    fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=heavy),
+            AIMSettings(targets=("c0",), subgroups=("c4",), analysis_weight=4.0, max_rounds=40,
+                        round_iters=20, final_iters=20))
+    assert min(c.sensitivity or 0 for c in heavy.charges if c.step == "aim/select") > max(sens)
+
+
+def test_aim_chooses_target_pairs_on_dependence_beyond_sampling_noise(
+        make_session: SessionFactory) -> None:
+    """A wide independent column's pair is further from independence (sampling noise over 400
+    cells) than a narrow dependent one's; the chance term makes the narrow one win."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    c1 = rng.integers(0, 2, n)
+    c0 = (rng.random(n) < np.where(c1 == 1, 0.42, 0.30)).astype(np.int64)
+    codes = np.column_stack([c0, c1, rng.integers(0, 200, n), rng.integers(0, 3, n)])
+    sizes = [2, 2, 200, 3]
+
+    def l1_from_independence(a: int) -> float:
+        joint = np.zeros((sizes[a], 2))
+        np.add.at(joint, (codes[:, a], c0), 1)
+        return float(np.abs(joint - np.outer(joint.sum(1), joint.sum(0)) / n).sum())
+
+    assert l1_from_independence(2) > l1_from_independence(1)  # raw distance would pick c2
+    acc = Accountant(Budget(0.5))
+    model = fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=acc),
+                    AIMSettings(targets=("c0",), analysis_pairs=1, max_rounds=40, round_iters=20,
+                                final_iters=20))
+    assert model.info["workload"]["analysis_pairs_chosen"] == [["c0", "c1"]]
 
 
 def test_aim_without_analysis_has_no_analysis_step(make_session: SessionFactory) -> None:
@@ -137,7 +204,8 @@ def test_aim_without_analysis_has_no_analysis_step(make_session: SessionFactory)
 
 
 def test_analysis_settings_are_validated() -> None:
-    for bad in ({"analysis_weight": 0.5}, {"analysis_share": 0.6}, {"analysis_share": -0.1}):
+    for bad in ({"analysis_weight": -1}, {"analysis_weight": float("inf")}, {"analysis_share": 0.6},
+                {"analysis_share": -0.1}, {"analysis_pairs": -1}, {"analysis_pairs": 2.5}):
         with pytest.raises(UsageError):
             AIMSettings(**bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError):

@@ -23,20 +23,37 @@ NIST national2019 (ε = 1) and what was changed for it: ``benchmarks/aim_profile
 and ``benchmarks/results/aim-speed.md``.
 
 Analysis targets (issue 14; public, from the schema's ``analysis`` section, set by the
-release in ``targets``/``focus``/``subgroups``): the workload gains, besides the generic
-all-``degree``-way marginals (weight 1 each), every pair of a target with another column,
-every triple of a target, a subgroup column and another column, and every focus set, each
-with weight ``analysis_weight`` (default 4). A candidate's AIM weight is ``w_c = sum_r
-weight_r * |c & r|`` over the workload's marginals ``r``: on diabetes130 (48 columns, one
-target, three subgroups) 126-470 for a generic pair, 838-1010 for a target pair, up to 1245
-for a triple (94 for every pair without targets). The selection's noise scales with the
-largest weight, so generic choices get noisier: on diabetes130 the 2-way TVD rises by about
-a quarter (``benchmarks/results/analysis_targets.md``). Before the
-rounds start, the target pairs and the focus sets (those within ``max_model_size`` cells)
-are measured without selection, together spending ``analysis_share`` (default 0.1) of the
-budget in equal parts, so every target pair and every subgroup x target pair is in the
-model however the rounds go. The workload used is in ``info["workload"]`` (the privacy
-report lists it). Without targets and focus the fit is exactly the plain AIM below.
+release in ``targets``/``focus``/``subgroups``) get their extra weight as budget, not as
+selection weight: ``analysis_share`` (default 0.2) of the budget goes to analysis
+marginals, without touching AIM's own selection:
+
+* each target's pair with each subgroup column, and every focus set (within
+  ``max_model_size`` cells), are measured: public choices, no selection;
+* of each target's pairs with the other columns, ``analysis_pairs`` (default 8) are chosen
+  by noisy max, one pick at a time (weight 1, so sensitivity ``k``), on how badly the
+  independent model ``I`` of the noisy 1-way marginals explains them, less the distance
+  sampling alone would put there: ``||I_c - M_c(data)||_1 - sqrt(2/pi) * sum(sqrt(I_c))``
+  (a cell's count has standard deviation about ``sqrt(I_c)``): the columns the target
+  depends on most. Without that term, wide columns (ICD-9 groups, payer, specialty) won on
+  sampling noise. The picks spend ``1 - measure_share`` of the share; every analysis
+  measurement gets an equal part of the rest. When a target has no more other pairs than
+  ``analysis_pairs``, all are measured, without selection.
+
+They are measured before the rounds (their cliques count in the model-size limit) but
+fitted only in the final estimate, so the rounds select and anneal as plain AIM's do, on
+the rest of the budget. Fitting them from the start slowed the rounds' warm-started estimates (their
+noise is far smaller than a round's, and mirror descent's step follows the most precise
+measurement), so new measurements seemed not to move the model and the annealing spent
+the budget early: 26 rounds instead of plain AIM's 56 on diabetes130. The selection's
+workload is by default the generic one only (``analysis_weight`` 0): noisy max scales its
+noise with the largest candidate weight, and weighting the target marginals 4 times made
+every generic choice noisier (the 2-way TVD rose by 27 %). With ``analysis_weight`` > 0,
+every target pair, every triple of a target, a subgroup column and another column, and
+every focus set join the workload at that weight; a candidate's AIM weight is then ``w_c =
+sum_r weight_r * |c & r|`` over the workload's marginals ``r``. Measured on diabetes130:
+``benchmarks/results/analysis_targets.md``. The workload used, and which pairs were chosen,
+is in ``info["workload"]`` (the privacy report lists it). Without targets and focus the
+fit is exactly the plain AIM below.
 
 Budget: every round spends ``rho / max_rounds`` (0.9 measure, 0.1 select)
 until fewer than two rounds' worth remain; that round then spends exactly the
@@ -120,27 +137,35 @@ class AIMSettings:
     Where the set is measured, the model is fitted with zero mass on them."""
     targets: tuple[str, ...] = ()
     """Analysis targets (public: the release sets them from the schema's
-    ``analysis.targets``): their pairs with every other column, and their triples with
-    each subgroup column and another column, join the workload at ``analysis_weight``;
-    the pairs are also measured up front from ``analysis_share``."""
+    ``analysis.targets``): their pairs with the subgroup columns are measured before the
+    rounds, and ``analysis_pairs`` of their other pairs, chosen by noisy max, too (from
+    ``analysis_share``)."""
     focus: tuple[tuple[str, ...], ...] = ()
-    """Column sets known to matter (the schema's ``analysis.focus``): in the workload at
-    ``analysis_weight`` and measured up front like the target pairs."""
+    """Column sets known to matter (the schema's ``analysis.focus``): measured before the
+    rounds like the target x subgroup pairs."""
     subgroups: tuple[str, ...] = ()
-    """The schema's subgroup columns; used only with ``targets`` (subgroup x target
-    triples in the workload)."""
-    analysis_weight: float = 4.0
-    """Workload weight of each analysis marginal (the generic ones weigh 1)."""
-    analysis_share: float = 0.1
-    """Share of the budget measuring the target pairs and focus sets before the rounds
-    (0: none are measured up front; they are then only weighted in selection)."""
+    """The schema's subgroup columns; used only with ``targets`` (target x subgroup pairs,
+    and with ``analysis_weight`` > 0 target x subgroup x column triples in the workload)."""
+    analysis_share: float = 0.2
+    """Share of the budget for the analysis marginals before the rounds (selection and
+    measurement; 0: none are measured up front)."""
+    analysis_pairs: int = 8
+    """Per target, how many of its pairs with non-subgroup columns are chosen by noisy max
+    and measured from ``analysis_share`` (a target with no more such pairs: all, without
+    selection)."""
+    analysis_weight: float = 0.0
+    """Workload weight of each analysis marginal in the rounds' selection (the generic
+    ones weigh 1). 0: the rounds select exactly as plain AIM (the analysis marginals get
+    their weight as the up-front budget instead)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.analysis_weight, int | float) and math.isfinite(self.analysis_weight)
-                and self.analysis_weight >= 1):
-            raise UsageError(f"analysis_weight ({self.analysis_weight}) must be a number >= 1")
+                and self.analysis_weight >= 0):
+            raise UsageError(f"analysis_weight ({self.analysis_weight}) must be a number >= 0")
         if not (isinstance(self.analysis_share, int | float) and 0 <= self.analysis_share < 0.5):
             raise UsageError(f"analysis_share ({self.analysis_share}) must be in [0, 0.5)")
+        if not (isinstance(self.analysis_pairs, int) and self.analysis_pairs >= 0):
+            raise UsageError(f"analysis_pairs ({self.analysis_pairs}) must be a non-negative integer")
         if self.degree not in (1, 2, 3):
             raise UsageError(f"degree ({self.degree}) must be 1, 2 or 3")
         if not (isinstance(self.max_model_size, int) and self.max_model_size >= 1):
@@ -177,23 +202,49 @@ def _workload(d: int, degree: int, sizes: list[int], limit: int,
     return cands
 
 
-def analysis_workload(cols: tuple[str, ...], s: AIMSettings) -> tuple[list[tuple[tuple[int, ...], float]],
-                                                                       list[tuple[int, ...]]]:
-    """The analysis part of the workload as (clique, weight) pairs (attribute indices,
-    sorted; no duplicates), and the cliques measured up front (target pairs, focus sets)."""
+@dataclass(frozen=True)
+class AnalysisPlan:
+    """The schema's analysis section as AIM uses it (attribute indices; cliques sorted)."""
+
+    weighted: list[tuple[tuple[int, ...], float]]
+    """(clique, weight) pairs joining the rounds' selection workload (empty when
+    ``analysis_weight`` is 0)."""
+    public: list[tuple[int, ...]]
+    """Measured before the rounds without selection: target x subgroup pairs, focus sets,
+    and every pair of a target with at most ``analysis_pairs`` other columns."""
+    choose_from: list[list[tuple[int, ...]]]
+    """Per target with more than ``analysis_pairs`` other pairs: those pairs, of which
+    ``analysis_pairs`` are chosen by noisy max before the rounds."""
+
+
+def analysis_workload(cols: tuple[str, ...], s: AIMSettings) -> AnalysisPlan:
+    """Where the analysis marginals go: the selection workload, the public up-front
+    measurements, and the target pairs to choose among (no duplicates)."""
     index = {c: j for j, c in enumerate(cols)}
-    targets = [index[t] for t in s.targets if t in index]
+    targets = [index[t] for t in dict.fromkeys(s.targets) if t in index]
     subgroups = [index[g] for g in s.subgroups if g in index]
-    up_front: list[tuple[int, ...]] = []
+    public: list[tuple[int, ...]] = []
+    choose_from: list[list[tuple[int, ...]]] = []
+    pairs: list[tuple[int, ...]] = []
     triples: list[tuple[int, ...]] = []
     for t in targets:
-        up_front += [tuple(sorted((t, a))) for a in range(len(cols)) if a != t]
+        mine = [tuple(sorted((t, a))) for a in range(len(cols)) if a != t]
+        pairs += mine
+        public += [tuple(sorted((t, g))) for g in subgroups if g != t]
+        others = [c for c in mine if c not in public]
+        if len(others) <= s.analysis_pairs:
+            public += others
+        elif s.analysis_pairs > 0:
+            choose_from.append(others)
         for g in subgroups:
             if g != t:
                 triples += [tuple(sorted((t, g, a))) for a in range(len(cols)) if a not in (t, g)]
-    up_front += [tuple(sorted(index[c] for c in f)) for f in s.focus if all(c in index for c in f)]
-    cliques = list(dict.fromkeys([*up_front, *triples]))
-    return [(c, float(s.analysis_weight)) for c in cliques], list(dict.fromkeys(up_front))
+    focus = [tuple(sorted(index[c] for c in f)) for f in s.focus if all(c in index for c in f)]
+    public = list(dict.fromkeys([*public, *focus]))
+    weighted: list[tuple[tuple[int, ...], float]] = []
+    if s.analysis_weight > 0:
+        weighted = [(c, float(s.analysis_weight)) for c in dict.fromkeys([*pairs, *focus, *triples])]
+    return AnalysisPlan(weighted, public, choose_from)
 
 
 class _SizeOracle:
@@ -311,17 +362,67 @@ def _forced_cliques(cols: tuple[str, ...], sizes: list[int], s: AIMSettings
     return out
 
 
-def _workload_info(cols: tuple[str, ...], s: AIMSettings, extra: list[tuple[tuple[int, ...], float]],
-                   first: list[tuple[int, ...]]) -> dict[str, object]:
-    """The workload, as the privacy report lists it (public: the schema and settings)."""
+def _workload_info(cols: tuple[str, ...], s: AIMSettings, plan: AnalysisPlan,
+                   measured: list[tuple[int, ...]], chosen: list[tuple[int, ...]]) -> dict[str, object]:
+    """The workload, as the privacy report lists it (public: the schema, the settings and
+    the noisy-max choices)."""
     d = len(cols)
     deg = min(s.degree, d)
+    weights = dict(plan.weighted)
+    listed = list(dict.fromkeys([*measured, *(c for c, _ in plan.weighted)]))
     return {
         "generic": f"all {math.comb(d, deg)} {deg}-way marginals of the {d} columns, weight 1",
-        "analysis": [{"columns": [cols[a] for a in c], "weight": w, "measured_first": c in first}
-                     for c, w in extra],
-        "analysis_share": s.analysis_share if first else 0.0,
+        "analysis": [{"columns": [cols[a] for a in c], "weight": weights.get(c, 0.0),
+                      "measured_first": c in measured,
+                      **({"chosen_by_noisy_max": True} if c in chosen else {})} for c in listed],
+        "analysis_share": s.analysis_share if measured else 0.0,
+        "analysis_pairs_chosen": [[cols[a] for a in c] for c in chosen],
     }
+
+
+def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[int], s: AIMSettings,
+                      plan: AnalysisPlan, rho: float, oneway: list[NoisyMarginalLike]
+                      ) -> tuple[list[NoisyMarginalLike], list[tuple[int, ...]]]:
+    """Spend ``analysis_share`` of the release's budget ``rho``: choose ``analysis_pairs``
+    of each target's pairs by noisy max on how badly the independent model of the noisy
+    1-way marginals ``oneway`` explains them, less what sampling alone would show, then
+    measure them and the public analysis marginals in equal parts. Returns (the
+    measurements, the chosen cliques)."""
+    fits = lambda c: math.prod(sizes[a] for a in c) <= s.max_model_size  # noqa: E731
+    public = [c for c in plan.public if fits(c)]
+    pools = [[c for c in pool if fits(c)] for pool in plan.choose_from]
+    n_pick = [min(s.analysis_pairs, len(pool)) for pool in pools]
+    n_meas = len(public) + sum(n_pick)
+    if s.analysis_share <= 0 or n_meas == 0:
+        return [], []
+    share = min(s.analysis_share * rho, session.remaining.rho / 2)
+    select_rho = (1 - s.measure_share) * share if sum(n_pick) else 0.0
+    each = (share - select_rho) / n_meas
+    chosen: list[tuple[int, ...]] = []
+    if sum(n_pick):
+        index = {c: j for j, c in enumerate(cols)}
+        independent = estimate(sizes, [to_observation(m, index) for m in oneway],
+                               max_iters=s.round_iters).model
+        for pool, n in zip(pools, n_pick, strict=True):
+            left = list(pool)
+            expected = independent.marginals(left)
+            # what sampling alone puts between a pair and the product of its margins
+            chance = [math.sqrt(2 / math.pi) * float(np.sqrt(np.clip(m, 0, None)).sum()) for m in expected]
+            for _ in range(n):
+                pick = session.select_marginal(
+                    [tuple(cols[a] for a in c) for c in left],
+                    expected,
+                    [1.0] * len(left),
+                    chance,
+                    select_rho / sum(n_pick),
+                    "aim/analysis-select",
+                )
+                chosen.append(left.pop(pick))
+                del expected[pick], chance[pick]
+    todo = list(dict.fromkeys([*public, *chosen]))
+    out = [session.measure(tuple(cols[a] for a in cl), min(each, session.remaining.rho), "aim/analysis")
+           for cl in todo]
+    return out, chosen
 
 
 def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> FittedModel:
@@ -337,8 +438,8 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
     if rho <= 0:
         raise UsageError("the session has no budget left (rho must be positive)")
     rounds = s.max_rounds or 16 * d
-    extra, up_front = analysis_workload(cols, s) if (s.targets or s.focus) else ([], [])
-    shortlist = _Shortlist(d, sizes, _workload(d, s.degree, sizes, s.max_model_size, extra))
+    plan = analysis_workload(cols, s) if (s.targets or s.focus) else AnalysisPlan([], [], [])
+    shortlist = _Shortlist(d, sizes, _workload(d, s.degree, sizes, s.max_model_size, plan.weighted))
     rho_round = rho / rounds
     rho_meas = s.measure_share * rho_round
     rho_sel = rho_round - rho_meas
@@ -351,11 +452,11 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         measurements.append(session.measure(tuple(cols[a] for a in cl), min(rho_meas, share),
                                             "aim/keep-together"))
         shortlist.add(cl)
-    first = [c for c in up_front if c not in forced and math.prod(sizes[a] for a in c) <= s.max_model_size]
-    analysis_rho = s.analysis_share * rho
-    for n, cl in enumerate(first):  # public choices (the schema's analysis): no selection
-        share = min(analysis_rho / len(first), session.remaining.rho / (len(first) - n + 1))
-        measurements.append(session.measure(tuple(cols[a] for a in cl), share, "aim/analysis"))
+    # The analysis marginals: measured now (their cliques count in the model-size limit),
+    # fitted only in the final estimate, so the rounds run as plain AIM's on the rest.
+    analysis, chosen = _measure_analysis(session, cols, sizes, s, plan, rho, measurements[:d])
+    measured = [tuple(sorted(index[c] for c in m.columns)) for m in analysis]
+    for cl in measured:
         shortlist.add(cl)
     index_of = lambda m: to_observation(m, index)  # noqa: E731
     zeros = zero_masks(s.structural_zeros, index, sizes)
@@ -405,6 +506,7 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         if float(np.abs(after - before).sum()) <= math.sqrt(2 / math.pi) * m.sigma * cells:
             rho_meas *= 4  # sigma / 2
             rho_sel *= 4  # epsilon * 2
+    measurements += analysis
     est = estimate(sizes, [index_of(x) for x in measurements], warm_start=est,
                    max_iters=s.final_iters, zeros=zeros)
     info = {
@@ -412,6 +514,6 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         "rounds": n_rounds,
         "seconds": time.perf_counter() - t0,
         "final_iterations": est.iterations,
-        "workload": _workload_info(cols, s, extra, first),
+        "workload": _workload_info(cols, s, plan, measured, chosen),
     }
     return FittedModel(cols, sizes, est.model, measurements, info)
