@@ -7,10 +7,13 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
     config.py        ReleaseConfig: every release setting declared once
     capacity.py      will --rows N fit in the memory available (checked before reserving)
     crashpoints.py   DPSYNTH_CRASH_AT: a real SIGKILL at named points (reliability tests)
-    pipeline.py      check() and release(): the straight-line sequence
+    pipeline.py      check(), release() and draft_schema(): the straight-line sequences
+    startup.py       heavy imports with the cyclic GC paused and the heap frozen
     errors.py        exception tree and exit codes
     schema.py        schema file -> validated, frozen Schema (public information only)
     domain.py        public discretisation: value <-> integer code
+    code_systems.py  public code classifications (ICD-9-CM, ICD-10-CM patterns, chapters)
+    draft.py         the schema draft's YAML writer (public side of `schema draft`)
     input_rules.py   the input rules, written once for both backends
     io/              PRIVATE: read, check, bound and encode the input table
     marginals/       PRIVATE: exact marginal counters (numpy, Spark)
@@ -21,6 +24,7 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
       ledger/        per-dataset budget ledger (core, SQLite, PostgreSQL)
     engines/         AIM, MST, smartnoise adapters, estimation, sampler (public side)
     validate.py      great-expectations suite for the synthetic table
+    validation_worker.py  validation in a worker process started early (imports overlap)
     record.py        ReleaseRecord: the public facts of one release
     report/          privacy report, quality report, datasheet (public side)
     bundle.py        bundle layout, manifest, atomic write (optionally signed)
@@ -31,6 +35,8 @@ Module map (imports point one way: cli -> pipeline -> steps -> privacy/schema/er
     signing.py       Ed25519 keys and detached signatures of the manifest
     confidential.py  where custodian-only files go, written 0600
     audit/           PRIVATE: the confidential internal audit report
+    rules.py         derived columns and rules on values (public post-processing)
+    generate.py      sampling, decoding and rule enforcement of synthetic rows
     hashing.py       sha256_file
     version.py       the installed version (package metadata)
 
