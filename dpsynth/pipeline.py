@@ -233,7 +233,8 @@ def release(cfg: ReleaseConfig, progress: Progress | None = None,
     run = _prepare(cfg, progress or (lambda _m: None), warn)
     sign = _signer(cfg.sign_key) if cfg.sign_key is not None else None  # before the ledger
     # great-expectations loads in a worker process while the input is read and fitted
-    with contextlib.closing(start_validation(run.schema, _file_bytes(run.input_path))) as validator, \
+    worker = start_validation(run.schema, _file_bytes(run.input_path), cfg.rows)
+    with contextlib.closing(worker) as validator, \
             open_ledger(str(cfg.ledger_url)) as ledger:
         _reserve(ledger, run)
         crash_point("after-reserve")

@@ -12,9 +12,9 @@ in its own process, and sends the :class:`~dpsynth.validate.ValidationOutcome` b
 
 :func:`start_validation` picks where validation runs: the worker, unless the process
 already imported great-expectations (nothing left to hide), has a single core (nothing
-to overlap with), reads an input larger than :data:`WORKER_MAX_INPUT_BYTES` (memory
-matters more there than seconds), or ``DPSYNTH_VALIDATION_WORKER=0`` is set (test
-suites, debugging);
+to overlap with), reads an input larger than :data:`WORKER_MAX_INPUT_BYTES` or asks for
+more than :data:`WORKER_MAX_ROWS` rows (memory matters more there than seconds), or
+``DPSYNTH_VALIDATION_WORKER=0`` is set (test suites, debugging);
 then :class:`InProcess` validates in the release's process. Both give the same outcome
 (``tests/test_validation_worker.py``).
 
@@ -47,7 +47,7 @@ from dpsynth.schema import Schema
 from dpsynth.startup import frozen_imports
 from dpsynth.validate import ValidationOutcome, validate_synthetic, warm_up
 
-__all__ = ["ENV", "WORKER_MAX_INPUT_BYTES", "InProcess", "ValidationWorker", "Validator",
+__all__ = ["ENV", "WORKER_MAX_INPUT_BYTES", "WORKER_MAX_ROWS", "InProcess", "ValidationWorker", "Validator",
            "start_validation"]
 
 ENV = "DPSYNTH_VALIDATION_WORKER"
@@ -152,14 +152,22 @@ the release, while a worker would add its own memory (about 350 MB idle, plus a 
 the synthetic table) to the container's peak, which the scale targets bound."""
 
 
-def start_validation(schema: Schema, input_bytes: int | None = None) -> Validator:
+WORKER_MAX_ROWS = 1_000_000
+"""A release asking for more synthetic rows than this (``--rows``) validates in process:
+the worker would hold its own copy of the synthetic table."""
+
+
+def start_validation(schema: Schema, input_bytes: int | None = None,
+                     rows: int | None = None) -> Validator:
     """A :class:`ValidationWorker` when one can hide great-expectations' import, else
     :class:`InProcess` (see the module docstring). ``input_bytes``: the input's size on
     disk (file metadata, known before the table is read); None when not known (e.g. a
-    Spark directory), which validates in process."""
+    Spark directory), which validates in process. ``rows``: the synthetic rows asked for
+    (None: about as many as the input, which its size bounds)."""
     if (os.environ.get(ENV) == "0" or "great_expectations" in sys.modules
             or len(os.sched_getaffinity(0)) < 2
-            or input_bytes is None or input_bytes > WORKER_MAX_INPUT_BYTES):
+            or input_bytes is None or input_bytes > WORKER_MAX_INPUT_BYTES
+            or (rows is not None and rows > WORKER_MAX_ROWS)):
         return InProcess(schema)
     return ValidationWorker(schema)
 

@@ -26,6 +26,7 @@ from dpsynth.validate import validate_synthetic
 from dpsynth.validation_worker import (
     ENV,
     WORKER_MAX_INPUT_BYTES,
+    WORKER_MAX_ROWS,
     InProcess,
     ValidationWorker,
     start_validation,
@@ -122,6 +123,7 @@ def test_where_validation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     # a large input (memory matters more than seconds) or one of unknown size: in process
     assert isinstance(start_validation(schema, WORKER_MAX_INPUT_BYTES + 1), InProcess)
     assert isinstance(start_validation(schema, None), InProcess)
+    assert isinstance(start_validation(schema, 1_000_000, WORKER_MAX_ROWS + 1), InProcess)
     v = start_validation(schema, 1_000_000)
     try:
         expected = InProcess if ("great_expectations" in sys.modules
