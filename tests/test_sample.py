@@ -63,10 +63,16 @@ N_SAMPLE = 200_000
 
 
 def _bound(p: np.ndarray, n: int) -> float:
-    """Allowed TVD between an n-row empirical distribution and ``p``: twice its expected
-    value under multinomial sampling, plus slack (as tests/test_sampler.py)."""
+    """Allowed TVD between an n-row empirical distribution and ``p``: three times its
+    expected value under multinomial sampling, plus slack. Three, not two (as
+    tests/test_sampler.py): the sampler's seed is fixed while the bundle's model changes
+    with its DP noise, so the same uniforms decide every run, and seed 5 happens to sit
+    about two standard errors from the AIM models' conditional of a two-level column
+    (measured: -0.002 to -0.006 over 8 fresh models, seeds 6 and 7 scatter around 0);
+    twice the expected value failed about one run in four. A sampler bias of about a
+    hundredth still fails."""
     p = np.clip(p.ravel(), 0.0, 1.0)
-    return 2.0 * 0.5 * float(np.sum(np.sqrt(2 / math.pi * p * (1 - p) / n))) + 1e-3
+    return 3.0 * 0.5 * float(np.sum(np.sqrt(2 / math.pi * p * (1 - p) / n))) + 1e-3
 
 
 def _tvd(codes: np.ndarray, cols: Sequence[int], p: np.ndarray) -> float:
