@@ -84,6 +84,7 @@ __all__ = [
     "remove_stale_temp_dirs",
     "synthetic_table_files",
     "write_bundle",
+    "write_synced",
     "write_synthetic_csv",
     "write_synthetic_csv_sidecar",
     "write_synthetic_parquet",
@@ -289,15 +290,20 @@ def _check_relpath(rel: str) -> PurePosixPath:
 # --------------------------------------------------------------------------- atomic write
 
 
+def write_synced(fh: BinaryIO, data: Content) -> None:
+    """Write ``data`` (bytes, or a writer called with ``fh``) to an open file and fsync it."""
+    if isinstance(data, bytes):
+        fh.write(data)
+    else:
+        data(fh)
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 def _write_file(path: Path, data: Content) -> None:
     """Write and fsync one file (a module-level seam the tests use to inject failures)."""
     with open(path, "xb") as fh:
-        if isinstance(data, bytes):
-            fh.write(data)
-        else:
-            data(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+        write_synced(fh, data)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -45,6 +45,7 @@ from dpsynth.bundle import (
     Content,
     csv_writer,
     parquet_writer,
+    write_synced,
 )
 from dpsynth.capacity import check_rows
 from dpsynth.condition import Condition, parse_condition
@@ -267,12 +268,7 @@ def _publish(cfg: SampleConfig, table: pl.DataFrame, result: SampleResult,
             fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
             temps.append(Path(name))
             with os.fdopen(fd, "wb") as fh:
-                if isinstance(content, bytes):
-                    fh.write(content)
-                else:
-                    content(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+                write_synced(fh, content)
             os.chmod(name, 0o644)  # mkstemp makes it 0600; sampled rows are public
         for (final, _), tmp in zip(targets, temps, strict=True):
             os.link(tmp, final)
