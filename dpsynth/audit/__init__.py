@@ -63,21 +63,19 @@ def _real_codes(path: Path, schema: Schema) -> np.ndarray:
     return frame.select([c.name for c in schema.measured_columns]).to_numpy().astype(np.int64)
 
 
-def _synth_codes(bundle_path: Path, domain: Domain) -> np.ndarray:
+def _synthetic(bundle_path: Path, domain: Domain, schema: Schema
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The bundle's synthetic table as codes, and (``represent: all_rows``) the released
+    weight of every row, else None; the file is read once."""
     f = bundle_path / "synthetic.parquet"
     if not f.is_file():
         raise UsageError(f"bundle ({str(bundle_path)!r}) must contain synthetic.parquet")
-    # code columns hold group labels after decoding: recode() is decode's inverse
-    return recode(domain, pl.read_parquet(f))
-
-
-def _synth_weights(bundle_path: Path, schema: Schema) -> np.ndarray | None:
-    """``represent: all_rows``: the released weight of every synthetic row, else None."""
+    table = pl.read_parquet(f)
     weight = schema.weight_column
-    if weight is None:
-        return None
-    frame = pl.read_parquet(bundle_path / "synthetic.parquet", columns=[weight.name])
-    return frame[weight.name].cast(pl.Float64).fill_null(1.0).to_numpy()
+    weights = (table[weight.name].cast(pl.Float64).fill_null(1.0).to_numpy()
+               if weight is not None else None)
+    # code columns hold group labels after decoding: recode() is decode's inverse
+    return recode(domain, table), weights
 
 
 def represented(synth: np.ndarray, weights: np.ndarray | None,
@@ -111,8 +109,7 @@ def write_audit(audit_dir: Path, schema: Schema, input_path: Path, bundle_path: 
         parse_target(target, schema, domain)  # fail before reading the private table
     rng = np.random.default_rng(seed if seed is not None else secrets.randbits(63))
     real = _real_codes(input_path, schema)
-    synth = _synth_codes(bundle_path, domain)
-    weights = _synth_weights(bundle_path, schema)
+    synth, weights = _synthetic(bundle_path, domain, schema)
     # utility compares what the rows stand for (weighted rows against every real row);
     # disclosure compares the released records themselves
     stands_for = represented(synth, weights, rng)
