@@ -48,9 +48,7 @@ from dpsynth.privacy.accountant import rho_for  # noqa: E402
 from dpsynth.privacy.mechanisms import gaussian_threshold  # noqa: E402
 from dpsynth.schema import load_schema  # noqa: E402
 
-REAL = Path("/work/shared/data/diabetes130/diabetic_data.csv.gz")
-if not REAL.is_file():
-    REAL = ROOT / "examples" / "diabetes130" / "diabetic_data.csv.gz"
+REAL = ROOT / "examples" / "diabetes130" / "diabetic_data.csv.gz"  # the shipped example
 
 
 def thresholds(epsilon: float, delta: float, n_categorical: int) -> list[tuple[str, float]]:
