@@ -428,7 +428,10 @@ def test_codes_other_bucket_and_atoms(tmp_path: Path) -> None:
 
 def test_numbers_are_not_mistaken_for_codes(tmp_path: Path) -> None:
     """Whole numbers of 1-3 digits all match the ICD-9 pattern; without decimals or lettered
-    codes among them they stay numbers, whatever the noise (many drafts)."""
+    codes among them they stay numbers, never codes (many drafts). Whole numbers stay
+    integers but for the decision's false-alarm rate: "float" needs a noisy count of
+    decimals above 3 sigma (one-sided, 0.135% per column), so 60 column drafts may show
+    one or two (three or more: probability about 1e-4)."""
     rng = np.random.default_rng(9)
     n = 3000
     table = tmp_path / "n.csv"
@@ -440,11 +443,13 @@ def test_numbers_are_not_mistaken_for_codes(tmp_path: Path) -> None:
     budget = Budget(ApproxDP(cfg.epsilon, cfg.delta - cfg.threshold_delta).rho.rho)
     with open_table(table, provisional_schema(header)) as lf:
         profile = TableProfile(lf, header, None, 1)
+        kinds = []
         for _ in range(30):
             session = DraftSession(profile, header, 1, budget, cfg.threshold_delta)
             draft = propose(session, header, types, cfg, "test")
-            assert {c.name: c.kind for c in draft.columns} == {"count": "integer",
-                                                               "small": "integer"}
+            kinds += [c.kind for c in draft.columns]
+    assert set(kinds) <= {"integer", "float"}  # never a code column
+    assert kinds.count("float") <= 2, kinds
 
 
 def test_a_category_held_by_one_patient_is_never_kept_apart_or_listed(tmp_path: Path) -> None:
