@@ -150,7 +150,7 @@ def test_aim_chooses_the_target_pairs_by_noisy_max_and_keeps_plain_selection(
                     round_iters=20, final_iters=20)
     model = fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=acc), s)
     picks = [c for c in acc.charges if c.step == "aim/analysis-select"]
-    assert len(picks) == 1 and picks[0].sensitivity == 1.0  # weight 1, k = 1
+    assert len(picks) == 1 and picks[0].sensitivity == 4.0  # dependence score: 4 k, k = 1
     measured = [c.columns for c in acc.charges if c.step == "aim/analysis"]
     assert measured == [("c0", "c4"), ("c0", "c1")]  # subgroup pair, then the one chosen
     up_front = sum(c.rho for c in acc.charges if c.step.startswith("aim/analysis"))

@@ -260,6 +260,8 @@ def test_does_not_expose_private_data() -> None:
         "measure",
         "select",
         "select_marginal",
+        # noisy max on a pair's distance from the product of its own margins (4 k)
+        "select_dependence",
         # noisy patients by row count (sensitivity 1), charged before it answers
         "measure_unit_rows",
         # the one exit for private codes: charges the whole remaining budget first,

@@ -30,14 +30,17 @@ marginals, without touching AIM's own selection:
 * each target's pair with each subgroup column, and every focus set (within
   ``max_model_size`` cells), are measured: public choices, no selection;
 * of each target's pairs with the other columns, ``analysis_pairs`` (default 8) are chosen
-  by noisy max, one pick at a time (weight 1, so sensitivity ``k``), on how badly the
-  independent model ``I`` of the noisy 1-way marginals explains them, less the distance
-  sampling alone would put there: ``||I_c - M_c(data)||_1 - sqrt(2/pi) * sum(sqrt(I_c))``
-  (a cell's count has standard deviation about ``sqrt(I_c)``): the columns the target
-  depends on most. Without that term, wide columns (ICD-9 groups, payer, specialty) won on
-  sampling noise. The picks spend ``1 - measure_share`` of the share; every analysis
-  measurement gets an equal part of the rest. When a target has no more other pairs than
-  ``analysis_pairs``, all are measured, without selection.
+  by noisy max, one pick at a time, on how far the pair's exact counts are from the
+  product of their own exact margins, less the distance sampling alone would put there:
+  ``||n_ab - n_a n_b / n||_1 - sqrt(2/pi) * sum sqrt(n p_a p_b (1 - p_a) (1 - p_b))``, the
+  penalty from the noisy 1-way shares (``session.select_dependence``, sensitivity ``4 k``):
+  the columns the target depends on most. An earlier score compared the pair with the
+  independent model of the noisy 1-way marginals (sensitivity ``k``); at epsilon 1 those
+  carry noise of about 200 per cell, which added to a wide column's distance in
+  proportion to its levels, so 1-3 of 8 picks went to ICD-9 groups or specialty. The
+  picks spend ``1 - measure_share`` of the share; every analysis measurement gets an equal
+  part of the rest. When a target has no more other pairs than ``analysis_pairs``, all
+  are measured, without selection.
 
 They are measured before the rounds (their cliques count in the model-size limit) but
 fitted only in the final estimate, so the rounds select and anneal as plain AIM's do, on
@@ -380,14 +383,23 @@ def _workload_info(cols: tuple[str, ...], s: AIMSettings, plan: AnalysisPlan,
     }
 
 
+def _chance_l1(pa: np.ndarray, pb: np.ndarray, rows: float) -> float:
+    """What sampling alone puts between a pair's counts and the product of its own margins
+    when the columns are independent: cell ``(a, b)`` then deviates with standard deviation
+    about ``sqrt(n p_a p_b (1 - p_a) (1 - p_b))``, so ``E||.||_1 ~ sqrt(2/pi) * sum`` of
+    those. From public shares ``pa``, ``pb`` (noisy 1-way) and a public row count."""
+    var = rows * np.outer(pa * (1 - pa), pb * (1 - pb))
+    return math.sqrt(2 / math.pi) * float(np.sqrt(var).sum())
+
+
 def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[int], s: AIMSettings,
                       plan: AnalysisPlan, rho: float, oneway: list[NoisyMarginalLike]
                       ) -> tuple[list[NoisyMarginalLike], list[tuple[int, ...]]]:
     """Spend ``analysis_share`` of the release's budget ``rho``: choose ``analysis_pairs``
-    of each target's pairs by noisy max on how badly the independent model of the noisy
-    1-way marginals ``oneway`` explains them, less what sampling alone would show, then
-    measure them and the public analysis marginals in equal parts. Returns (the
-    measurements, the chosen cliques)."""
+    of each target's pairs by noisy max on their dependence (the pair's distance from the
+    product of its own margins, less what sampling alone would show, judged from the noisy
+    1-way marginals ``oneway``), then measure them and the public analysis marginals in
+    equal parts. Returns (the measurements, the chosen cliques)."""
     fits = lambda c: math.prod(sizes[a] for a in c) <= s.max_model_size  # noqa: E731
     public = [c for c in plan.public if fits(c)]
     pools = [[c for c in pool if fits(c)] for pool in plan.choose_from]
@@ -400,25 +412,21 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
     each = (share - select_rho) / n_meas
     chosen: list[tuple[int, ...]] = []
     if sum(n_pick):
-        index = {c: j for j, c in enumerate(cols)}
-        independent = estimate(sizes, [to_observation(m, index) for m in oneway],
-                               max_iters=s.round_iters).model
+        shares = [np.clip(np.asarray(m.counts, dtype=np.float64).ravel(), 0, None) for m in oneway]
+        rows = max(float(np.median([x.sum() for x in shares])), 1.0)  # public: noisy totals
+        probs = [x / x.sum() if x.sum() > 0 else np.full(x.size, 1 / x.size) for x in shares]
         for pool, n in zip(pools, n_pick, strict=True):
             left = list(pool)
-            expected = independent.marginals(left)
-            # what sampling alone puts between a pair and the product of its margins
-            chance = [math.sqrt(2 / math.pi) * float(np.sqrt(np.clip(m, 0, None)).sum()) for m in expected]
+            chance = [_chance_l1(probs[a], probs[b], rows) for a, b in left]
             for _ in range(n):
-                pick = session.select_marginal(
-                    [tuple(cols[a] for a in c) for c in left],
-                    expected,
-                    [1.0] * len(left),
+                pick = session.select_dependence(
+                    [(cols[a], cols[b]) for a, b in left],
                     chance,
                     select_rho / sum(n_pick),
                     "aim/analysis-select",
                 )
                 chosen.append(left.pop(pick))
-                del expected[pick], chance[pick]
+                del chance[pick]
     todo = list(dict.fromkeys([*public, *chosen]))
     out = [session.measure(tuple(cols[a] for a in cl), min(each, session.remaining.rho), "aim/analysis")
            for cl in todo]

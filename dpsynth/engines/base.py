@@ -87,6 +87,14 @@ class SessionLike(Protocol):
         step: str,
     ) -> int: ...
 
+    def select_dependence(
+        self,
+        candidates: Sequence[tuple[str, str]],
+        penalties: Sequence[float],
+        rho: float,
+        step: str,
+    ) -> int: ...
+
 
 def to_observation(m: NoisyMarginalLike, index: Mapping[str, int]) -> Observation:
     """A noisy marginal in estimation's layout (attributes in ascending index order)."""

@@ -305,6 +305,46 @@ class MeasurementSession:
         sensitivity = float(self.__k * np.max(np.abs(w)))
         return self._noisy_max(mechanisms.as_scores(scores), sensitivity, rho, step, candidates)
 
+    def select_dependence(
+        self,
+        candidates: Sequence[tuple[str, str]],
+        penalties: Sequence[float],
+        rho: float,
+        step: str,
+    ) -> int:
+        """Pick the pair of columns that depend on each other most (noisy max).
+
+        Score of pair ``(a, b)`` is ``||n_ab - n_a n_b / n||_1 - penalties[i]``: the exact
+        2-way counts' L1 distance from the product of their *own* exact margins (``n`` the
+        row count; all read here, never returned), less a public penalty (what sampling
+        alone would put there). Unlike :meth:`select_marginal` against a model of noisy
+        1-way marginals, no 1-way noise enters the score, so wide columns do not win on it.
+
+        Sensitivity ``4 k``: adding one row (cell ``a0, b0``) moves ``n_ab`` by 1 in L1 and
+        the product ``g_ab = n_a n_b / n`` by ``sum |g'_ab - g_ab| = sum |-n_a n_b + n
+        (d_a n_b + n_a d_b + d_a d_b)| / (n (n + 1)) <= (n^2 + 2 n^2 + n) / (n (n + 1)) < 3``
+        (``d_a`` is 1 at ``a0``, else 0), so the score moves by less than 4 (triangle
+        inequality); a patient adds or removes at most ``k`` rows, one at a time.
+        """
+        n = len(candidates)
+        if n == 0 or len(penalties) != n:
+            raise UsageError("candidates and penalties must be non-empty and of equal length")
+        pen = np.asarray(penalties, dtype=np.float64)
+        if not np.all(np.isfinite(pen)):
+            raise UsageError("penalties must be finite")
+        pairs = [self._check_cols(cl) for cl in candidates]
+        if any(len(cl) != 2 for cl in pairs):
+            raise UsageError("select_dependence compares pairs of columns only")
+        self.__prefetch(pairs)
+        scores = np.empty(n)
+        for i, cl in enumerate(pairs):
+            joint = self.__exact(cl).reshape(self.shape(cl)).astype(np.float64)
+            total = joint.sum()
+            product = np.outer(joint.sum(axis=1), joint.sum(axis=0)) / total if total > 0 else joint
+            scores[i] = float(np.abs(joint - product).sum()) - pen[i]
+        sensitivity = 4.0 * self.__k
+        return self._noisy_max(mechanisms.as_scores(scores), sensitivity, rho, step, candidates)
+
     def spend_all_for_external(self, step: str, mechanism: str) -> np.ndarray:
         """EXTERNAL ENGINES ONLY: charge the whole remaining budget, then hand over the codes.
 
