@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SeededNoise, SessionFactory, ZeroNoise
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 import dpsynth
@@ -20,7 +22,7 @@ from dpsynth.engines import ENGINES
 from dpsynth.errors import BudgetError, InputDataError, InternalError, UsageError
 from dpsynth.privacy.accountant import Accountant, Budget, Charge
 from dpsynth.privacy.mechanisms import PreparedMechanism, run_opendp
-from dpsynth.privacy.session import MeasurementSession, NoisyMarginal
+from dpsynth.privacy.session import MeasurementSession, NoisyMarginal, dependence_l1
 
 DPSYNTH = Path(dpsynth.__file__).parent
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -235,6 +237,45 @@ def test_select_marginal_finds_the_worst_fit_with_opendp_noise() -> None:
     good0 = _exact(CODES, [0], SIZES).astype(float)
     bad = np.full((3, 4), 500 / 12)
     assert s.select_marginal([("c0",), ("c0", "c1")], [good0, bad], [1, 1], [0, 0], 1e3, "s") == 1
+
+
+def test_select_dependence_picks_the_dependent_pair_and_charges_4k(
+        zero_noise: ZeroNoise, make_session: SessionFactory) -> None:
+    n = 2000
+    a = rng.integers(0, 3, n)
+    codes = np.stack([a, (a + (rng.random(n) < 0.2)) % 3, rng.integers(0, 5, n)], axis=1)
+    for k in (1, 3):
+        s = make_session(codes, [3, 3, 5], zero_noise, k=k)
+        assert s.select_dependence([("c0", "c2"), ("c0", "c1")], [0.0, 0.0], 0.1, "dep") == 1
+        assert s.charges[-1].sensitivity == 4 * k and s.charges[-1].columns == ("c0", "c1", "c2")
+        # the public penalty is subtracted from the score: a large one moves the pick
+        exact = dependence_l1(_exact(codes, [0, 1], [3, 3, 5]))
+        assert s.select_dependence([("c0", "c2"), ("c0", "c1")], [0.0, exact], 0.1, "dep") == 0
+    with pytest.raises(UsageError):  # pairs only, refused before anything is charged
+        s.select_dependence([("c0", "c1", "c2")], [0.0], 0.1, "dep")
+    with pytest.raises(UsageError):
+        s.select_dependence([("c0", "c1")], [float("nan")], 0.1, "dep")
+    assert len(s.charges) == 2
+
+
+def test_dependence_l1_is_zero_for_a_product_and_known_otherwise() -> None:
+    assert dependence_l1(np.outer([1, 2, 3], [4, 4])) == pytest.approx(0.0)
+    assert dependence_l1(np.array([[5, 0], [0, 5]])) == pytest.approx(10.0)  # |5-2.5| * 4
+    assert dependence_l1(np.zeros((2, 3))) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 30), min_size=4, max_size=4), min_size=3, max_size=3),
+       st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), min_size=1, max_size=4))
+def test_dependence_l1_moves_less_than_4_per_row(table: list[list[int]],
+                                                rows: list[tuple[int, int]]) -> None:
+    """The sensitivity select_dependence declares: a patient adding (or removing) k rows
+    moves the score by less than 4 k, whatever the table (the docstring's bound)."""
+    before = np.array(table, dtype=np.int64)
+    after = before.copy()
+    for a, b in rows:
+        after[a, b] += 1
+    assert abs(dependence_l1(after) - dependence_l1(before)) < 4 * len(rows)
 
 
 def test_select_with_public_scores(zero_noise: ZeroNoise, make_session: SessionFactory) -> None:
