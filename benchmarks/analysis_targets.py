@@ -33,6 +33,7 @@ bundles are reused, so the script can be stopped and resumed. Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -80,6 +81,10 @@ CONFIGS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "aim-targets-share20-pairs8": ("aim", "shipped", "this", _opts(analysis_share=0.2, analysis_pairs=8)),
     "aim-targets-share25-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.25, analysis_pairs=10)),
     "aim-targets-share30-pairs12": ("aim", "shipped", "this", _opts(analysis_share=0.3, analysis_pairs=12)),
+    "aim-targets-share35-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.35, analysis_pairs=10)),
+    "aim-targets-share40-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.4, analysis_pairs=10)),
+    "aim-targets-share45-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.45, analysis_pairs=10)),
+    "aim-targets-share40-pairs14": ("aim", "shipped", "this", _opts(analysis_share=0.4, analysis_pairs=14)),
     # the default before the targets got their weight as
     # budget (every target pair measured first from 10 %, analysis weight 4 in selection)
     "aim-targets-w4-all": ("aim", "shipped", "this", _opts(analysis_weight=4, analysis_share=0.1,
@@ -107,33 +112,35 @@ def plain_schema(shipped: Path, out: Path) -> Path:
     return out
 
 
-def release(cfg: str, run: int, work: Path, train_csv: Path, schemas: dict[str, Path],
+def release(cfg: str, run_no: int, work: Path, train_csv: Path, schemas: dict[str, Path],
             trees: dict[str, Path], epsilon: float) -> Path:
     """One release through the CLI (reused when its bundle exists); returns the bundle."""
     engine, schema_key, tree, extra = CONFIGS[cfg]
     d = work / cfg
-    bundle = d / f"run{run}"
+    bundle = d / f"run{run_no}"
     if (bundle / "synthetic.parquet").is_file():
         return bundle
     d.mkdir(parents=True, exist_ok=True)
-    ledger = d / "ledgers" / f"ledger{run}.db"  # not beside the bundle (the release warns)
+    ledger = d / "ledgers" / f"ledger{run_no}.db"  # not beside the bundle (the release warns)
     ledger.parent.mkdir(exist_ok=True)
     ledger.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(trees[tree])}
+    # run from the code tree: ``python -m`` puts the working directory first on sys.path,
+    # so from this checkout a 0.1.0 run would import this tree's dpsynth
+    run = functools.partial(subprocess.run, env=env, cwd=trees[tree])
     cli = [sys.executable, "-m", "dpsynth"]
-    subprocess.run([*cli, "ledger", "init", "--ledger", f"sqlite:///{ledger}", "--dataset-id",
-                    "diabetes130", "--total-epsilon", "10"], env=env, check=True, capture_output=True)
+    run([*cli, "ledger", "init", "--ledger", f"sqlite:///{ledger.resolve()}", "--dataset-id",
+         "diabetes130", "--total-epsilon", "10"], check=True, capture_output=True)
     t0 = time.perf_counter()
-    print(f"  {cfg} run {run}: releasing ({engine}) ...", file=sys.stderr, flush=True)
-    r = subprocess.run([*cli, "release", "--schema", str(schemas[schema_key]), "--input", str(train_csv),
-                        "--epsilon", str(epsilon), "--engine", engine, "--out", str(bundle),
-                        "--ledger", f"sqlite:///{ledger}", "--seed", str(run), "--quiet", "--json",
-                        *extra],
-                       env=env, capture_output=True, text=True)
+    print(f"  {cfg} run {run_no}: releasing ({engine}) ...", file=sys.stderr, flush=True)
+    r = run([*cli, "release", "--schema", str(schemas[schema_key].resolve()), "--input",
+             str(train_csv.resolve()), "--epsilon", str(epsilon), "--engine", engine, "--out",
+             str(bundle.resolve()), "--ledger", f"sqlite:///{ledger.resolve()}", "--seed", str(run_no),
+             "--quiet", "--json", *extra], capture_output=True, text=True)
     if r.returncode != 0:
-        raise SystemExit(f"{cfg} run {run} failed (exit {r.returncode}): {r.stderr.strip()[-400:]}")
-    (d / f"run{run}.json").write_text(r.stdout)
-    print(f"  {cfg} run {run}: done in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+        raise SystemExit(f"{cfg} run {run_no} failed (exit {r.returncode}): {r.stderr.strip()[-400:]}")
+    (d / f"run{run_no}.json").write_text(r.stdout)
+    print(f"  {cfg} run {run_no}: done in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
     return bundle
 
 

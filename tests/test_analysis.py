@@ -94,7 +94,7 @@ def test_aim_analysis_plan_by_default_leaves_the_selection_workload_plain() -> N
     plan = analysis_workload(cols, s)
     assert plan.weighted == []  # analysis_weight 0: the rounds select as plain AIM
     assert plan.public == [(0, 5), (2, 3)]  # target x subgroup, focus: no selection
-    assert plan.choose_from == [[(0, 1), (0, 2), (0, 3), (0, 4)]]  # 2 of them by noisy max
+    assert plan.choose_from == [([(0, 1), (0, 2), (0, 3), (0, 4)], 2)]  # 2 of them by noisy max
     # no more other pairs than analysis_pairs: all measured, no selection
     few = analysis_workload(cols, AIMSettings(targets=("c0",), subgroups=("c5",), analysis_pairs=4))
     assert few.public == [(0, 5), (0, 1), (0, 2), (0, 3), (0, 4)] and few.choose_from == []
@@ -194,6 +194,33 @@ def test_aim_chooses_target_pairs_on_dependence_beyond_sampling_noise(
     assert model.info["workload"]["analysis_pairs_chosen"] == [["c0", "c1"]]
 
 
+def test_aim_chooses_a_subgroups_own_pairs_when_asked(make_session: SessionFactory) -> None:
+    """subgroup_pairs: the subgroup column's most dependent non-target pair is chosen by the
+    same noisy max and measured from the analysis share; a pair two pools share is measured
+    once."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    g = rng.integers(0, 3, n)
+    c2 = np.where(rng.random(n) < 0.6, g, rng.integers(0, 3, n))  # depends on the subgroup
+    c1 = rng.integers(0, 4, n)
+    c0 = (rng.random(n) < 0.1 + 0.2 * c1).astype(np.int64)
+    codes = np.column_stack([c0, c1, c2, rng.integers(0, 5, n), g])
+    sizes = [2, 4, 3, 5, 3]
+    cols = tuple(f"c{j}" for j in range(5))
+    s = AIMSettings(targets=("c0",), subgroups=("c4",), analysis_pairs=1, subgroup_pairs=1,
+                    max_rounds=40, round_iters=20, final_iters=20)
+    plan = analysis_workload(cols, s)
+    assert plan.choose_from == [([(0, 1), (0, 2), (0, 3)], 1), ([(1, 4), (2, 4), (3, 4)], 1)]
+    assert analysis_workload(cols, AIMSettings(subgroups=("c4",), subgroup_pairs=2)).choose_from == []
+    acc = Accountant(Budget(0.5))
+    model = fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=acc), s)
+    assert model.info["workload"]["analysis_pairs_chosen"] == [["c0", "c1"], ["c2", "c4"]]
+    measured = [c.columns for c in acc.charges if c.step == "aim/analysis"]
+    assert measured == [("c0", "c4"), ("c0", "c1"), ("c2", "c4")]
+    assert sum(c.rho for c in acc.charges if c.step.startswith("aim/analysis")) == pytest.approx(0.1)
+    assert acc.spent.rho == pytest.approx(0.5)
+
+
 def test_aim_without_analysis_has_no_analysis_step(make_session: SessionFactory) -> None:
     codes, sizes = _codes()
     acc = Accountant(Budget(0.5))
@@ -205,7 +232,8 @@ def test_aim_without_analysis_has_no_analysis_step(make_session: SessionFactory)
 
 def test_analysis_settings_are_validated() -> None:
     for bad in ({"analysis_weight": -1}, {"analysis_weight": float("inf")}, {"analysis_share": 0.6},
-                {"analysis_share": -0.1}, {"analysis_pairs": -1}, {"analysis_pairs": 2.5}):
+                {"analysis_share": -0.1}, {"analysis_pairs": -1}, {"analysis_pairs": 2.5},
+                {"subgroup_pairs": -1}, {"subgroup_pairs": True}):
         with pytest.raises(UsageError):
             AIMSettings(**bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError):

@@ -156,6 +156,12 @@ class AIMSettings:
     """Per target, how many of its pairs with non-subgroup columns are chosen by noisy max
     and measured from ``analysis_share`` (a target with no more such pairs: all, without
     selection)."""
+    subgroup_pairs: int = 0
+    """Per subgroup column (with ``targets`` or ``focus`` declared), how many of its pairs
+    with the columns other than the targets are chosen by noisy max on their dependence,
+    like a target's, and measured from ``analysis_share``: the subgroup's own structure
+    (who its members are), which the rounds alone measure with noise of hundreds per
+    cell."""
     analysis_weight: float = 0.0
     """Workload weight of each analysis marginal in the rounds' selection (the generic
     ones weigh 1). 0: the rounds select exactly as plain AIM (the analysis marginals get
@@ -167,8 +173,10 @@ class AIMSettings:
             raise UsageError(f"analysis_weight ({self.analysis_weight}) must be a number >= 0")
         if not (isinstance(self.analysis_share, int | float) and 0 <= self.analysis_share < 0.5):
             raise UsageError(f"analysis_share ({self.analysis_share}) must be in [0, 0.5)")
-        if not (isinstance(self.analysis_pairs, int) and self.analysis_pairs >= 0):
-            raise UsageError(f"analysis_pairs ({self.analysis_pairs}) must be a non-negative integer")
+        for name in ("analysis_pairs", "subgroup_pairs"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise UsageError(f"{name} ({v}) must be a non-negative integer")
         if self.degree not in (1, 2, 3):
             raise UsageError(f"degree ({self.degree}) must be 1, 2 or 3")
         if not (isinstance(self.max_model_size, int) and self.max_model_size >= 1):
@@ -215,9 +223,10 @@ class AnalysisPlan:
     public: list[tuple[int, ...]]
     """Measured before the rounds without selection: target x subgroup pairs, focus sets,
     and every pair of a target with at most ``analysis_pairs`` other columns."""
-    choose_from: list[list[tuple[int, ...]]]
-    """Per target with more than ``analysis_pairs`` other pairs: those pairs, of which
-    ``analysis_pairs`` are chosen by noisy max before the rounds."""
+    choose_from: list[tuple[list[tuple[int, ...]], int]]
+    """(pairs, how many to choose) for noisy max before the rounds: per target with more
+    than ``analysis_pairs`` other pairs, those pairs and ``analysis_pairs``; then per
+    subgroup column its pairs with the non-target columns and ``subgroup_pairs``."""
 
 
 def analysis_workload(cols: tuple[str, ...], s: AIMSettings) -> AnalysisPlan:
@@ -227,7 +236,7 @@ def analysis_workload(cols: tuple[str, ...], s: AIMSettings) -> AnalysisPlan:
     targets = [index[t] for t in dict.fromkeys(s.targets) if t in index]
     subgroups = [index[g] for g in s.subgroups if g in index]
     public: list[tuple[int, ...]] = []
-    choose_from: list[list[tuple[int, ...]]] = []
+    choose_from: list[tuple[list[tuple[int, ...]], int]] = []
     pairs: list[tuple[int, ...]] = []
     triples: list[tuple[int, ...]] = []
     for t in targets:
@@ -238,12 +247,16 @@ def analysis_workload(cols: tuple[str, ...], s: AIMSettings) -> AnalysisPlan:
         if len(others) <= s.analysis_pairs:
             public += others
         elif s.analysis_pairs > 0:
-            choose_from.append(others)
+            choose_from.append((others, s.analysis_pairs))
         for g in subgroups:
             if g != t:
                 triples += [tuple(sorted((t, g, a))) for a in range(len(cols)) if a not in (t, g)]
     focus = [tuple(sorted(index[c] for c in f)) for f in s.focus if all(c in index for c in f)]
     public = list(dict.fromkeys([*public, *focus]))
+    if s.subgroup_pairs > 0 and (targets or focus):
+        for g in subgroups:
+            mine = [tuple(sorted((g, a))) for a in range(len(cols)) if a != g and a not in targets]
+            choose_from.append(([c for c in mine if c not in public], s.subgroup_pairs))
     weighted: list[tuple[tuple[int, ...], float]] = []
     if s.analysis_weight > 0:
         weighted = [(c, float(s.analysis_weight)) for c in dict.fromkeys([*pairs, *focus, *triples])]
@@ -402,8 +415,8 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
     equal parts. Returns (the measurements, the chosen cliques)."""
     fits = lambda c: math.prod(sizes[a] for a in c) <= s.max_model_size  # noqa: E731
     public = [c for c in plan.public if fits(c)]
-    pools = [[c for c in pool if fits(c)] for pool in plan.choose_from]
-    n_pick = [min(s.analysis_pairs, len(pool)) for pool in pools]
+    pools = [[c for c in pool if fits(c)] for pool, _ in plan.choose_from]
+    n_pick = [min(n, len(pool)) for pool, (_, n) in zip(pools, plan.choose_from, strict=True)]
     n_meas = len(public) + sum(n_pick)
     if s.analysis_share <= 0 or n_meas == 0:
         return [], []
@@ -416,9 +429,11 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
         rows = max(float(np.median([x.sum() for x in shares])), 1.0)  # public: noisy totals
         probs = [x / x.sum() if x.sum() > 0 else np.full(x.size, 1 / x.size) for x in shares]
         for pool, n in zip(pools, n_pick, strict=True):
-            left = list(pool)
+            # a pair an earlier pool chose is not offered again (it is measured once); if
+            # fewer than n pairs remain, the share of the picks not made goes to the rounds
+            left = [c for c in pool if c not in chosen]
             chance = [_chance_l1(probs[a], probs[b], rows) for a, b in left]
-            for _ in range(n):
+            for _ in range(min(n, len(left))):
                 pick = session.select_dependence(
                     [(cols[a], cols[b]) for a, b in left],
                     chance,
