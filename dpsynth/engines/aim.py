@@ -104,22 +104,6 @@ __all__ = ["AIMSettings", "analysis_workload", "fit_aim"]
 _log = logging.getLogger(__name__)
 
 
-ROUNDS_PER_COLUMN = 4
-"""Default planned rounds per column (the paper: 16). With 16, every round starts on a
-quarter of the budget 4 gives it, and the annealing raises it only after rounds whose
-measurement did not move the model. Measured on the same noise draws (numpy noise of
-OpenDP's scales, seeds 1 and 2, epsilon 1; raw-value 2-way TVD, fit seconds), old default
-(16 per column, ``round_iters`` 100) -> this one (4, 50):
-
-* NIST national2019: 0.0622 / 0.0623 -> 0.0608 / 0.0604, fit 19 / 15 s -> 8.6 / 6.6 s
-  (4 with 100 iterations: 0.0587 / 0.0582 but 47 / 35 s);
-* diabetes130, training split, without ``analysis``: 0.0190 / 0.0177 -> 0.0165 / 0.0165;
-  with the shipped ``analysis``: 0.0178 / 0.0172 -> 0.0164 / 0.0169, TSTR AUC 0.618 /
-  0.646 -> 0.635 / 0.644 (2 per column: 0.0184 / 0.0171).
-
-``benchmarks/results/aim_rounds.md``."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class AIMSettings:
     """Settings of the AIM engine (a documented model-size budget and an optional time guard)."""
@@ -129,7 +113,21 @@ class AIMSettings:
     max_model_size: int = 2_000_000
     """Most cells the junction tree may hold (memory and time grow with it)."""
     max_rounds: int | None = None
-    """Planned rounds ``T``; default ``ROUNDS_PER_COLUMN * n_columns`` (4; the paper: 16)."""
+    """Planned rounds ``T``; default ``rounds_per_column * n_columns``."""
+    rounds_per_column: int = 4
+    """Planned rounds per column when ``max_rounds`` is not given (the paper: 16). With 16,
+    every round starts on a quarter of the budget 4 gives it, and the annealing raises it
+    only after rounds whose measurement did not move the model. Measured on the same noise
+    draws (numpy noise of OpenDP's scales, seeds 1 and 2, epsilon 1; raw-value 2-way TVD,
+    fit seconds), old default (16 per column, ``round_iters`` 100) -> this one (4, 50):
+
+    * NIST national2019: 0.0622 / 0.0623 -> 0.0608 / 0.0604, fit 19 / 15 s -> 8.6 / 6.6 s
+      (4 with 100 iterations: 0.0587 / 0.0582 but 47 / 35 s);
+    * diabetes130, training split, without ``analysis``: 0.0190 / 0.0177 -> 0.0165 / 0.0165;
+      with the shipped ``analysis``: 0.0178 / 0.0172 -> 0.0164 / 0.0169, TSTR AUC 0.618 /
+      0.646 -> 0.635 / 0.644 (2 per column: 0.0184 / 0.0171).
+
+    ``benchmarks/results/aim_rounds.md``."""
     max_seconds: float | None = None
     """Optional guard on the select/measure loop's wall-clock time. When passed,
     the release *fails* (exit 7; the budget stays spent) instead of stopping
@@ -138,7 +136,7 @@ class AIMSettings:
     measure_share: float = 0.9
     """Share of each round's budget for measuring (the rest selects)."""
     round_iters: int = 50
-    """Most mirror-descent iterations per round (warm-started; see ``ROUNDS_PER_COLUMN``)."""
+    """Most mirror-descent iterations per round (warm-started; see ``rounds_per_column``)."""
     round_tol: float = 1e-3
     """A round's estimation stops once the loss improved by less than this
     (relative) over 10 iterations; the final estimate runs to ``1e-5``."""
@@ -204,7 +202,7 @@ class AIMSettings:
             raise UsageError(f"max_seconds ({v}) must be a positive number of seconds")
         if not (0 < self.measure_share < 1):
             raise UsageError(f"measure_share ({self.measure_share}) must be in (0, 1)")
-        for name in ("round_iters", "final_iters"):
+        for name in ("round_iters", "final_iters", "rounds_per_column"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise UsageError(f"{name} ({v}) must be a positive integer")
@@ -476,7 +474,7 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
     rho = session.remaining.rho
     if rho <= 0:
         raise UsageError("the session has no budget left (rho must be positive)")
-    rounds = s.max_rounds or ROUNDS_PER_COLUMN * d
+    rounds = s.max_rounds or s.rounds_per_column * d
     plan = analysis_workload(cols, s) if (s.targets or s.focus) else AnalysisPlan([], [], [])
     shortlist = _Shortlist(d, sizes, _workload(d, s.degree, sizes, s.max_model_size, plan.weighted))
     rho_round = rho / rounds
