@@ -123,9 +123,9 @@ class AIMSettings:
 
     * NIST national2019: 0.0622 / 0.0623 -> 0.0608 / 0.0604, fit 19 / 15 s -> 8.6 / 6.6 s
       (4 with 100 iterations: 0.0587 / 0.0582 but 47 / 35 s);
-    * diabetes130, training split, without ``analysis``: 0.0190 / 0.0177 -> 0.0165 / 0.0165;
-      with the shipped ``analysis``: 0.0178 / 0.0172 -> 0.0164 / 0.0169, TSTR AUC 0.618 /
-      0.646 -> 0.635 / 0.644 (2 per column: 0.0184 / 0.0171).
+    * diabetes130, training split, without ``analysis``: 0.0193 / 0.0177 -> 0.0168 / 0.0166;
+      with the shipped ``analysis``: 0.0178 / 0.0174 -> 0.0167 / 0.0162, TSTR AUC 0.616 /
+      0.655 -> 0.642 / 0.654 (2 per column with 100 iterations: 0.0184 / 0.0171).
 
     ``benchmarks/results/aim_rounds.md``."""
     max_seconds: float | None = None
