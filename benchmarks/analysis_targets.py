@@ -81,10 +81,8 @@ CONFIGS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "aim-targets-share20-pairs8": ("aim", "shipped", "this", _opts(analysis_share=0.2, analysis_pairs=8)),
     "aim-targets-share25-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.25, analysis_pairs=10)),
     "aim-targets-share30-pairs12": ("aim", "shipped", "this", _opts(analysis_share=0.3, analysis_pairs=12)),
-    "aim-targets-share35-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.35, analysis_pairs=10)),
     "aim-targets-share40-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.4, analysis_pairs=10)),
     "aim-targets-share45-pairs10": ("aim", "shipped", "this", _opts(analysis_share=0.45, analysis_pairs=10)),
-    "aim-targets-share40-pairs14": ("aim", "shipped", "this", _opts(analysis_share=0.4, analysis_pairs=14)),
     # the default before the targets got their weight as
     # budget (every target pair measured first from 10 %, analysis weight 4 in selection)
     "aim-targets-w4-all": ("aim", "shipped", "this", _opts(analysis_weight=4, analysis_share=0.1,

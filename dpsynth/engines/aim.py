@@ -423,26 +423,31 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
                       plan: AnalysisPlan, rho: float, oneway: list[NoisyMarginalLike]
                       ) -> tuple[list[NoisyMarginalLike], list[tuple[int, ...]]]:
     """Spend ``analysis_share`` of the release's budget ``rho``: choose ``analysis_pairs``
-    of each target's pairs by noisy max on their dependence (the pair's distance from the
-    product of its own margins, less what sampling alone would show, judged from the noisy
-    1-way marginals ``oneway``), then measure them and the public analysis marginals in
-    equal parts. Returns (the measurements, the chosen cliques)."""
+    of each target's pairs (and ``subgroup_pairs`` of each subgroup column's) by noisy max
+    on their dependence (the pair's distance from the product of its own margins, less
+    what sampling alone would show, judged from the noisy 1-way marginals ``oneway``), then
+    measure them and the public analysis marginals in equal parts. Returns (the
+    measurements, the chosen cliques)."""
     fits = lambda c: math.prod(sizes[a] for a in c) <= s.max_model_size  # noqa: E731
     public = [c for c in plan.public if fits(c)]
-    pools = [[c for c in pool if fits(c)] for pool, _ in plan.choose_from]
-    n_pick = [min(n, len(pool)) for pool, (_, n) in zip(pools, plan.choose_from, strict=True)]
-    n_meas = len(public) + sum(n_pick)
+    pools: list[tuple[list[tuple[int, ...]], int]] = []  # (pairs within the size limit, picks)
+    for pool, n in plan.choose_from:
+        fitting = [c for c in pool if fits(c)]
+        pools.append((fitting, min(n, len(fitting))))
+    n_picks = sum(n for _, n in pools)
+    n_meas = len(public) + n_picks
     if s.analysis_share <= 0 or n_meas == 0:
         return [], []
     share = min(s.analysis_share * rho, session.remaining.rho / 2)
-    select_rho = (1 - s.measure_share) * share if sum(n_pick) else 0.0
+    select_rho = (1 - s.measure_share) * share if n_picks else 0.0
     each = (share - select_rho) / n_meas
     chosen: list[tuple[int, ...]] = []
-    if sum(n_pick):
-        shares = [np.clip(np.asarray(m.counts, dtype=np.float64).ravel(), 0, None) for m in oneway]
-        rows = max(float(np.median([x.sum() for x in shares])), 1.0)  # public: noisy totals
-        probs = [x / x.sum() if x.sum() > 0 else np.full(x.size, 1 / x.size) for x in shares]
-        for pool, n in zip(pools, n_pick, strict=True):
+    if n_picks:
+        counts = [np.clip(np.asarray(m.counts, dtype=np.float64).ravel(), 0, None) for m in oneway]
+        totals = [float(x.sum()) for x in counts]
+        rows = max(float(np.median(totals)), 1.0)  # public: noisy totals
+        probs = [x / t if t > 0 else np.full(x.size, 1 / x.size) for x, t in zip(counts, totals, strict=True)]
+        for pool, n in pools:
             # a pair an earlier pool chose is not offered again (it is measured once); if
             # fewer than n pairs remain, the share of the picks not made goes to the rounds
             left = [c for c in pool if c not in chosen]
@@ -451,7 +456,7 @@ def _measure_analysis(session: SessionLike, cols: tuple[str, ...], sizes: list[i
                 pick = session.select_dependence(
                     [(cols[a], cols[b]) for a, b in left],
                     chance,
-                    select_rho / sum(n_pick),
+                    select_rho / n_picks,
                     "aim/analysis-select",
                 )
                 chosen.append(left.pop(pick))
