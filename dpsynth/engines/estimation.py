@@ -380,7 +380,6 @@ def estimate(
     *,
     total: float | None = None,
     warm_start: EstimationResult | None = None,
-    init: Mapping[Clique, np.ndarray] | None = None,
     max_iters: int = 1000,
     tol: float = 1e-5,
     zeros: Mapping[Clique, np.ndarray] | None = None,
@@ -390,8 +389,8 @@ def estimate(
     ``total`` defaults to :func:`estimate_total`. Stops after ``max_iters``
     iterations, or when the loss improved by less than ``tol`` (relative) over the
     last 10 iterations (never by the clock). ``warm_start`` reuses a
-    previous fit's potentials and step size; ``init`` (without ``warm_start``) gives
-    starting log-potentials for some measured cliques (zero elsewhere). ``zeros`` (public: from the schema's
+    previous fit's potentials and step size (else the fit starts from the uniform
+    table). ``zeros`` (public: from the schema's
     rules) marks, per measured clique, the cells no row can hold (True): their
     log-potential is -inf from the start, so the model puts no mass there and the
     fit spreads the measured mass over the possible cells (structural zeros).
@@ -403,7 +402,7 @@ def estimate(
     # Natural scale of a mirror-descent step on count-scaled marginals.
     alpha = 1.0 / (float(np.max(prob.w_flat)) * total)
     theta_flat = np.zeros(prob.n_cells)
-    start = warm_start.theta if warm_start is not None else (init or {})
+    start = warm_start.theta if warm_start is not None else {}
     if warm_start is not None:
         alpha = warm_start.step
     for c in prob.cliques:
