@@ -170,6 +170,30 @@ def test_aim_chooses_the_target_pairs_by_noisy_max_and_keeps_plain_selection(
     assert min(c.sensitivity or 0 for c in heavy.charges if c.step == "aim/select") > max(sens)
 
 
+def test_aim_rounds_leave_the_target_to_the_analysis_step(make_session: SessionFactory) -> None:
+    """With the target's pairs measured up front, no round measures it with another column
+    (``rounds_with_targets`` False); allowed, the rounds do pick the target's dependence on
+    c1 (the rounds' model does not hold the analysis measurements); with no analysis share
+    nothing is held back."""
+    codes, sizes = _codes()
+
+    def rounds(**kw: object) -> tuple[list[tuple[str, ...]], dict]:
+        acc = Accountant(Budget(0.5))
+        s = AIMSettings(targets=("c0",), subgroups=("c4",), max_rounds=40, round_iters=20,
+                        final_iters=20, **kw)  # type: ignore[arg-type]
+        model = fit_aim(make_session(codes, sizes, ZeroNoise(), accountant=acc), s)
+        return [c.columns for c in acc.charges if c.step == "aim/measure"], model.info["workload"]
+
+    held, w = rounds()
+    assert held and not any("c0" in cols and len(cols) > 1 for cols in held)
+    assert w["rounds"] == "no marginal of c0 with another column"
+    allowed, w = rounds(rounds_with_targets=True)
+    assert any(set(cols) >= {"c0", "c1"} for cols in allowed)
+    assert w["rounds"] == "every workload marginal"
+    _, w = rounds(analysis_share=0.0)
+    assert w["rounds"] == "every workload marginal"
+
+
 def test_aim_chooses_target_pairs_on_dependence_beyond_sampling_noise(
         make_session: SessionFactory) -> None:
     """A wide independent column's pair is further from independence (sampling noise over 400

@@ -176,6 +176,16 @@ class AIMSettings:
     like a target's, and measured from ``analysis_share``: the subgroup's own structure
     (who its members are), which the rounds alone measure with noise of hundreds per
     cell."""
+    rounds_with_targets: bool = False
+    """Whether the rounds may select marginals of a target with other columns when its pairs were
+    measured up front (``analysis_share`` > 0). False: a target's relations come from the
+    analysis measurements only (with less noise per cell than a round's), and the rounds
+    spend their budget on the other columns' relations (``analysis_weight`` > 0, which asks
+    the rounds to weigh the target's marginals, implies True). Measured on the same noise draws
+    (``benchmarks/seeded_options.py``, diabetes130, epsilon 1, seeds 1-8): TSTR AUC for
+    ``readmitted`` 0.638 with True, 0.641 with False (higher or equal in 6 of 8 seeds,
+    mean difference 0.0035, standard error 0.0018); raw 2-way TVD 0.0166 / 0.0165
+    (``benchmarks/results/aim_rounds_targets.md``)."""
     analysis_weight: float = 0.0
     """Workload weight of each analysis marginal in the rounds' selection (the generic
     ones weigh 1). 0: the rounds select exactly as plain AIM (the analysis marginals get
@@ -393,7 +403,8 @@ def _forced_cliques(cols: tuple[str, ...], sizes: list[int], s: AIMSettings
 
 
 def _workload_info(cols: tuple[str, ...], s: AIMSettings, plan: AnalysisPlan,
-                   measured: list[tuple[int, ...]], chosen: list[tuple[int, ...]]) -> dict[str, object]:
+                   measured: list[tuple[int, ...]], chosen: list[tuple[int, ...]],
+                   held: set[int]) -> dict[str, object]:
     """The workload, as the privacy report lists it (public: the schema, the settings and
     the noisy-max choices)."""
     d = len(cols)
@@ -407,6 +418,8 @@ def _workload_info(cols: tuple[str, ...], s: AIMSettings, plan: AnalysisPlan,
                       **({"chosen_by_noisy_max": True} if c in chosen else {})} for c in listed],
         "analysis_share": s.analysis_share if measured else 0.0,
         "analysis_pairs_chosen": [[cols[a] for a in c] for c in chosen],
+        "rounds": (f"no marginal of {', '.join(cols[a] for a in sorted(held))} with another column" if held
+                   else "every workload marginal"),
     }
 
 
@@ -500,6 +513,10 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
     measured = [tuple(sorted(index[c] for c in m.columns)) for m in analysis]
     for cl in measured:
         shortlist.add(cl)
+    held = ({index[t] for t in s.targets if t in index}
+            if measured and not s.rounds_with_targets and s.analysis_weight == 0 else set())
+    for cl in [c for c in shortlist.candidates if len(c) > 1 and held.intersection(c)]:
+        del shortlist.candidates[cl]  # the target's relations: from the analysis step only
     index_of = lambda m: to_observation(m, index)  # noqa: E731
     zeros = zero_masks(s.structural_zeros, index, sizes)
     est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements],
@@ -556,6 +573,6 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         "rounds": n_rounds,
         "seconds": time.perf_counter() - t0,
         "final_iterations": est.iterations,
-        "workload": _workload_info(cols, s, plan, measured, chosen),
+        "workload": _workload_info(cols, s, plan, measured, chosen, held),
     }
     return FittedModel(cols, sizes, est.model, measurements, info)
