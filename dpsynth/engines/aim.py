@@ -44,19 +44,22 @@ marginals, without touching AIM's own selection:
 
 They are measured before the rounds (their cliques count in the model-size limit) but
 fitted only in the final estimate, so the rounds select and anneal as plain AIM's do, on
-the rest of the budget. Fitting them from the start slowed the rounds' warm-started estimates (their
-noise is far smaller than a round's, and mirror descent's step follows the most precise
-measurement), so new measurements seemed not to move the model and the annealing spent
-the budget early: 26 rounds instead of plain AIM's 56 on diabetes130. The selection's
-workload is by default the generic one only (``analysis_weight`` 0): noisy max scales its
-noise with the largest candidate weight, and weighting the target marginals 4 times made
-every generic choice noisier (the 2-way TVD rose by 27 %). With ``analysis_weight`` > 0,
-every target pair, every triple of a target, a subgroup column and another column, and
-every focus set join the workload at that weight; a candidate's AIM weight is then ``w_c =
-sum_r weight_r * |c & r|`` over the workload's marginals ``r``. Measured on diabetes130:
-``benchmarks/results/analysis_targets.md``. The workload used, and which pairs were chosen,
-is in ``info["workload"]`` (the privacy report lists it). Without targets and focus the
-fit is exactly the plain AIM below.
+the rest of the budget, except that they leave a measured target alone: they select no
+marginal of it with another column (``rounds_with_targets``; their noisier measurements of
+the target's relations lowered the TSTR AUC). Fitting them from the start slowed the
+rounds' warm-started estimates (their noise is far smaller than a round's, and mirror
+descent's step follows the most precise measurement), so new measurements seemed not to
+move the model and the annealing spent the budget early: 26 rounds instead of plain AIM's
+56 on diabetes130. The selection's workload is by default the generic one only
+(``analysis_weight`` 0): noisy max scales its noise with the largest candidate weight, and
+weighting the target marginals 4 times made every generic choice noisier (the 2-way TVD
+rose by 27 %). With ``analysis_weight`` > 0, every target pair, every triple of a target,
+a subgroup column and another column, and every focus set join the workload at that
+weight; a candidate's AIM weight is then ``w_c = sum_r weight_r * |c & r|`` over the
+workload's marginals ``r``. Measured on diabetes130:
+``benchmarks/results/analysis_targets.md``. The workload used, and which pairs were
+chosen, is in ``info["workload"]`` (the privacy report lists it). Without targets and
+focus the fit is exactly the plain AIM below.
 
 Budget: every round spends ``rho / max_rounds`` (0.9 measure, 0.1 select)
 until fewer than two rounds' worth remain; that round then spends exactly the
@@ -188,7 +191,7 @@ class AIMSettings:
     (``benchmarks/results/aim_rounds_targets.md``)."""
     analysis_weight: float = 0.0
     """Workload weight of each analysis marginal in the rounds' selection (the generic
-    ones weigh 1). 0: the rounds select exactly as plain AIM (the analysis marginals get
+    ones weigh 1). 0: the rounds weigh candidates as plain AIM (the analysis marginals get
     their weight as the up-front budget instead)."""
 
     def __post_init__(self) -> None:
