@@ -173,8 +173,8 @@ def test_aim_chooses_the_target_pairs_by_noisy_max_and_keeps_plain_selection(
 def test_aim_rounds_leave_the_target_to_the_analysis_step(make_session: SessionFactory) -> None:
     """With the target's pairs measured up front, no round measures it with another column
     (``rounds_with_targets`` False); allowed, the rounds do pick the target's dependence on
-    c1 (the rounds' model does not hold the analysis measurements); with no analysis share
-    nothing is held back."""
+    c1 (the rounds' model does not hold the analysis measurements); with no analysis share,
+    or with the target's marginals weighted into the rounds' workload, nothing is held back."""
     codes, sizes = _codes()
 
     def rounds(**kw: object) -> tuple[list[tuple[str, ...]], dict]:
@@ -190,8 +190,9 @@ def test_aim_rounds_leave_the_target_to_the_analysis_step(make_session: SessionF
     allowed, w = rounds(rounds_with_targets=True)
     assert any(set(cols) >= {"c0", "c1"} for cols in allowed)
     assert w["rounds"] == "every workload marginal"
-    _, w = rounds(analysis_share=0.0)
-    assert w["rounds"] == "every workload marginal"
+    for kw in ({"analysis_share": 0.0}, {"analysis_weight": 1.0}):  # nothing held / weighted
+        _, w = rounds(**kw)
+        assert w["rounds"] == "every workload marginal"
 
 
 def test_aim_chooses_target_pairs_on_dependence_beyond_sampling_noise(
