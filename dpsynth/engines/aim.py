@@ -349,6 +349,12 @@ class _Shortlist:
         if clique not in self.cliques:
             self.cliques.append(clique)
 
+    def drop_pairs_with(self, attrs: set[int]) -> None:
+        """No more candidates joining any of ``attrs`` with another column (their weights,
+        computed over the whole workload, stay as they are for the rest)."""
+        for c in [c for c in self.candidates if len(c) > 1 and attrs.intersection(c)]:
+            del self.candidates[c], self.cells_of[c]
+
     def within(self, model: MarkovModel, limit: float) -> list[tuple[int, ...]]:
         closure = {
             sub
@@ -518,8 +524,7 @@ def fit_aim(session: SessionLike, settings: AIMSettings | None = None) -> Fitted
         shortlist.add(cl)
     held = ({index[t] for t in s.targets if t in index}
             if measured and not s.rounds_with_targets and s.analysis_weight == 0 else set())
-    for cl in [c for c in shortlist.candidates if len(c) > 1 and held.intersection(c)]:
-        del shortlist.candidates[cl]  # the target's relations: from the analysis step only
+    shortlist.drop_pairs_with(held)  # the targets' relations: from the analysis step only
     index_of = lambda m: to_observation(m, index)  # noqa: E731
     zeros = zero_masks(s.structural_zeros, index, sizes)
     est: EstimationResult = estimate(sizes, [index_of(m) for m in measurements],
