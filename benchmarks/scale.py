@@ -19,6 +19,7 @@ cached in --workdir (default /tmp/dpsynth-scale); they are synthetic, so nothing
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -39,24 +40,34 @@ SCHEMA = ROOT / "schemas" / "diabetes130.yaml"
 EXAMPLE = ROOT / "examples" / "diabetes130" / "diabetic_data.csv.gz"
 
 
-def generate(n_rows: int, path: Path, seed: int = 0) -> None:
-    """Sample n_rows encounters from an MST model of diabetes130 (epsilon 10), through
-    the release's own generation step, so every row satisfies the schema's rules."""
+def example_model(seed: int = 0) -> tuple[Any, Any, Any]:
+    """(model, domain, schema): an MST model of the diabetes130 example at epsilon 10 (real
+    OpenDP noise; internal, nothing of it is released), its domain and the schema."""
     from dpsynth.domain import Domain
     from dpsynth.engines import get_engine
-    from dpsynth.generate import generate as generate_rows
     from dpsynth.io import load_encoded
     from dpsynth.privacy.accountant import Accountant, Budget, rho_for
     from dpsynth.privacy.session import MeasurementSession
     from dpsynth.schema import load_schema
 
-    schema = load_schema(SCHEMA)
+    shipped = load_schema(SCHEMA)
+    # The generator only needs a model of the table's own columns: without `represent:
+    # all_rows`, whose internal row-count column a bare session does not add.
+    schema = dataclasses.replace(shipped, privacy_unit=dataclasses.replace(
+        shipped.privacy_unit, represent="kept_rows"))
     enc = load_encoded(EXAMPLE, schema, bounding_secret=seed)
     session = MeasurementSession(enc.codes, enc.columns, enc.sizes, enc.contribution_bound,
                                  Accountant(Budget(rho_for(10.0, 1e-9))))
-    model = get_engine("mst").fit(session, None)
+    return get_engine("mst").fit(session, None), Domain.from_schema(schema), schema
+
+
+def generate(n_rows: int, path: Path, seed: int = 0) -> None:
+    """Sample n_rows encounters from an MST model of diabetes130 (epsilon 10), through
+    the release's own generation step, so every row satisfies the schema's rules."""
+    from dpsynth.generate import generate as generate_rows
+
+    model, domain, schema = example_model(seed)
     rng = np.random.default_rng(seed)
-    domain = Domain.from_schema(schema)
     first_patient = 0
     chunk = 1_000_000
     for start in range(0, n_rows, chunk):

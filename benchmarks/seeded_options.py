@@ -40,6 +40,10 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -66,13 +70,14 @@ def _options(config: str) -> list[str]:
                                           for a in ("--engine-option", o)]
 
 
-def _worker(dataset: str, engine: str, config: str, seed: int, work: Path) -> dict:
-    """One seeded release in ``work`` (a temporary directory), scored; runs in a child."""
-    import polars as pl
+def seeded_release(dataset: str, engine: str, config: str, seed: int, work: Path) -> dict:
+    """One seeded release into ``work / "bundle"`` (call in a child process: it replaces
+    OpenDP's noise and the bounding secret process-wide). Returns the schema, the real
+    rows to score against (``real``; ``test`` for diabetes130) and the release's JSON."""
     from aim_profile import SeededNoise
     from analysis_targets import plain_schema
-    from raw_fidelity import numeric_columns, raw_tvd, real_values, released_values
-    from tstr import TARGET, bounded_train, load_split, tstr_auc, write_train
+    from raw_fidelity import real_values
+    from tstr import bounded_train, load_split, write_train
 
     import dpsynth.io.bounding as bounding
     import dpsynth.privacy.mechanisms as mechanisms
@@ -106,14 +111,33 @@ def _worker(dataset: str, engine: str, config: str, seed: int, work: Path) -> di
         cli(["release", "--schema", str(schema_path), "--input", str(data), "--epsilon", "1",
              "--engine", engine, "--out", str(work / "bundle"), "--ledger", ledger, "--seed", "1",
              *_options(config), "--quiet", "--json"], standalone_mode=False)
-    synth = released_values(pl.read_parquet(work / "bundle/synthetic.parquet"), schema)
+    return {"schema": schema, "real": real, "test": test, "bundle": work / "bundle",
+            "release": json.loads(record.getvalue())}
+
+
+def score(synth_table: pl.DataFrame, made: dict) -> dict:
+    """Raw 2-way TVD (and the TSTR AUC for diabetes130) of a released-format table."""
+    from raw_fidelity import numeric_columns, raw_tvd, released_values
+    from tstr import TARGET, tstr_auc
+
+    schema = made["schema"]
+    synth = released_values(synth_table, schema)
     cols = [c.name for c in schema.measured_columns]
-    out: dict = {"dataset": dataset, "engine": engine, "config": config, "seed": seed,
-                 "tvd_2way": raw_tvd(real, synth, cols, numeric_columns(schema), n_threeway=1)["tvd_2way"]}
-    if test is not None:
-        out["auc"] = tstr_auc(synth, test, schema, *TARGET)
-    out["fit_s"] = json.loads(record.getvalue())["timings"]["fit"]
+    out = {"tvd_2way": raw_tvd(made["real"], synth, cols, numeric_columns(schema),
+                               n_threeway=1)["tvd_2way"]}
+    if made["test"] is not None:
+        out["auc"] = tstr_auc(synth, made["test"], schema, *TARGET)
     return out
+
+
+def _worker(dataset: str, engine: str, config: str, seed: int, work: Path) -> dict:
+    """One seeded release in ``work`` (a temporary directory), scored; runs in a child."""
+    import polars as pl
+
+    made = seeded_release(dataset, engine, config, seed, work)
+    return {"dataset": dataset, "engine": engine, "config": config, "seed": seed,
+            **score(pl.read_parquet(work / "bundle/synthetic.parquet"), made),
+            "fit_s": made["release"]["timings"]["fit"]}
 
 
 def _run(job: tuple[str, str, str, int]) -> dict:

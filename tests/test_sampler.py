@@ -177,3 +177,43 @@ def test_draw_rows_takes_compact_codes() -> None:
     group = np.arange(n_groups, dtype=np.uint8).repeat(3)
     got = draw_rows(table, group, np.random.default_rng(0))
     np.testing.assert_array_equal(got, group.astype(np.int64) % n_out)
+
+
+def test_draw_rows_gives_each_group_its_expected_counts() -> None:
+    """Systematic draws: every group's cell counts are within one of ``m p`` (independent
+    draws miss by about sqrt(m p) -- tens here), and they sum to the group's rows."""
+    rng = np.random.default_rng(3)
+    table = rng.dirichlet(np.full(7, 0.7), size=40)
+    table[:, 2] = 0.0  # never drawn
+    table[5] = 0.0  # no mass at all: uniform
+    group = rng.integers(0, 40, 100_000)
+    got = draw_rows(table, group, np.random.default_rng(4))
+    counts = np.zeros((40, 7))
+    np.add.at(counts, (group, got), 1)
+    m = np.bincount(group, minlength=40)
+    mass = table.sum(axis=1, keepdims=True)
+    p = np.where(mass > 0, table / np.where(mass > 0, mass, 1), 1 / 7)
+    assert np.abs(counts - p * m[:, None]).max() < 1.0
+    assert counts[np.arange(40) != 5, 2].sum() == 0
+
+
+def test_each_row_of_a_systematic_draw_has_the_conditional_distribution() -> None:
+    """A row's own draw is exactly ``table[g]``, whatever its place in the group: over
+    20,000 seeds, the first, a middle and the last row of a 3-row group and a lone row
+    take each cell as often as the table says (binomial error), and two rows of one
+    group are not tied to the cells' order (their joint is not independent: that is what
+    keeps the counts balanced)."""
+    table = np.array([[0.6, 0.3, 0.1], [0.25, 0.5, 0.25]])
+    group = np.array([0, 0, 0, 1])
+    trials = 20_000
+    draws = np.stack([draw_rows(table, group, np.random.default_rng(s)) for s in range(trials)])
+    for row, g in enumerate(group):
+        freq = np.bincount(draws[:, row], minlength=3) / trials
+        sd = np.sqrt(table[g] * (1 - table[g]) / trials)
+        assert (np.abs(freq - table[g]) < 4 * sd + 1e-9).all(), (row, freq)
+    # Rows of a group are exchangeable: row 0 takes cell 0 while row 2 takes cell 1 as
+    # often as the other way round (rows taking the sweep's cells in order would make one
+    # of the two impossible).
+    a = np.mean((draws[:, 0] == 0) & (draws[:, 2] == 1))
+    b = np.mean((draws[:, 0] == 1) & (draws[:, 2] == 0))
+    assert a > 0.2 and abs(a - b) < 4 * math.sqrt(a / trials) * math.sqrt(2)

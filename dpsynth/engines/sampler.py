@@ -2,13 +2,24 @@
 
 Owns: exact ancestral sampling along the junction tree. The root clique is drawn
 from its marginal; each child clique's new attributes are drawn from the
-child's table conditioned on the separator values already drawn for that row
-(vectorised: one inverse-CDF lookup over a row-offset cumulative table, no
-per-row Python loop). Because the tree's tables agree on separators, the rows
-follow the model's distribution exactly, for every clique.
+child's table conditioned on the separator values already drawn for that row.
+Because the tree's tables agree on separators, every row follows the model's
+distribution exactly, for every clique.
 
-We do not use mbi's ``synthetic_data()``: it ranks rows inside parent groups
-and conditions on the wrong cliques (benchmarks/README.md compares the two).
+The draws inside one separator group are systematic, not independent
+(:func:`draw_rows`): the group's rows, in random order, take the cells of one
+stratified sweep of the conditional's CDF, so each cell gets its expected count
+rounded up or down. Each row's draw still has exactly the model's conditional
+distribution, but the sampler adds almost no multinomial noise of its own to the
+released marginals. On the same fitted models (epsilon 1, 4 models x 3 draws each) the raw
+2-way TVD fell on every model: diabetes130 AIM 0.0168 -> 0.0161, MST 0.0198 -> 0.0193,
+NIST AIM 0.0609 -> 0.0600, MST 0.0649 -> 0.0638; the TSTR AUC did not move beyond its
+spread between draws (``benchmarks/results/systematic_sampling.md``). Vectorised: one
+sort of the rows by (group, random key) and one ``repeat`` of the cells, no per-row
+Python loop.
+
+We do not use mbi's ``synthetic_data()``: it also rounds counts inside groups, but it
+ranks rows inside parent groups and conditions on the wrong cliques.
 
 Must not: touch private data, or use any randomness but the caller's seeded
 :class:`numpy.random.Generator`.
@@ -24,7 +35,13 @@ __all__ = ["code_dtype", "draw_rows", "sample"]
 
 
 def draw_rows(table: np.ndarray, group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """For each row ``r`` draw a column of ``table[group[r]]`` (rows = probabilities)."""
+    """For each row ``r`` draw a column of ``table[group[r]]`` (rows = probabilities).
+
+    Systematic within each group: the ``m`` rows of group ``g`` get cell ``c``
+    ``floor(m F_c + o) - floor(m F_(c-1) + o)`` times (``F`` the group's CDF, ``o`` one
+    uniform offset per group), in a uniformly random order. So each row's cell has
+    exactly the distribution ``table[g]``, and the group's counts are within one of
+    ``m p``."""
     n_groups, n_out = table.shape
     group = group.astype(np.int64)  # compact codes would overflow in group * n_out
     t = np.clip(table, 0.0, None)
@@ -34,11 +51,15 @@ def draw_rows(table: np.ndarray, group: np.ndarray, rng: np.random.Generator) ->
     t = np.where(mass > 0, t / np.where(mass > 0, mass, 1.0), 1.0 / n_out)
     cdf = np.cumsum(t, axis=1)
     cdf[:, -1] = 1.0
-    keys = (cdf + np.arange(n_groups)[:, None]).ravel()
-    u = rng.random(group.shape[0])
-    pos = np.searchsorted(keys, group + u, side="right")
-    pos = np.minimum(pos, group * n_out + n_out - 1)  # guard against rounding at the edge
-    return pos - group * n_out
+    m = np.bincount(group, minlength=n_groups)
+    ends = np.floor(cdf * m[:, None] + rng.random((n_groups, 1))).astype(np.int64)
+    ends[:, -1] = m  # floor(m + o) = m; written out against rounding
+    counts = np.diff(ends, axis=1, prepend=0).ravel()
+    cells = np.repeat(np.tile(np.arange(n_out, dtype=np.int64), n_groups), counts)
+    order = np.argsort(group + rng.random(group.shape[0]))  # by group, randomly within
+    out = np.empty(group.shape[0], dtype=np.int64)
+    out[order] = cells
+    return out
 
 
 def code_dtype(sizes: tuple[int, ...] | list[int]) -> type[np.unsignedinteger]:

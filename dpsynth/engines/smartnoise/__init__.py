@@ -76,7 +76,7 @@ own implementation, not on dpsynth's; docs/privacy-model.md). Each fitted model'
   for those engines any other installed version is refused before any budget
   is charged.
 * mbi 1.1.0's ``synthetic_data()`` (MST/AIM sampling) is biased: ranks rows in
-  parent groups and conditions on the wrong cliques (benchmarks/README.md compares the two).
+  parent groups and conditions on the wrong cliques.
 * Sampling uses numpy's *global* RNG; :meth:`ExternalModel.sample` seeds it from
   the caller's generator for the duration of the call and restores it.
 
