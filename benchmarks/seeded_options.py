@@ -140,12 +140,29 @@ def _worker(dataset: str, engine: str, config: str, seed: int, work: Path) -> di
             "fit_s": made["release"]["timings"]["fit"]}
 
 
-def _run(job: tuple[str, str, str, int]) -> dict:
-    r = subprocess.run([sys.executable, __file__, "--worker", *map(str, job)],
-                       capture_output=True, text=True, check=False, cwd=REPO)
-    if r.returncode != 0:
-        raise SystemExit(f"{job} failed: {r.stderr.strip()[-600:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def run_children(script: str, jobs: list[tuple], parallel: int) -> list:
+    """Each job's ``script --worker JOB...`` in a child process, ``parallel`` at a time; the
+    JSON of each child's last stdout line, in job order (echoed to stderr as it arrives)."""
+    def one(job: tuple) -> object:
+        r = subprocess.run([sys.executable, script, "--worker", *map(str, job)],
+                           capture_output=True, text=True, check=False, cwd=REPO)
+        if r.returncode != 0:
+            raise SystemExit(f"{job} failed: {r.stderr.strip()[-600:]}")
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        print(json.dumps(got), file=sys.stderr, flush=True)
+        return got
+
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        return list(pool.map(one, jobs))
+
+
+def save(text: str, rows: list[dict] | None, out: Path | None) -> None:
+    """Print the markdown; with ``out``, write OUT.md (and OUT.json of the rows)."""
+    print(text)
+    if out:
+        if rows is not None:
+            out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        out.with_suffix(".md").write_text(text)
 
 
 def _commit() -> str:
@@ -198,18 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jobs = [(dataset, a.engine, config, int(seed)) for dataset in a.datasets.split(",")
             for seed in a.seeds.split(",") for config in a.configs]
-    rows = []
-    with ThreadPoolExecutor(max(1, a.parallel)) as pool:
-        for row in pool.map(_run, jobs):
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+    rows = run_children(__file__, jobs, a.parallel)
     command = "python benchmarks/seeded_options.py " + " ".join(
         f'"{x}"' if ";" in x or " " in x else x for x in (argv if argv is not None else sys.argv[1:]))
-    text = markdown(rows, command, _commit())
-    print(text)
-    if a.out:
-        a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        a.out.with_suffix(".md").write_text(text)
+    save(markdown(rows, command, _commit()), rows, a.out)
     return 0
 
 

@@ -32,10 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +41,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+
+from seeded_options import _commit, run_children, save  # noqa: E402
 
 SAMPLERS = ("independent", "systematic")
 
@@ -116,7 +116,7 @@ def timing(n_rows: int, repeat: int) -> str:
                 best[(name, step)] = min(best.get((name, step), s), s)
     lines = [f"Rows: {n_rows:,}; model: MST of the diabetes130 example "
              f"({len(model.columns)} columns); best of {repeat}. Code: "
-             f"{__import__('seeded_options')._commit()}.", "",
+             f"{_commit()}.", "",
              "| step | independent s | systematic s |", "|---|---|---|"]
     for step in ("model.sample", "generate"):
         lines.append(f"| {step} | {best[('independent', step)]:.2f} | "
@@ -124,18 +124,8 @@ def timing(n_rows: int, repeat: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(job: tuple[str, str, int, int]) -> list[dict]:
-    r = subprocess.run([sys.executable, __file__, "--worker", *map(str, job)],
-                       capture_output=True, text=True, check=False, cwd=REPO)
-    if r.returncode != 0:
-        raise SystemExit(f"{job} failed: {r.stderr.strip()[-600:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 def markdown(rows: list[dict], command: str) -> str:
     """Means per (dataset, engine, sampler), the paired difference per model, every draw."""
-    from seeded_options import _commit
-
     lines = [f"Command: `{command}`  ", f"Code: {_commit()}. Seeded numpy noise and bounding "
              "secret (not DP); the same models sampled by both samplers.", "",
              "| dataset | engine | sampler | models x draws | mean raw 2-way TVD | sd over draws "
@@ -165,6 +155,7 @@ def markdown(rows: list[dict], command: str) -> str:
     for r in rows:
         models.setdefault((r["dataset"], r["engine"], r["seed"]), {}).setdefault(
             r["sampler"], []).append(r)
+
     def mean(by: dict[str, list[dict]], name: str, key: str) -> float:
         return statistics.fmean(r[key] for r in by[name])
 
@@ -196,10 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.time_rows:
-        text = timing(a.time_rows, a.repeat)
-        print(text)
-        if a.out:
-            a.out.with_suffix(".md").write_text(text)
+        save(timing(a.time_rows, a.repeat), None, a.out)
         return 0
     if a.worker:
         dataset, engine, seed, draws = a.worker
@@ -208,18 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jobs = [(dataset, engine, int(seed), a.draws) for dataset in a.datasets.split(",")
             for engine in a.engines.split(",") for seed in a.seeds.split(",")]
-    rows: list[dict] = []
-    with ThreadPoolExecutor(max(1, a.parallel)) as pool:
-        for got in pool.map(_run, jobs):
-            rows.extend(got)
-            print(json.dumps(got), file=sys.stderr, flush=True)
+    rows = [r for got in run_children(__file__, jobs, a.parallel) for r in got]
     command = "python benchmarks/systematic_sampling.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    text = markdown(rows, command)
-    print(text)
-    if a.out:
-        a.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-        a.out.with_suffix(".md").write_text(text)
+    save(markdown(rows, command), rows, a.out)
     return 0
 
 
