@@ -217,3 +217,15 @@ def test_each_row_of_a_systematic_draw_has_the_conditional_distribution() -> Non
     a = np.mean((draws[:, 0] == 0) & (draws[:, 2] == 1))
     b = np.mean((draws[:, 0] == 1) & (draws[:, 2] == 0))
     assert a > 0.2 and abs(a - b) < 4 * math.sqrt(a / trials) * math.sqrt(2)
+
+
+def test_draw_rows_with_rows_in_few_of_many_groups() -> None:
+    """Only groups that have rows are swept (a large clique, a small batch): each of them
+    still gets its own table's cells."""
+    table = np.zeros((10_000, 3))
+    table[:, 0] = 1.0
+    table[7] = [0.0, 1.0, 0.0]
+    table[9_999] = [0.0, 0.0, 1.0]
+    group = np.array([9_999, 7, 42, 7, 9_999, 9_999], dtype=np.uint16)
+    got = draw_rows(table, group, np.random.default_rng(1))
+    np.testing.assert_array_equal(got, [2, 1, 0, 1, 2, 2])

@@ -43,20 +43,23 @@ def draw_rows(table: np.ndarray, group: np.ndarray, rng: np.random.Generator) ->
     exactly the distribution ``table[g]``, and the group's counts are within one of
     ``m p``."""
     n_groups, n_out = table.shape
-    group = group.astype(np.int64)  # compact codes would overflow in group * n_out
-    t = np.clip(table, 0.0, None)
+    group = group.astype(np.int64)
+    m = np.bincount(group, minlength=n_groups)
+    live = np.flatnonzero(m)  # only groups with rows: a large clique may have few
+    m = m[live]
+    t = np.clip(table[live], 0.0, None)
     mass = t.sum(axis=1, keepdims=True)
     # A separator configuration the child gives no mass (only through rounding)
     # falls back to uniform.
     t = np.where(mass > 0, t / np.where(mass > 0, mass, 1.0), 1.0 / n_out)
     cdf = np.cumsum(t, axis=1)
     cdf[:, -1] = 1.0
-    m = np.bincount(group, minlength=n_groups)
-    ends = np.floor(cdf * m[:, None] + rng.random((n_groups, 1))).astype(np.int64)
+    ends = np.floor(cdf * m[:, None] + rng.random((live.size, 1))).astype(np.int64)
     ends[:, -1] = m  # floor(m + o) = m; written out against rounding
     counts = np.diff(ends, axis=1, prepend=0).ravel()
-    cells = np.repeat(np.tile(np.arange(n_out, dtype=np.int64), n_groups), counts)
-    order = np.argsort(group + rng.random(group.shape[0]))  # by group, randomly within
+    cells = np.repeat(np.tile(np.arange(n_out, dtype=np.int64), live.size), counts)
+    # rows by group (ascending, as ``live``), in random order inside each group
+    order = np.argsort(group + rng.random(group.shape[0]))
     out = np.empty(group.shape[0], dtype=np.int64)
     out[order] = cells
     return out
