@@ -146,6 +146,19 @@ def restrict(values: pl.DataFrame, column: str, value: str) -> pl.DataFrame:
     return values.filter(pl.col(column).cast(pl.String) == value)
 
 
+def subgroup_tvd(real: pl.DataFrame, other: pl.DataFrame, schema: Schema,
+                 subgroup: tuple[str, str]) -> float | None:
+    """Raw 2-way TVD over the released columns but the subgroup's own, both tables
+    restricted to the subgroup's group (None when ``other`` has no row of it)."""
+    s_col, s_val = subgroup
+    mine = restrict(other, s_col, s_val)
+    if not mine.height:
+        return None
+    cols = [c.name for c in schema.measured_columns if c.name != s_col]
+    num = [c for c in numeric_columns(schema) if c != s_col]
+    return raw_tvd(restrict(real, s_col, s_val), mine, cols, num, n_threeway=1)["tvd_2way"]
+
+
 def evaluate(bundle: Path, schema: Schema, real_train: pl.DataFrame, real_test: pl.DataFrame,
              subgroup: tuple[str, str]) -> dict:
     """A bundle's figures, cached beside it (``runN.eval.json``, keyed by the subgroup)."""
@@ -164,15 +177,11 @@ def _evaluate(bundle: Path, schema: Schema, real_train: pl.DataFrame, real_test:
     synth = released_values(pl.read_parquet(bundle / "synthetic.parquet"), schema)
     cols = [c.name for c in schema.measured_columns]
     num = numeric_columns(schema)
-    s_col, s_val = subgroup
-    inside = [c for c in cols if c != s_col]
-    sub_real, sub_syn = restrict(real_train, s_col, s_val), restrict(synth, s_col, s_val)
     out = {"bundle": str(bundle), "rows": synth.height,
            "auc": tstr_auc(synth, real_test, schema, *TARGET),
            "tvd_2way": raw_tvd(real_train, synth, cols, num, n_threeway=1)["tvd_2way"],
-           "subgroup_rows": sub_syn.height,
-           "subgroup_tvd_2way": (raw_tvd(sub_real, sub_syn, inside, [c for c in num if c != s_col],
-                                         n_threeway=1)["tvd_2way"] if sub_syn.height else None)}
+           "subgroup_rows": restrict(synth, *subgroup).height,
+           "subgroup_tvd_2way": subgroup_tvd(real_train, synth, schema, subgroup)}
     rec = bundle.parent / f"{bundle.name}.json"
     if rec.is_file():
         timings = json.loads(rec.read_text()).get("timings") or {}
@@ -316,18 +325,14 @@ def main(argv: list[str] | None = None) -> int:
             "ceiling_all": real_train_ceiling(train, test, schema, *TARGET, bounded=False),
             "floor": independent_floor(train, test, schema, *TARGET),
             "independent_tvd_2way": raw_tvd(real_train, ind, cols, num, n_threeway=1)["tvd_2way"],
-            "independent_subgroup_tvd_2way": raw_tvd(
-                restrict(real_train, s_col, s_val), restrict(ind, s_col, s_val),
-                [c for c in cols if c != s_col], [c for c in num if c != s_col], n_threeway=1)["tvd_2way"]}
+            "independent_subgroup_tvd_2way": subgroup_tvd(real_train, ind, schema, (s_col, s_val))}
     if "fresh_tvd_2way" not in refs:
         # the real test patients (bounded like the training rows) against the training rows:
         # what a sample of the same population scores, sampling noise alone (its subgroup holds
         # about 0.43 x the training subgroup's rows, so this overstates a same-size sample's)
         fresh = real_values(bounded_train(test, unit, schema.privacy_unit.max_rows), schema)
         refs["fresh_tvd_2way"] = raw_tvd(real_train, fresh, cols, num, n_threeway=1)["tvd_2way"]
-        refs["fresh_subgroup_tvd_2way"] = raw_tvd(
-            restrict(real_train, s_col, s_val), restrict(fresh, s_col, s_val),
-            [c for c in cols if c != s_col], [c for c in num if c != s_col], n_threeway=1)["tvd_2way"]
+        refs["fresh_subgroup_tvd_2way"] = subgroup_tvd(real_train, fresh, schema, (s_col, s_val))
     refs_cache.write_text(json.dumps({"subgroup": [s_col, s_val], "refs": refs}))
     print(f"references: {refs}", file=sys.stderr)
     configs = [c for c in a.configs.split(",") if c]

@@ -44,6 +44,8 @@ sys.path.insert(0, str(HERE))
 
 from seeded_options import _commit, run_children, save  # noqa: E402
 
+from dpsynth.engines.sampler import draw_rows as _SHIPPED  # noqa: E402
+
 SAMPLERS = ("independent", "systematic")
 
 
@@ -63,22 +65,27 @@ def independent_draw_rows(table: np.ndarray, group: np.ndarray, rng: np.random.G
     return pos - group * n_out
 
 
+def use_sampler(name: str) -> None:
+    """Make the engines draw with ``name`` (one of :data:`SAMPLERS`) in this process."""
+    import dpsynth.engines.base as base
+    import dpsynth.engines.sampler as sampler
+
+    draw = _SHIPPED if name == "systematic" else independent_draw_rows
+    sampler.draw_rows = base.draw_rows = draw  # type: ignore[assignment]
+
+
 def _worker(dataset: str, engine: str, seed: int, draws: int, work: Path) -> list[dict]:
     """One seeded release, then ``draws`` samples with each sampler, scored (in a child)."""
     import polars as pl
     from seeded_options import score, seeded_release
 
-    import dpsynth.engines.base as base
-    import dpsynth.engines.sampler as sampler
     from dpsynth.cli import main as cli
 
     made = seeded_release(dataset, engine, "default", seed, work)
     n = pl.read_parquet(made["bundle"] / "synthetic.parquet").height
-    shipped = sampler.draw_rows
     rows = []
     for name in SAMPLERS:
-        draw = shipped if name == "systematic" else independent_draw_rows
-        sampler.draw_rows = base.draw_rows = draw  # type: ignore[assignment]
+        use_sampler(name)
         for k in range(1, draws + 1):
             out = work / f"{name}-{k}.parquet"
             cli(["sample", "--bundle", str(made["bundle"]), "--rows", str(n), "--out", str(out),
@@ -94,17 +101,13 @@ def timing(n_rows: int, repeat: int) -> str:
 
     from scale import example_model
 
-    import dpsynth.engines.base as base
-    import dpsynth.engines.sampler as sampler
     from dpsynth.generate import generate
 
     model, domain, schema = example_model()
-    shipped = sampler.draw_rows
     best: dict[tuple[str, str], float] = {}
     for _ in range(repeat):
         for name in SAMPLERS:
-            draw = shipped if name == "systematic" else independent_draw_rows
-            sampler.draw_rows = base.draw_rows = draw  # type: ignore[assignment]
+            use_sampler(name)
             for step in ("model.sample", "generate"):
                 rng = np.random.default_rng(0)
                 t = time.perf_counter()

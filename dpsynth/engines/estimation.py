@@ -402,13 +402,12 @@ def estimate(
     # Natural scale of a mirror-descent step on count-scaled marginals.
     alpha = 1.0 / (float(np.max(prob.w_flat)) * total)
     theta_flat = np.zeros(prob.n_cells)
-    start = warm_start.theta if warm_start is not None else {}
     if warm_start is not None:
         alpha = warm_start.step
-    for c in prob.cliques:
-        prev = start.get(c)
-        if prev is not None:
-            theta_flat[prob.offsets[c]] = np.asarray(prev, dtype=np.float64).ravel()
+        for c in prob.cliques:
+            prev = warm_start.theta.get(c)
+            if prev is not None:
+                theta_flat[prob.offsets[c]] = np.asarray(prev, dtype=np.float64).ravel()
     for c, mask in (zeros or {}).items():
         if c in prob.offsets:  # structural zeros: -inf, which a mirror step keeps
             cell = theta_flat[prob.offsets[c]]

@@ -43,7 +43,6 @@ def draw_rows(table: np.ndarray, group: np.ndarray, rng: np.random.Generator) ->
     exactly the distribution ``table[g]``, and the group's counts are within one of
     ``m p``."""
     n_groups, n_out = table.shape
-    group = group.astype(np.int64)
     m = np.bincount(group, minlength=n_groups)
     live = np.flatnonzero(m)  # only groups with rows: a large clique may have few
     m = m[live]
